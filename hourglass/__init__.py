@@ -1,0 +1,12 @@
+"""hourglass: the Hourglass Diffusion Transformer as a library of interchangeable parts.
+
+Public API: :func:`create_model`, :func:`list_models`, :func:`count_gmacs`; the registries live
+in :mod:`hourglass.registry`.
+"""
+
+from hourglass.flops import count_gmacs, count_macs
+from hourglass.models import create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = ["create_model", "list_models", "count_gmacs", "count_macs", "__version__"]

@@ -1,0 +1,1 @@
+"""Import checkpoints and configs from other code bases."""

@@ -1,0 +1,182 @@
+"""Load k-diffusion ``image_transformer_v2`` (the authors' HDiT code) configs and checkpoints.
+
+``from_k_diffusion(config, state_dict)`` returns the equivalent :class:`hourglass.models.HDiT`,
+so checkpoints trained with the authors' code run on current NATTEN, on CPU, or on any backend.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from hourglass.models.factory import model_spec
+from hourglass.models.hdit import HDiT, HDiTSpec
+from hourglass.registry import MODEL
+
+__all__ = ["spec_from_k_diffusion", "convert_state_dict", "from_k_diffusion"]
+
+_PREFIXES = ("model_ema.", "model.", "module.", "inner_model.", "_orig_mod.")
+
+_RULES: list[tuple[str, str]] = [
+    (r"^time_emb\.", "mapping.time_emb."),
+    (r"^time_in_proj\.", "mapping.time_in_proj."),
+    (r"^aug_emb\.", "mapping.aug_emb."),
+    (r"^aug_in_proj\.", "mapping.aug_in_proj."),
+    (r"^class_emb\.", "mapping.class_emb."),
+    (r"^mapping_cond_in_proj\.", "mapping.cond_in_proj."),
+    (r"^mapping\.(in_norm|out_norm|blocks)\.", r"mapping.net.\1."),
+    (r"^down_levels\.(\d+)\.(\d+)\.", r"encoder.\1.\2."),
+    (r"^mid_level\.(\d+)\.", r"middle.\1."),
+    (r"^up_levels\.(\d+)\.(\d+)\.", r"decoder.\1.\2."),
+    (r"\.self_attn\.norm\.", ".attn_norm."),
+    (r"\.self_attn\.", ".attn."),
+    (r"\.ff\.norm\.", ".ffn_norm."),
+    (r"\.ff\.", ".ffn."),
+    (r"^splits\.(\d+)\.proj\.", r"splits.\1.up.proj."),
+]
+
+
+def _model_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
+    if "model" in config and isinstance(config["model"], Mapping):
+        model, dataset = config["model"], config.get("dataset", {}) or {}
+    else:
+        model, dataset = config, {}
+    num_classes = int(dataset.get("num_classes", 0) or 0)
+    kind = model.get("type", "image_transformer_v2")
+    if kind != "image_transformer_v2":
+        raise ValueError(
+            f"only k-diffusion model type 'image_transformer_v2' (HDiT) can be converted, got {kind!r}"
+        )
+    return model, num_classes
+
+
+def _attention(entry: Mapping[str, Any], path: str) -> dict[str, Any]:
+    kind = entry.get("type")
+    d_head = int(entry.get("d_head", 64))
+    if kind == "global":
+        return {"type": "global", "d_head": d_head}
+    if kind == "neighborhood":
+        return {"type": "neighborhood", "d_head": d_head, "kernel_size": int(entry.get("kernel_size", 7)),
+                "dilation": int(entry.get("dilation", 1))}
+    if kind == "shifted-window":
+        return {"type": "shifted_window", "d_head": d_head, "window_size": int(entry["window_size"])}
+    if kind == "none":
+        return {"type": "none"}
+    raise ValueError(
+        f"{path}.type: unknown k-diffusion attention type {kind!r}; "
+        "expected global, neighborhood, shifted-window or none"
+    )
+
+
+def spec_from_k_diffusion(config: Mapping[str, Any]) -> HDiTSpec:
+    """Translate a k-diffusion config (whole JSON, or its ``model`` section) into an :class:`HDiTSpec`.
+
+    ``dataset.num_classes`` gives the real classes; the embedding's extra row is CFG's "no class".
+    """
+    model, num_classes = _model_section(config)
+    try:
+        depths, widths = list(model["depths"]), list(model["widths"])
+        d_ffs = list(model.get("d_ffs") or [3 * w for w in widths])
+        attns = list(model["self_attns"])
+    except KeyError as exc:
+        raise ValueError(f"k-diffusion config: model.{exc.args[0]} is missing") from None
+    n = len(depths)
+    dropout = model.get("dropout_rate", 0.0)
+    dropouts = list(dropout) if isinstance(dropout, (list, tuple)) else [float(dropout)] * n
+    if not (len(widths) == len(d_ffs) == len(attns) == len(dropouts) == n):
+        raise ValueError(
+            "k-diffusion config: model.depths, widths, d_ffs, self_attns and dropout_rate must have one entry "
+            f"per level; got lengths {n}, {len(widths)}, {len(d_ffs)}, {len(attns)}, {len(dropouts)}"
+        )
+    levels = [
+        {"depth": d, "width": w, "d_ff": f, "dropout": p, "attention": _attention(a, f"model.self_attns[{i}]")}
+        for i, (d, w, f, a, p) in enumerate(zip(depths, widths, d_ffs, attns, dropouts))
+    ]
+    patch = model.get("patch_size", [4, 4])
+    size = model.get("input_size", [256, 256])
+    data = {
+        "type": "hdit",
+        "levels": levels,
+        "mapping": {
+            "type": "hdit",
+            "depth": model.get("mapping_depth", 2),
+            "width": model.get("mapping_width", 256),
+            "d_ff": model.get("mapping_d_ff", 768),
+            "dropout": model.get("mapping_dropout_rate", 0.0),
+        },
+        "patch_size": tuple(patch) if isinstance(patch, (list, tuple)) else int(patch),
+        "in_channels": model.get("input_channels", 3),
+        "num_classes": num_classes,
+        "mapping_cond_dim": model.get("mapping_cond_dim", 0),
+        "input_size": tuple(size) if isinstance(size, (list, tuple)) else int(size),
+    }
+    spec = model_spec(data)
+    if not isinstance(spec, HDiTSpec):  # pragma: no cover - MODEL "hdit" is always HDiT
+        raise TypeError(f"expected an HDiT spec, got {type(spec).__name__}")
+    return spec
+
+
+def _strip_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    sd = dict(state_dict)
+    while "patch_in.proj.weight" not in sd:
+        for prefix in _PREFIXES:
+            if any(k.startswith(prefix + "patch_in.") for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+                break
+        else:
+            raise ValueError(
+                "not a k-diffusion image_transformer_v2 state_dict: no 'patch_in.proj.weight' "
+                f"(first keys: {', '.join(list(state_dict)[:5])})"
+            )
+    return sd
+
+
+def convert_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename k-diffusion parameter names to hourglass's (``model.``/``inner_model.`` prefixes stripped)."""
+    out = {}
+    for key, value in _strip_prefix(state_dict).items():
+        new = key
+        for pattern, repl in _RULES:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def from_k_diffusion(config: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> HDiT:
+    """Build the hourglass HDiT equal to a k-diffusion ``image_transformer_v2`` and load its weights.
+
+    Args:
+        config: the k-diffusion config JSON (``model`` and ``dataset`` sections) or its model section.
+        state_dict: the k-diffusion model's parameters and buffers (prefixes are stripped).
+    Raises:
+        ValueError: for configs that are not HDiT, or weights that do not fit the config
+            (missing/unexpected names, wrong shapes), naming each mismatch.
+    """
+    spec = spec_from_k_diffusion(config)
+    with torch.device("meta"):
+        model = MODEL.build(spec)
+    converted = convert_state_dict(state_dict)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    wrong = [
+        f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(converted))
+        if tuple(converted[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            "the k-diffusion weights do not match their config: "
+            + "; ".join(
+                part for part in (
+                    f"missing {missing}" if missing else "",
+                    f"unexpected {unexpected}" if unexpected else "",
+                    f"shape mismatches {wrong}" if wrong else "",
+                ) if part
+            )
+        )
+    model.load_state_dict({k: v.detach().clone() for k, v in converted.items()}, assign=True)
+    return model

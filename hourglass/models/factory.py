@@ -1,0 +1,88 @@
+"""Model presets: ``create_model`` / ``list_models`` and the timm bridge."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from pydantic import BaseModel
+from torch import nn
+
+from hourglass.registry import MODEL, RegistryError
+
+__all__ = ["create_model", "list_models", "get_preset", "register_preset", "model_spec"]
+
+_PRESETS: dict[str, dict[str, Any]] = {}
+_ALIASES = {"in_chans": "in_channels", "img_size": "input_size"}
+_TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only")
+
+
+def register_preset(name: str, model_type: str, config: dict[str, Any], *, override: bool = False) -> None:
+    """Register a named model configuration (a spec as plain data) and expose it to timm."""
+    if name in _PRESETS and not override:
+        raise RegistryError(f"model preset {name!r} already exists; pass override=True to replace it")
+    _PRESETS[name] = {"type": model_type, **config}
+    from hourglass.models import _timm
+
+    _timm.register(name)
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """The plain-data spec of preset ``name``.
+
+    Raises:
+        RegistryError: listing the known presets and the closest match.
+    """
+    _load_builtin_presets()
+    if name not in _PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_PRESETS), n=1)
+        hint = f". Did you mean {close[0]!r}?" if close else ""
+        raise RegistryError(f"unknown model preset {name!r}; known: {', '.join(sorted(_PRESETS))}{hint}")
+    return dict(_PRESETS[name])
+
+
+def model_spec(name_or_spec: str | dict | BaseModel, **overrides: Any) -> BaseModel:
+    """Validate a preset name, a dict or a spec (plus field overrides) into a model spec."""
+    if isinstance(name_or_spec, str):
+        data = get_preset(name_or_spec)
+    elif isinstance(name_or_spec, BaseModel):
+        data = name_or_spec.model_dump()
+    else:
+        data = dict(name_or_spec)
+    for key, value in overrides.items():
+        data[_ALIASES.get(key, key)] = value
+    return MODEL.validate(data)
+
+
+def create_model(name: str | dict | BaseModel, pretrained: bool = False, **overrides: Any) -> nn.Module:
+    """Build a model from a preset name (``"hdit_l"``), a spec dict or a spec.
+
+    Args:
+        name: preset name, ``{"type": "hdit", ...}`` or a spec instance.
+        pretrained: unsupported (no weights are distributed); must be False.
+        **overrides: spec fields to change, e.g. ``num_classes=10, input_size=64``.
+    Returns:
+        The ``nn.Module``; ``model.spec`` holds its validated spec.
+    """
+    if pretrained:
+        raise ValueError(
+            "hourglass ships no pretrained weights; load a checkpoint with hourglass.train.load_checkpoint "
+            "or convert one with `hourglass convert k-diffusion`"
+        )
+    for key in _TIMM_ONLY:
+        overrides.pop(key, None)
+    return MODEL.build(model_spec(name, **overrides))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted preset names matching a shell-style ``pattern`` (e.g. ``"hdit*"``)."""
+    _load_builtin_presets()
+    return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, pattern))
+
+
+def _load_builtin_presets() -> None:
+    from hourglass.registry import load_plugins
+
+    load_plugins()

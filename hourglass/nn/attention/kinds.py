@@ -1,0 +1,125 @@
+"""Attention kinds: global, neighborhood, shifted window and none (PAPER.md §1.11).
+
+A kind changes the maths (and lives in the recipe); the backend that computes it is a runtime
+choice made in :mod:`hourglass.backends` and never changes the ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from hourglass import backends
+from hourglass.nn.attention._base import AttentionSpec, SelfAttention
+from hourglass.registry import ATTENTION
+from hourglass.spec import Spec
+
+__all__ = [
+    "GlobalAttention",
+    "GlobalAttentionSpec",
+    "NeighborhoodAttention",
+    "NeighborhoodAttentionSpec",
+    "ShiftedWindowAttention",
+    "ShiftedWindowAttentionSpec",
+    "NoAttention",
+    "NoAttentionSpec",
+]
+
+
+class GlobalAttentionSpec(AttentionSpec):
+    type: Literal["global"] = "global"
+
+
+@ATTENTION.register("global")
+class GlobalAttention(SelfAttention):
+    """Every token attends to every token: O(tokens^2); used at the innermost level(s)."""
+
+    Spec = GlobalAttentionSpec
+    backends = backends.BACKENDS["global"]
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        return backends.global_attention(q, k, v, scale=scale, backend=self.backend)
+
+    def attention_macs(self, batch: int, h: int, w: int) -> int:
+        n = h * w
+        return 2 * batch * n * n * self.width
+
+
+class NeighborhoodAttentionSpec(AttentionSpec):
+    type: Literal["neighborhood"] = "neighborhood"
+    kernel_size: int = Field(7, ge=2, description="side of the k x k window each query sees")
+    dilation: int = Field(1, ge=1, description="spacing between window taps (DiNAT-style)")
+
+
+@ATTENTION.register("neighborhood")
+class NeighborhoodAttention(SelfAttention):
+    """Neighborhood attention (NATTEN semantics): a k x k window clamped inside the grid.
+
+    Every query sees exactly ``k * k`` keys, so cost is O(tokens * k^2).
+    """
+
+    Spec = NeighborhoodAttentionSpec
+    backends = backends.BACKENDS["neighborhood"]
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        return backends.neighborhood_attention(
+            q, k, v, self.spec.kernel_size, dilation=self.spec.dilation, scale=scale, backend=self.backend
+        )
+
+    def attention_macs(self, batch: int, h: int, w: int) -> int:
+        return 2 * batch * h * w * self.spec.kernel_size**2 * self.width
+
+
+class ShiftedWindowAttentionSpec(AttentionSpec):
+    type: Literal["shifted_window"] = "shifted_window"
+    window_size: int = Field(8, ge=1, description="side of the s x s windows; must divide the token grid")
+
+
+@ATTENTION.register("shifted_window")
+class ShiftedWindowAttention(SelfAttention):
+    """Swin-style windows of s x s tokens, shifted by s/2 on odd layers (PAPER.md §1.11)."""
+
+    Spec = ShiftedWindowAttentionSpec
+    backends = backends.BACKENDS["shifted_window"]
+
+    @property
+    def shift(self) -> int:
+        """Shift of this layer: ``s // 2`` on odd layer indices, else 0."""
+        return self.spec.window_size // 2 if self.layer_index % 2 == 1 else 0
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        return backends.shifted_window_attention(
+            q, k, v, self.spec.window_size, self.shift, scale=scale, backend=self.backend
+        )
+
+    def attention_macs(self, batch: int, h: int, w: int) -> int:
+        return 2 * batch * h * w * self.spec.window_size**2 * self.width
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", window={self.spec.window_size}, shift={self.shift}"
+
+
+class NoAttentionSpec(Spec):
+    type: Literal["none"] = "none"
+
+
+@ATTENTION.register("none")
+class NoAttention(nn.Module):
+    """No token mixing: layers of this kind are FFN-only (the paper's "no attention" ablation)."""
+
+    Spec = NoAttentionSpec
+    is_identity: ClassVar[bool] = True
+
+    def __init__(self, spec: NoAttentionSpec | None = None, **_: object) -> None:
+        super().__init__()
+        self.spec = spec or NoAttentionSpec()
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        """Returns zeros ``(B, H, W, C)``: adding it to the residual stream changes nothing."""
+        return torch.zeros_like(x)
+
+    def attention_macs(self, batch: int, h: int, w: int) -> int:
+        return 0

@@ -1,0 +1,205 @@
+"""Positional encodings (PAPER.md §1.2, §1.10, §5).
+
+Two kinds exist. *Relative* encodings (``kind == "rope"``) are built inside each attention
+module and rotate queries and keys. *Absolute* encodings (``kind == "absolute"``) are built once
+by the model and added to the tokens after patching. ``none`` adds nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import reduce
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from pydantic import Field
+from torch import Tensor, nn
+
+from hourglass.registry import POS_EMB
+from hourglass.spec import Spec
+
+__all__ = [
+    "make_axial_pos",
+    "downscale_pos",
+    "apply_rotary_emb",
+    "AxialRoPE",
+    "AxialRoPESpec",
+    "SinCos2D",
+    "SinCos2DSpec",
+    "LearnedPosEmb",
+    "LearnedPosEmbSpec",
+    "NoPosEmb",
+    "NoPosEmbSpec",
+]
+
+
+def make_axial_pos(h: int, w: int, *, dtype: torch.dtype | None = None, device=None) -> Tensor:
+    """Token-centre coordinates of an ``h x w`` grid, ``(h, w, 2)`` as ``(y, x)`` (PAPER.md §1.2).
+
+    Cell centres of ``[-1, 1]`` along the longer side; the shorter side spans ``[-r, r]`` with
+    ``r`` the aspect ratio, so a 16x32 grid spans ``[-0.5, 0.5] x [-1, 1]``.
+    """
+    y_max = min(1.0, h / w)
+    x_max = min(1.0, w / h)
+    y_edges = torch.linspace(-y_max, y_max, h + 1, dtype=dtype, device=device)
+    x_edges = torch.linspace(-x_max, x_max, w + 1, dtype=dtype, device=device)
+    y = (y_edges[:-1] + y_edges[1:]) / 2
+    x = (x_edges[:-1] + x_edges[1:]) / 2
+    return torch.stack(torch.meshgrid(y, x, indexing="ij"), dim=-1)
+
+
+def downscale_pos(pos: Tensor) -> Tensor:
+    """Mean of each 2x2 block of positions: ``(2h, 2w, 2) -> (h, w, 2)`` (PAPER.md §1.2)."""
+    pos = rearrange(pos, "(h nh) (w nw) e -> h w (nh nw) e", nh=2, nw=2)
+    return pos.mean(dim=-2)
+
+
+def apply_rotary_emb(x: Tensor, theta: Tensor) -> Tensor:
+    """Rotate pairs ``(x[..., :d], x[..., d:2d])`` by ``theta`` (``d = theta.shape[-1]``), rest unchanged.
+
+    Args:
+        x: ``(..., d_head)`` with ``2 * d <= d_head``.
+        theta: broadcastable to ``(..., d)``.
+    Returns:
+        ``(..., d_head)`` in ``x``'s dtype; the rotation runs in at least fp32.
+    """
+    d = theta.shape[-1]
+    dtype = reduce(torch.promote_types, (x.dtype, theta.dtype, torch.float32))
+    x1, x2, rest = x[..., :d].to(dtype), x[..., d : 2 * d].to(dtype), x[..., 2 * d :]
+    cos, sin = torch.cos(theta.to(dtype)), torch.sin(theta.to(dtype))
+    y1 = x1 * cos - x2 * sin
+    y2 = x2 * cos + x1 * sin
+    return torch.cat((y1.to(x.dtype), y2.to(x.dtype), rest), dim=-1)
+
+
+class AxialRoPESpec(Spec):
+    type: Literal["axial_rope"] = "axial_rope"
+    min_freq: float = Field(math.pi, gt=0, description="lowest angular frequency")
+    max_freq: float = Field(10 * math.pi, gt=0, description="highest angular frequency")
+
+
+@POS_EMB.register("axial_rope")
+class AxialRoPE(nn.Module):
+    """2D axial rotary embedding on the first half of each head (PAPER.md §1.10).
+
+    With ``d = d_head / 4``, ``n_heads * d / 2`` log-spaced frequencies are laid out as
+    ``(d/2, n_heads)`` and transposed, so each head gets its own ``d/2`` frequencies;
+    ``theta = cat(pos_y * f, pos_x * f)``.
+    """
+
+    Spec = AxialRoPESpec
+    kind: ClassVar[str] = "rope"
+
+    def __init__(self, spec: AxialRoPESpec | None = None, *, d_head: int, n_heads: int, **_: object) -> None:
+        super().__init__()
+        self.spec = spec = spec or AxialRoPESpec()
+        if d_head % 8:
+            raise ValueError(f"axial_rope needs d_head divisible by 8, got {d_head}; change d_head")
+        n_freqs = n_heads * d_head // 8
+        log_f = torch.linspace(math.log(spec.min_freq), math.log(spec.max_freq), n_freqs + 1)[:-1]
+        self.register_buffer("freqs", log_f.exp().view(d_head // 8, n_heads).T.contiguous())
+
+    def forward(self, pos: Tensor) -> Tensor:
+        """``pos (*, 2) -> theta (*, n_heads, d_head / 4)``."""
+        freqs = self.freqs.to(pos.dtype)
+        theta_y = pos[..., None, 0:1] * freqs
+        theta_x = pos[..., None, 1:2] * freqs
+        return torch.cat((theta_y, theta_x), dim=-1)
+
+
+def _sincos_1d(dim: int, pos: Tensor) -> Tensor:
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    out = pos.double()[:, None] * omega[None]
+    return torch.cat((out.sin(), out.cos()), dim=-1)
+
+
+class SinCos2DSpec(Spec):
+    type: Literal["sincos_2d"] = "sincos_2d"
+
+
+@POS_EMB.register("sincos_2d")
+class SinCos2D(nn.Module):
+    """Fixed 2D sine-cosine positions over integer token indices (DiT, PAPER.md §5).
+
+    The first half of the channels encodes the column, the second half the row, each as
+    ``[sin, cos]`` of ``index * 10000^(-2i/d)``.
+    """
+
+    Spec = SinCos2DSpec
+    kind: ClassVar[str] = "absolute"
+
+    def __init__(self, spec: SinCos2DSpec | None = None, *, width: int, **_: object) -> None:
+        super().__init__()
+        if width % 4:
+            raise ValueError(f"sincos_2d needs a width divisible by 4, got {width}")
+        self.spec = spec or SinCos2DSpec()
+        self.width = width
+
+    def table(self, h: int, w: int, device=None, dtype=None) -> Tensor:
+        """The ``(h, w, width)`` table of positions."""
+        cols = _sincos_1d(self.width // 2, torch.arange(w))
+        rows = _sincos_1d(self.width // 2, torch.arange(h))
+        grid = torch.cat((cols[None, :, :].expand(h, w, -1), rows[:, None, :].expand(h, w, -1)), dim=-1)
+        return grid.to(device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, H, W, C) -> (B, H, W, C)``: adds the table."""
+        return x + self.table(x.shape[1], x.shape[2], x.device, x.dtype)
+
+
+class LearnedPosEmbSpec(Spec):
+    type: Literal["learned"] = "learned"
+    init_std: float = Field(0.02, ge=0, description="std of the truncated-normal initialisation")
+
+
+@POS_EMB.register("learned")
+class LearnedPosEmb(nn.Module):
+    """Learned absolute positions, one vector per token of the training grid (U-ViT, PAPER.md §5).
+
+    At another grid size the table is resized bicubically, so a model still runs (with a
+    quality cost) at resolutions it was not trained on.
+    """
+
+    Spec = LearnedPosEmbSpec
+    kind: ClassVar[str] = "absolute"
+
+    def __init__(
+        self, spec: LearnedPosEmbSpec | None = None, *, width: int, grid_size: tuple[int, int], **_: object
+    ) -> None:
+        super().__init__()
+        self.spec = spec = spec or LearnedPosEmbSpec()
+        self.weight = nn.Parameter(torch.empty(grid_size[0], grid_size[1], width))
+        nn.init.trunc_normal_(self.weight, std=spec.init_std)
+
+    def table(self, h: int, w: int) -> Tensor:
+        """The ``(h, w, width)`` table, resized when ``(h, w)`` differs from the training grid."""
+        if (h, w) == tuple(self.weight.shape[:2]):
+            return self.weight
+        grid = self.weight.permute(2, 0, 1)[None]
+        return F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, H, W, C) -> (B, H, W, C)``."""
+        return x + self.table(x.shape[1], x.shape[2]).to(x.dtype)
+
+
+class NoPosEmbSpec(Spec):
+    type: Literal["none"] = "none"
+
+
+@POS_EMB.register("none")
+class NoPosEmb(nn.Module):
+    """No positional information."""
+
+    Spec = NoPosEmbSpec
+    kind: ClassVar[str] = "none"
+
+    def __init__(self, spec: NoPosEmbSpec | None = None, **_: object) -> None:
+        super().__init__()
+        self.spec = spec or NoPosEmbSpec()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Identity on ``(B, H, W, C)``."""
+        return x
