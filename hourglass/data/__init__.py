@@ -1,0 +1,60 @@
+"""Datasets (procedural, bundled and image folders), Karras augmentation and the resumable loader.
+
+Importing this package registers the built-in datasets in :data:`hourglass.registry.DATASET`:
+``shapes``, ``digits``, ``lfw`` and ``imagefolder``. Build one with
+``DATASET.build(spec, resolution=32, split="train")``; every item is
+``{"image": (C, H, W) in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``.
+"""
+
+from hourglass.data import augment, bundled, imagefolder, loader, shapes
+from hourglass.data._base import ImageDataset, mix_seed
+from hourglass.data.augment import (
+    Augmented,
+    AugmentParams,
+    KarrasAugmentSpec,
+    apply_augment,
+    augment_matrix,
+    karras_augment,
+    sample_augment_params,
+)
+from hourglass.data.bundled import DigitsDataset, DigitsDatasetSpec, LFWDataset, LFWDatasetSpec
+from hourglass.data.imagefolder import (
+    IMAGE_EXTENSIONS,
+    ImageFolderDataset,
+    ImageFolderDatasetSpec,
+    pil_to_tensor,
+)
+from hourglass.data.loader import ResumableDataLoader, ShardedBatchSampler, create_dataloader
+from hourglass.data.shapes import SHAPE_NAMES, ShapesDataset, ShapesDatasetSpec, render_shape
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SHAPE_NAMES",
+    "AugmentParams",
+    "Augmented",
+    "DigitsDataset",
+    "DigitsDatasetSpec",
+    "ImageDataset",
+    "ImageFolderDataset",
+    "ImageFolderDatasetSpec",
+    "KarrasAugmentSpec",
+    "LFWDataset",
+    "LFWDatasetSpec",
+    "ResumableDataLoader",
+    "ShapesDataset",
+    "ShapesDatasetSpec",
+    "ShardedBatchSampler",
+    "apply_augment",
+    "augment",
+    "augment_matrix",
+    "bundled",
+    "create_dataloader",
+    "imagefolder",
+    "karras_augment",
+    "loader",
+    "mix_seed",
+    "pil_to_tensor",
+    "render_shape",
+    "sample_augment_params",
+    "shapes",
+]
