@@ -18,8 +18,6 @@ from hourglass.registry import MODEL
 
 __all__ = ["spec_from_k_diffusion", "convert_state_dict", "from_k_diffusion"]
 
-_PREFIXES = ("model_ema.", "model.", "module.", "inner_model.", "_orig_mod.")
-
 _RULES: list[tuple[str, str]] = [
     (r"^time_emb\.", "mapping.time_emb."),
     (r"^time_in_proj\.", "mapping.time_in_proj."),
@@ -120,18 +118,16 @@ def spec_from_k_diffusion(config: Mapping[str, Any]) -> HDiTSpec:
 
 
 def _strip_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    sd = dict(state_dict)
-    while "patch_in.proj.weight" not in sd:
-        for prefix in _PREFIXES:
-            if any(k.startswith(prefix + "patch_in.") for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-                break
-        else:
-            raise ValueError(
-                "not a k-diffusion image_transformer_v2 state_dict: no 'patch_in.proj.weight' "
-                f"(first keys: {', '.join(list(state_dict)[:5])})"
-            )
-    return sd
+    """Drop whatever prefix (``model.``, ``model_ema.inner_model.``, ...) sits before the model's names."""
+    anchor = "patch_in.proj.weight"
+    prefixes = sorted((k[: -len(anchor)] for k in state_dict if k.endswith(anchor)), key=len)
+    if not prefixes:
+        raise ValueError(
+            f"not a k-diffusion image_transformer_v2 state_dict: no '{anchor}' "
+            f"(first keys: {', '.join(list(state_dict)[:5])})"
+        )
+    prefix = prefixes[0]  # the shortest: e.g. the EMA copy's prefix if only it is present
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def convert_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -101,8 +101,11 @@ class SelfAttention(nn.Module):
         self.qkv_proj = nn.Linear(width, 3 * width, bias=spec.qkv_bias)
         if spec.qk_norm == "cosine":
             self.scale = nn.Parameter(torch.full((self.n_heads,), float(spec.scale_init)))
-        rope = POS_EMB.build(pos_emb, d_head=spec.d_head, n_heads=self.n_heads, width=width) if pos_emb else None
-        self.pos_emb = rope if rope is not None and getattr(rope, "kind", None) == "rope" else None
+        self.pos_emb = None
+        if pos_emb is not None:
+            pos_emb = POS_EMB.validate(pos_emb)
+            if getattr(POS_EMB.get(pos_emb.type), "kind", None) == "rope":
+                self.pos_emb = POS_EMB.build(pos_emb, d_head=spec.d_head, n_heads=self.n_heads, width=width)
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(width, width, bias=spec.out_bias)
         if spec.zero_init:

@@ -1,0 +1,91 @@
+"""Shifted-window attention (the authors' Swin variant, PAPER.md §1.11), ``torch`` backend.
+
+``q``, ``k``, ``v`` are rolled by ``(+shift, +shift)`` over ``(H, W)``, cut into ``s x s``
+windows and attended within each window, then un-cut and rolled back by ``-shift``. In the
+first window row a query and a key attend only if both or neither lie in the window's first
+``shift`` rows; likewise in the first window column with the first ``shift`` columns (the
+top-left window applies both rules). These are the tokens that the roll wrapped around.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hourglass.backends._resolve import register_probe
+
+__all__ = ["shifted_window_torch", "window_token_flags"]
+
+_lock = threading.Lock()
+_masks: dict[tuple, Tensor] = {}
+
+
+def window_token_flags(n_h: int, n_w: int, window: int, shift: int) -> tuple[Tensor, Tensor]:
+    """Per-token flags in the rolled grid, ``(H, W)`` bool each.
+
+    ``top[i, j]``: the token is in the first window row and in the first ``shift`` rows of its
+    window; ``left[i, j]``: first window column and first ``shift`` columns. Two tokens of the
+    same window may attend iff their ``top`` flags and their ``left`` flags are equal.
+    """
+    rows = torch.arange(n_h)
+    cols = torch.arange(n_w)
+    top_r = (rows < window) & (rows % window < shift)
+    left_c = (cols < window) & (cols % window < shift)
+    return top_r[:, None].expand(n_h, n_w), left_c[None, :].expand(n_h, n_w)
+
+
+def _window_mask(n_h: int, n_w: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """Bool ``(windows, s*s, s*s)``: ``True`` where a query may attend a key. Cached."""
+    key = (n_h, n_w, window, shift, device)
+    mask = _masks.get(key)
+    if mask is None:
+        top, left = window_token_flags(n_h, n_w, window, shift)
+        nwh, nww = n_h // window, n_w // window
+
+        def cut(flag: Tensor) -> Tensor:
+            return flag.reshape(nwh, window, nww, window).permute(0, 2, 1, 3).reshape(nwh * nww, window * window)
+
+        t, lf = cut(top), cut(left)
+        mask = (t[:, :, None] == t[:, None, :]) & (lf[:, :, None] == lf[:, None, :])
+        mask = mask.to(device)
+        with _lock:
+            if len(_masks) > 64:
+                _masks.clear()
+            _masks[key] = mask
+    return mask
+
+
+def shifted_window_torch(q: Tensor, k: Tensor, v: Tensor, window: int, shift: int, scale: float) -> Tensor:
+    """Shifted-window attention via SDPA with a cached per-geometry mask.
+
+    Args:
+        q, k, v: ``(B, H, W, heads, D)``, ``window`` divides ``H`` and ``W``.
+        window: window side ``s``.
+        shift: roll ``0 <= shift < s`` (0: plain non-overlapping windows, no mask).
+        scale: multiplier of ``q . k``.
+
+    Returns:
+        ``(B, H, W, heads, D)``.
+    """
+    b, n_h, n_w, heads, d = q.shape
+    s = window
+    nwh, nww = n_h // s, n_w // s
+
+    def cut(x: Tensor) -> Tensor:
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        x = x.reshape(b, nwh, s, nww, s, heads, d).permute(0, 5, 1, 3, 2, 4, 6)
+        return x.reshape(b, heads, nwh * nww, s * s, d)
+
+    mask = _window_mask(n_h, n_w, s, shift, q.device) if shift else None
+    o = F.scaled_dot_product_attention(cut(q), cut(k), cut(v), attn_mask=mask, scale=scale)
+    o = o.reshape(b, heads, nwh, nww, s, s, d).permute(0, 2, 4, 3, 5, 1, 6).reshape(b, n_h, n_w, heads, d)
+    if shift:
+        o = torch.roll(o, shifts=(-shift, -shift), dims=(1, 2))
+    return o
+
+
+register_probe("shifted_window", "torch", lambda device_type, dtype, requires_grad: None)

@@ -1,0 +1,172 @@
+"""DiT's conditioning: timestep MLP plus class table, registered as MAPPING ``"dit"`` (PAPER.md §5).
+
+``c = t_emb + y_emb`` with ``t_emb = Linear(SiLU(Linear(sinusoidal_256(t))))`` and
+``y_emb = Embedding(num_classes + 1, d)`` (the last row is the "no class" of classifier-free
+guidance). DiT feeds a discrete timestep ``t`` in ``[0, 1000)``; hourglass models receive the
+noise level ``sigma`` instead and, like EDM (Karras et al. 2022), feed the network the
+continuous ``c_noise = ln(sigma) / 4`` (times ``time_scale``, 1 by default).
+
+The same sinusoidal embedding (:func:`timestep_embedding`) makes U-ViT's time token.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from hourglass.nn._init import tag_lr_group, zero_init
+from hourglass.nn.mapping import AUG_COND_DIM, FourierFeatures
+from hourglass.registry import MAPPING
+from hourglass.spec import Spec
+
+__all__ = ["timestep_embedding", "c_noise_of", "augmentation_applied", "DiTEmbedder", "DiTEmbedderSpec"]
+
+
+def c_noise_of(sigma: Tensor) -> Tensor:
+    """EDM's noise conditioning ``c_noise = ln(sigma) / 4`` (PAPER.md §1.3, §2): ``(B,) -> (B,)``."""
+    return torch.log(sigma) / 4
+
+
+def augmentation_applied(aug_cond: Tensor) -> bool:
+    """Whether ``aug_cond (B, 9)`` describes any applied augmentation (all zeros: none).
+
+    Models without an augmentation embedding accept the all-zero ``aug_cond`` a trainer passes when
+    augmentation is off, and refuse a non-zero one (the augmentation would leak into samples). On the meta device and while compiling the
+    values are not inspected (``False``).
+    """
+    if aug_cond.device.type == "meta" or torch.compiler.is_compiling():
+        return False
+    return bool(aug_cond.any())
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding ``[cos(t f_i), sin(t f_i)]`` with ``f_i = max_period^(-i / (dim/2))``.
+
+    The GLIDE / ADM / DiT / U-ViT convention: cosines first, ``dim/2`` geometric frequencies
+    from 1 down to ``1 / max_period``; an odd ``dim`` gets one trailing zero channel.
+
+    Args:
+        t: ``(B,)`` timesteps (any real values).
+        dim: channels of the embedding.
+        max_period: the longest period (sets the lowest frequency).
+    Returns:
+        ``(B, dim)`` in float32 (or float64 if ``t`` is float64).
+    """
+    half = dim // 2
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    exponent = torch.arange(half, dtype=dtype, device=t.device) / half
+    freqs = torch.exp(-math.log(max_period) * exponent)
+    args = t.to(dtype)[:, None] * freqs[None]
+    emb = torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
+    if dim % 2:
+        emb = torch.cat((emb, emb.new_zeros(emb.shape[0], 1)), dim=-1)
+    return emb
+
+
+class DiTEmbedderSpec(Spec):
+    """What a recipe may set of DiT's timestep + class embedder (``mapping = {type = "dit", ...}``)."""
+
+    type: Literal["dit"] = "dit"
+    width: int = Field(
+        256, gt=0, description="conditioning width d; a DiT model sets its own width when this is not given"
+    )
+    frequency_dim: int = Field(256, gt=0, description="channels of the sinusoidal timestep embedding")
+    max_period: float = Field(10000.0, gt=1, description="longest period of the sinusoidal embedding")
+    time_scale: float = Field(
+        1.0, gt=0, description="the embedded timestep is time_scale * ln(sigma)/4 (1: EDM's c_noise)"
+    )
+    augment: bool = Field(
+        False, description="embed aug_cond (Karras augmentation): Linear(Fourier(aug_cond)), zero-initialised; "
+        "false: aug_cond is ignored"
+    )
+
+
+@MAPPING.register("dit")
+class DiTEmbedder(nn.Module):
+    """DiT's timestep + class conditioning ``c = t_emb + y_emb (+ aug + extra)`` (PAPER.md §5).
+
+    ``t_emb = Linear(d -> d)(SiLU(Linear(frequency_dim -> d)(timestep_embedding(time_scale * c_noise))))``
+    with ``c_noise = ln(sigma) / 4`` (EDM's continuous noise conditioning instead of DiT's discrete
+    ``t``); ``y_emb = Embedding(num_classes + 1, d)`` (row ``num_classes`` = no class, for CFG).
+    Optional extras: an augmentation embedding (``augment``; otherwise ``aug_cond`` is ignored) and
+    ``Linear(mapping_cond)``. ``width`` defaults to 256; a DiT sets it to its own width unless the
+    recipe gives one.
+    Initialisation as DiT: the MLP weights and the class table ``N(0, 0.02^2)``, biases zero.
+    Everything trains in the ``"mapping"`` optimiser group.
+
+    Context:
+        num_classes: real classes (0: unconditional, no table).
+        mapping_cond_dim: width of the extra conditioning vector (0: none).
+    """
+
+    Spec = DiTEmbedderSpec
+
+    def __init__(self, spec: DiTEmbedderSpec | None = None, *, num_classes: int = 0, mapping_cond_dim: int = 0):
+        super().__init__()
+        self.spec = spec = spec or DiTEmbedderSpec()
+        self.embeds_aug = spec.augment
+        d = self.width = spec.width
+        self.num_classes = num_classes
+        self.mapping_cond_dim = mapping_cond_dim
+        self.time_mlp = nn.Sequential(nn.Linear(spec.frequency_dim, d), nn.SiLU(), nn.Linear(d, d))
+        for layer in (self.time_mlp[0], self.time_mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+        self.class_emb = nn.Embedding(num_classes + 1, d) if num_classes else None
+        if self.class_emb is not None:
+            nn.init.normal_(self.class_emb.weight, std=0.02)
+        self.aug_emb = self.aug_proj = None
+        if spec.augment:
+            self.aug_emb = FourierFeatures(AUG_COND_DIM, spec.frequency_dim)
+            self.aug_proj = zero_init(nn.Linear(spec.frequency_dim, d, bias=False))
+        self.cond_proj = nn.Linear(mapping_cond_dim, d, bias=False) if mapping_cond_dim else None
+        tag_lr_group(self, "mapping")
+
+    def forward(
+        self,
+        sigma: Tensor,
+        class_cond: Tensor | None = None,
+        aug_cond: Tensor | None = None,
+        mapping_cond: Tensor | None = None,
+    ) -> Tensor:
+        """Conditioning vector ``c``.
+
+        Args:
+            sigma: ``(B,)`` noise levels (> 0).
+            class_cond: ``(B,)`` int64 in ``[0, num_classes]``; required when ``num_classes > 0``.
+            aug_cond: ``(B, 9)`` augmentation description (zeros if None); ignored without ``augment``
+                (:class:`~hourglass.models.dit.DiT` refuses a non-zero one then).
+            mapping_cond: ``(B, mapping_cond_dim)``.
+        Returns:
+            ``(B, width)``.
+        Raises:
+            ValueError: for conditioning this embedder was not built to take.
+        """
+        dtype = self.time_mlp[0].weight.dtype
+        t = self.spec.time_scale * c_noise_of(sigma)
+        c = self.time_mlp(timestep_embedding(t, self.spec.frequency_dim, self.spec.max_period).to(dtype))
+        if self.class_emb is not None:
+            if class_cond is None:
+                raise ValueError(f"mapping 'dit' has {self.num_classes} classes: pass class_cond (B,)")
+            c = c + self.class_emb(class_cond)
+        elif class_cond is not None:
+            raise ValueError("class_cond was given but the mapping is unconditional (num_classes = 0)")
+        if self.aug_emb is not None:
+            if aug_cond is None:  # "no augmentation", as HDiT's mapping reads it
+                aug_cond = sigma.new_zeros((sigma.shape[0], AUG_COND_DIM))
+            c = c + self.aug_proj(self.aug_emb(aug_cond.to(dtype)))
+        if self.cond_proj is not None:
+            if mapping_cond is None:
+                raise ValueError(f"mapping 'dit' takes mapping_cond of width {self.mapping_cond_dim}: pass it")
+            c = c + self.cond_proj(mapping_cond.to(dtype))
+        return c
+
+    def extra_repr(self) -> str:
+        return (
+            f"width={self.width}, num_classes={self.num_classes}, augment={self.spec.augment}, "
+            f"mapping_cond_dim={self.mapping_cond_dim}"
+        )
