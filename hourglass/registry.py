@@ -237,6 +237,8 @@ class Registry(Generic[T]):
             msg += f". Did you mean {close[0]!r}?"
         loaded = [s.name for s in _plugin_statuses if s.status == "loaded"]
         failed = [f"{s.name} ({s.error})" for s in _plugin_statuses if s.status == "failed"]
+        if not msg.endswith("?"):
+            msg += "."
         if loaded:
             msg += f" Plugins loaded: {', '.join(loaded)}."
         if failed:
@@ -321,8 +323,7 @@ def load_plugins(*, strict: bool | None = None, force: bool = False) -> list[Plu
         disabled = {
             s.strip() for s in os.environ.get("HOURGLASS_DISABLE_PLUGINS", "").split(",") if s.strip()
         }
-        if force:
-            _plugin_statuses.clear()
+        _plugin_statuses.clear()
         _plugins_loaded = True  # set first: plugins may touch registries while loading
         try:
             eps = importlib.metadata.entry_points(group=PLUGIN_GROUP)
@@ -331,6 +332,15 @@ def load_plugins(*, strict: bool | None = None, force: bool = False) -> list[Plu
             eps = []
         for ep in sorted(eps, key=lambda e: e.name):
             _load_one(ep, strict=strict, disabled=disabled)
+        failed = [s for s in _plugin_statuses if s.status == "failed"]
+        if strict and failed:
+            _plugins_loaded = False  # strict mode keeps failing until the plugins are fixed
+            raise PluginError(
+                "strict plugin mode is on and plugins failed to load: "
+                + "; ".join(f"plugin {s.name!r} ({s.distribution or 'unknown distribution'}) failed: {s.error}"
+                            for s in failed)
+                + ". Fix or uninstall them, skip them with HOURGLASS_DISABLE_PLUGINS, or unset HOURGLASS_STRICT_PLUGINS"
+            )
         return list(_plugin_statuses)
 
 
@@ -363,7 +373,7 @@ def _load_one(ep: Any, *, strict: bool, disabled: set[str]) -> None:
         status.components.clear()
         message = f"hourglass plugin {ep.name!r} ({ep.value}) failed to load: {status.error}"
         if strict:
-            raise PluginError(message + " (strict plugin mode is on)") from exc
+            return
         warnings.warn(message + "; the other components are unaffected", RuntimeWarning, stacklevel=3)
     finally:
         _current_provider.name = None

@@ -152,7 +152,7 @@ def test_import_error_plugin_and_strict_mode(fake_plugins, monkeypatch):
         fake_plugins(_FakeEntryPoint("missing", ImportError("No module named 'nothere'")))
     assert any("missing" in str(w.message) for w in caught)
     monkeypatch.setenv("HOURGLASS_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginError, match="'missing'.*strict"):
+    with pytest.raises(PluginError, match="strict.*'missing'"):
         fake_plugins(_FakeEntryPoint("missing", ImportError("No module named 'nothere'")))
 
 
