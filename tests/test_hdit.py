@@ -61,7 +61,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
     plain = grads()
     model.set_gradient_checkpointing(True)
-    for a, b in zip(plain, grads()):
+    for a, b in zip(plain, grads(), strict=True):
         torch.testing.assert_close(a, b)
 
 

@@ -7,7 +7,8 @@ so checkpoints trained with the authors' code run on current NATTEN, on CPU, or 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -91,7 +92,7 @@ def spec_from_k_diffusion(config: Mapping[str, Any]) -> HDiTSpec:
         )
     levels = [
         {"depth": d, "width": w, "d_ff": f, "dropout": p, "attention": _attention(a, f"model.self_attns[{i}]")}
-        for i, (d, w, f, a, p) in enumerate(zip(depths, widths, d_ffs, attns, dropouts))
+        for i, (d, w, f, a, p) in enumerate(zip(depths, widths, d_ffs, attns, dropouts, strict=True))
     ]
     patch = model.get("patch_size", [4, 4])
     size = model.get("input_size", [256, 256])

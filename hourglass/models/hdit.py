@@ -69,7 +69,7 @@ class HDiTSpec(Spec):
     split: Component(SPLIT) = Field(LerpSkipSpec(), description="token split and skip combination")  # type: ignore
 
     @model_validator(mode="after")
-    def _resolve_and_check(self) -> "HDiTSpec":
+    def _resolve_and_check(self) -> HDiTSpec:
         levels = []
         for i, level in enumerate(self.levels):
             if level.attention is None:
@@ -138,7 +138,7 @@ class HDiT(nn.Module):
         self.encoder = nn.ModuleList(make_level(level, 0) for level in levels[:-1])
         self.middle = make_level(levels[-1], 0)
         self.decoder = nn.ModuleList(make_level(level, level.depth) for level in levels[:-1])
-        pairs = list(zip(levels[:-1], levels[1:]))
+        pairs = list(zip(levels[:-1], levels[1:], strict=True))
         self.merges = nn.ModuleList(MERGE.build(spec.merge, in_width=a.width, out_width=b.width) for a, b in pairs)
         self.splits = nn.ModuleList(SPLIT.build(spec.split, in_width=b.width, out_width=a.width) for a, b in pairs)
         self.out_norm = RMSNorm(width=w0)
@@ -155,7 +155,7 @@ class HDiT(nn.Module):
         """AdamW groups: decay only Linear weights; mapping network and adaptive norms at lr/3."""
         return param_groups(self, lr, weight_decay, mapping_lr_scale)
 
-    def set_gradient_checkpointing(self, enabled: bool = True) -> "HDiT":
+    def set_gradient_checkpointing(self, enabled: bool = True) -> HDiT:
         """Recompute each layer in the backward pass instead of storing its activations."""
         self.gradient_checkpointing = enabled
         return self
@@ -194,13 +194,13 @@ class HDiT(nn.Module):
         pos = make_axial_pos(x.shape[1], x.shape[2], device=x.device)
         cond = self.mapping(sigma, class_cond, aug_cond, mapping_cond)
         skips = []
-        for level, merge in zip(self.encoder, self.merges):
+        for level, merge in zip(self.encoder, self.merges, strict=True):
             x = self._run(level, x, pos, cond)
             skips.append((x, pos))
             x = merge(x)
             pos = downscale_pos(pos)
         x = self._run(self.middle, x, pos, cond)
-        for level, split, (skip, pos) in reversed(list(zip(self.decoder, self.splits, skips))):
+        for level, split, (skip, pos) in reversed(list(zip(self.decoder, self.splits, skips, strict=True))):
             x = self._run(level, split(x, skip), pos, cond)
         x, _ = self.out_norm(x)
         return self.patch_out(x).movedim(-1, 1)
@@ -211,7 +211,7 @@ def _levels(depths, widths, attentions, dropouts=None) -> list[dict[str, Any]]:
     dropouts = dropouts or [0.0] * len(depths)
     return [
         {"depth": d, "width": w, "attention": a, "dropout": p}
-        for d, w, a, p in zip(depths, widths, attentions, dropouts)
+        for d, w, a, p in zip(depths, widths, attentions, dropouts, strict=True)
     ]
 
 

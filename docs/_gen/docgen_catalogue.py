@@ -1,0 +1,195 @@
+"""Generate the component catalogue (``components.md``) from ``hourglass.registry.REGISTRIES``.
+
+One section per family, one subsection per registered component (plugins included, when their
+distributions are installed): its summary, provider distribution, runtime backends, a recipe
+snippet and every option with type, default and description. Model presets follow the models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docgen_common import anchor, code, first_paragraph, md_cell, md_text, nested_tables, spec_table, toml_value
+
+__all__ = ["FAMILY_NOTES", "component_id", "catalogue_markdown", "backends_table"]
+
+#: what each family is for and where a recipe sets it (families without a note still get listed)
+FAMILY_NOTES: dict[str, str] = {
+    "attention": "How tokens of a level mix. The *kind* (set per level: `[[model.levels]] attention = ...`) "
+    "is the maths and the weights; the *backend* that computes it is a runtime choice "
+    "(`[runtime] backends`), see [kinds vs backends](concepts.md#kinds-and-backends).",
+    "pos_emb": "Positional information: HDiT rotates queries and keys (2D axial RoPE); DiT and U-ViT add "
+    "position vectors to the tokens. Set with `[model] pos_emb = ...`.",
+    "ffn": "The feed-forward half of every layer (`[model] ffn = ...`); receives `width`, `d_ff` and `dropout` "
+    "from its level.",
+    "norm": "The pre-norm of every attention and FFN block, and how the conditioning vector enters "
+    "(`[model] norm = ...`).",
+    "merge": "Downsampling between levels: 2x2 tokens into one (`[model] merge = ...`).",
+    "split": "Upsampling between levels and how the encoder's skip is combined with the decoder's input "
+    "(`[model] split = ...`).",
+    "mapping": "The conditioning network: noise level, class and augmentation labels into one vector "
+    "(`[model] mapping = ...`).",
+    "model": "Whole backbones: `[model] type = ...`, or `preset = ...` to start from a preset.",
+    "denoiser": "Preconditioning of the backbone, `D(x; sigma)` (`[diffusion] denoiser = ...`).",
+    "weighting": "Loss weighting `w(sigma)` (`[diffusion] weighting = ...`).",
+    "sigma_density": "Distribution of the training noise levels (`[diffusion] sigma_density = ...`).",
+    "sampler": "ODE/SDE samplers (`[sample] sampler = ...`, `hourglass sample --sampler NAME`).",
+    "schedule": "Sampling noise-level schedules (`[sample] schedule = ...`).",
+    "dataset": "Training data (`[data] dataset = ...`).",
+}
+
+
+def component_id(family: str, name: str) -> str:
+    """HTML id of component ``name`` of ``family`` in the catalogue."""
+    return anchor(family, name)
+
+
+def _provider_text(provider: str, statuses: list[Any]) -> str:
+    if provider == "hourglass":
+        return "built in (`hourglass-diffusion`)"
+    for status in statuses:
+        if status.distribution == provider or status.name == provider:
+            version = f" {status.version}" if status.version else ""
+            return f"plugin `{provider}`{version} (entry point `{status.name}`)"
+    return f"`{provider}`"
+
+
+def _plugins_section(statuses: list[Any]) -> list[str]:
+    lines = ["## Installed plugins", ""]
+    if not statuses:
+        lines.append(
+            "No distribution provides the entry-point group `hourglass.plugins` in the environment that built "
+            "these pages, so only the built-in components are listed. See [Writing a plugin](plugins.md)."
+        )
+        return lines + [""]
+    lines += [
+        "These pages were built with the following plugins installed; their components are listed with "
+        "the built-in ones, each naming the distribution that provides it.",
+        "",
+        "| entry point | distribution | version | status | components |",
+        "|---|---|---|---|---|",
+    ]
+    for s in statuses:
+        comps = ", ".join(code(c) for c in s.components) or (md_cell(s.error or "") if s.error else "")
+        lines.append(f"| `{s.name}` | `{s.distribution or '?'}` | {s.version or ''} | {s.status} | {comps} |")
+    return lines + [""]
+
+
+def _component_section(registry: Any, name: str, statuses: list[Any]) -> list[str]:
+    info = registry.describe(name)
+    family = registry.family
+    obj = registry.get(name)
+    lines = [f"### `{name}` {{#{component_id(family, name)}}}", ""]
+    summary = info.get("doc") or first_paragraph(getattr(obj, "__doc__", ""))
+    if summary:
+        lines += [md_text(" ".join(summary.split())), ""]
+    facts = [f"**Provided by:** {_provider_text(info['provider'], statuses)}"]
+    module = getattr(obj, "__module__", "")
+    qualname = getattr(obj, "__qualname__", getattr(obj, "__name__", ""))
+    if module and qualname:
+        facts.append(f"**Class:** `{module}.{qualname}`")
+    if info.get("backends"):
+        facts.append("**Backends:** " + ", ".join(f"`{b}`" for b in info["backends"]))
+    lines += ["  \n".join(facts), ""]
+    spec_cls = getattr(obj, "Spec", None)
+    if spec_cls is not None:
+        try:
+            default = registry.validate(name)
+        except ValueError:  # required options: no default instance to show (pydantic errors are ValueErrors)
+            default = None
+        if default is not None and family != "model":
+            lines += ["Its default, written out in full:", "", "```toml", f"{family} = {toml_value(default)}", "```", ""]
+        lines += [spec_table(spec_cls, component_id(family, name), "components.md"), ""]
+        lines += nested_tables(spec_cls, family, component_id(family, name), 4, "components.md")
+    return lines
+
+
+def _presets_section() -> list[str]:
+    import torch
+
+    from hourglass.models import list_models, model_spec
+    from hourglass.registry import MODEL
+
+    lines = [
+        "### Model presets {#model-presets}",
+        "",
+        "A preset is a model spec with a name: `hourglass.create_model(NAME)`, `timm.create_model(NAME)` "
+        "after `import hourglass`, `[model] preset = \"NAME\"` in a recipe, `hourglass show NAME` to print it "
+        "as TOML. Parameters are counted on a meta-device build when these pages are built.",
+        "",
+        "| preset | model | input size | layout | classes | params |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in list_models():
+        spec = model_spec(name)
+        with torch.device("meta"):
+            params = sum(p.numel() for p in MODEL.build(spec).parameters())
+        levels = getattr(spec, "levels", None)
+        if levels:
+            kinds = []
+            for level in levels:
+                att = level.attention
+                k = getattr(att, "kernel_size", None) or getattr(att, "window_size", None)
+                kinds.append(f"{att.type} {k}" if k else att.type)
+            layout = (f"depths {[lv.depth for lv in levels]}, widths {[lv.width for lv in levels]}, "
+                      f"attention {', '.join(kinds)}")
+        else:
+            layout = f"depth {getattr(spec, 'depth', '?')}, width {getattr(spec, 'width', '?')}"
+        patch = toml_value(getattr(spec, "patch_size", "?"))
+        size = toml_value(getattr(spec, "input_size", "?"))
+        lines.append(
+            f"| <a id=\"{anchor('preset', name)}\"></a>`{name}` | [{spec.type}](#{component_id('model', spec.type)}) "
+            f"| {size} | patch {patch}; {md_cell(layout)} | {getattr(spec, 'num_classes', 0)} | {params / 1e6:.1f}M |"
+        )
+    return lines + [""]
+
+
+def catalogue_markdown() -> str:
+    """The whole catalogue page as Markdown (loads plugins through the registries)."""
+    from hourglass.registry import REGISTRIES, load_plugins
+
+    statuses = load_plugins()
+    lines = [
+        "# Component catalogue",
+        "",
+        "Every component registered when these pages were built, generated from "
+        "`hourglass.registry.REGISTRIES` (the same information as `hourglass list` and `hourglass show NAME`). "
+        "A recipe field of a family takes a component's name (`ffn = \"geglu\"`) or a table with its "
+        "`type` and options (`ffn = {type = \"geglu\", bias = true}`); options left out keep the defaults "
+        "listed here. See [Concepts](concepts.md) for how the pieces fit together.",
+        "",
+        "| family | components |",
+        "|---|---|",
+    ]
+    for family, registry in REGISTRIES.items():
+        links = ", ".join(f"[`{n}`](#{component_id(family, n)})" for n in registry.names())
+        lines.append(f"| [{family}](#{anchor(family)}) | {links} |")
+    lines += [""] + _plugins_section(statuses)
+    for family, registry in REGISTRIES.items():
+        lines += [f"## {family} {{#{anchor(family)}}}", ""]
+        if family in FAMILY_NOTES:
+            lines += [FAMILY_NOTES[family], ""]
+        for name in registry.names():
+            lines += _component_section(registry, name, statuses)
+        if family == "model":
+            lines += _presets_section()
+    return "\n".join(lines) + "\n"
+
+
+def backends_table() -> str:
+    """Kinds x backends, with what runs on this machine's CPU (probed by ``available_backends``)."""
+    import torch
+
+    from hourglass.backends import BACKENDS, available_backends
+
+    lines = ["| kind | backend | trains on CPU here | runs forward on CPU here |", "|---|---|---|---|"]
+    for kind, names in BACKENDS.items():
+        train = available_backends(kind, device="cpu", dtype=torch.float32, requires_grad=True)
+        infer = available_backends(kind, device="cpu", dtype=torch.float32, requires_grad=False)
+        for name in names:
+            cells = []
+            for probe in (train, infer):
+                reason = probe.get(name)
+                cells.append("yes" if reason is None else "no: " + md_cell(reason))
+            lines.append(f"| `{kind}` | `{name}` | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Generate the recipe reference (``recipes.md``) from the pydantic schema in ``hourglass.recipe``.
+
+Every section of :class:`hourglass.recipe.Recipe`, every field of it (type, default, bounds,
+description), the nested tables (``[train.ema]``, ``[data.augment]``, ``[[model.levels]]``) and,
+for ``[model]``, the fields of every registered model type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from docgen_common import (
+    anchor,
+    component_registry,
+    first_paragraph,
+    md_cell,
+    md_text,
+    nested_spec,
+    nested_tables,
+    section_doc,
+    spec_table,
+)
+
+__all__ = ["section_ids", "recipes_markdown"]
+
+CATALOGUE = "components.md"
+
+
+def _model_section(field: Any) -> list[str]:
+    registry = component_registry(field)
+    lines = [
+        "## `[model]` {#model}",
+        "",
+        md_text(field.description or ""),
+        "",
+        f"`type` picks one of the registered [models]({CATALOGUE}#model) "
+        f"({', '.join(f'`{n}`' for n in registry.names())}); the other keys are that model's fields below. "
+        f"`preset = \"NAME\"` starts from a [preset]({CATALOGUE}#model-presets) instead, and the keys given "
+        "beside it override the preset's (`[model]` `preset = \"hdit_s\"`, `num_classes = 10`).",
+        "",
+        '| field | type | default | description |',
+        '|---|---|---|---|',
+        f'| <a id="{anchor("model", "type")}"></a>`type` | {" &#124; ".join(f"`{chr(34)}{n}{chr(34)}`" for n in registry.names())} '
+        '| *required unless `preset` is given* | the model ([catalogue](components.md#model)) |',
+        f'| <a id="{anchor("model", "preset")}"></a>`preset` | `str` | *unset* | start from this preset; '
+        'the other keys override it (`hourglass show NAME` prints one) |',
+        "",
+    ]
+    for name in registry.names():
+        spec_cls = registry.spec_class(name)
+        sid = anchor("model", name)
+        lines += [f"### `type = \"{name}\"` {{#{sid}}}", ""]
+        summary = first_paragraph(registry.get(name).__doc__)
+        provider = registry.provider(name)
+        if summary:
+            lines += [md_text(summary), ""]
+        if provider != "hourglass":
+            lines += [f"Provided by the plugin distribution `{provider}`.", ""]
+        lines += [spec_table(spec_cls, sid, CATALOGUE), ""]
+        lines += nested_tables(spec_cls, "model", sid, 4, CATALOGUE)
+    return lines
+
+
+def section_ids() -> dict[str, list[str]]:
+    """``{section title: [HTML ids of its fields]}`` that :func:`recipes_markdown` writes (for tests)."""
+    from hourglass.recipe import Recipe
+
+    out: dict[str, list[str]] = {}
+
+    def walk(spec_cls: Any, path: str, id_prefix: str) -> None:
+        out[path] = [anchor(id_prefix, n) for n in spec_cls.model_fields if n != "type"]
+        for n, f in spec_cls.model_fields.items():
+            nested, _ = nested_spec(f)
+            if nested is not None:
+                walk(nested, f"{path}.{n}", anchor(id_prefix, n))
+
+    for name, field in Recipe.model_fields.items():
+        registry = component_registry(field)
+        if registry is not None:
+            out[name] = [anchor(name, "type"), anchor(name, "preset")]
+            for comp in registry.names():
+                walk(registry.spec_class(comp), f"{name}[type={comp}]", anchor(name, comp))
+        else:
+            walk(field.annotation, name, anchor(name))
+    return out
+
+
+def _example(root: Path) -> list[str]:
+    path = root / "recipes" / "quickstart.toml"
+    if not path.is_file():
+        return []
+    return [
+        "## A complete recipe",
+        "",
+        "`recipes/quickstart.toml`, the [quick start](quickstart.md)'s recipe, included from the repository:",
+        "",
+        "```toml",
+        path.read_text(encoding="utf-8").rstrip(),
+        "```",
+        "",
+    ]
+
+
+def recipes_markdown(root: Path) -> str:
+    """The recipe reference page as Markdown.
+
+    Args:
+        root: the repository root (for the example recipe).
+    """
+    from hourglass.recipe import Recipe
+
+    lines = [
+        "# Recipe reference",
+        "",
+        "A recipe is one TOML file that declares a whole experiment. It is validated by "
+        "`hourglass.recipe.Recipe` (pydantic, frozen, unknown keys refused); this page is generated from that "
+        "schema when the docs are built, so it lists every section and field of the installed version.",
+        "",
+        "- Load one with `hourglass.recipe.load_recipe(path)`, check files with `hourglass validate FILE...`, "
+        "train with `hourglass train FILE`.",
+        "- Every problem is reported at once, each with its path (`model.levels[1].attention.kernel_size`), "
+        "the value found and how to fix it.",
+        "- `--set KEY=VALUE` on the command line (`--set train.lr=1e-4 --set model.levels[0].depth=3`) overrides "
+        "a value before validation, through the same schema.",
+        "- A field whose type is a *component* takes a registered name (`weighting = \"soft_min_snr\"`) or a "
+        "table with a `type` and that component's options (`weighting = {type = \"min_snr\", gamma = 5.0}`); "
+        f"the options of each are in the [component catalogue]({CATALOGUE}).",
+        "- The resolved recipe (every default filled in) is written to the run directory and into every "
+        "checkpoint.",
+        "",
+        "| section | required | what |",
+        "|---|---|---|",
+    ]
+    for name, field in Recipe.model_fields.items():
+        required = "yes" if field.is_required() else "no"
+        what = field.description or ""
+        if component_registry(field) is None:
+            what = section_doc(field.annotation) or what
+        lines.append(f"| [`[{name}]`](#{anchor(name)}) | {required} | {md_cell(what)} |")
+    lines.append("")
+    for name, field in Recipe.model_fields.items():
+        if component_registry(field) is not None:
+            lines += _model_section(field)
+            continue
+        cls = field.annotation
+        lines += [f"## `[{name}]` {{#{anchor(name)}}}", ""]
+        doc = section_doc(cls)
+        if doc:
+            lines += [md_text(doc), ""]
+        lines += [spec_table(cls, anchor(name), CATALOGUE), ""]
+        lines += nested_tables(cls, name, anchor(name), 3, CATALOGUE)
+    lines += _example(root)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,123 @@
+"""The ``hourglass`` command line (console script ``hourglass``, also ``python -m hourglass``).
+
+Each command is a module of this package listed in :data:`COMMANDS`; it exposes
+``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int`` (and may set
+``COMMAND`` when its name differs from the module's). User errors (:class:`CLIError`,
+``RecipeError``, ``RegistryError``, ``PluginError``) are printed as one message without a
+traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from hourglass.cli._common import EXIT_USAGE, CLIError
+
+__all__ = ["COMMANDS", "main", "build_parser", "CLIError"]
+
+#: command modules, in the order ``hourglass --help`` lists them; append new commands here.
+COMMANDS: tuple[str, ...] = ("build", "validate", "flops", "catalog", "show", "plugins", "convert", "train", "sample", "eval")
+
+_DESCRIPTION = """\
+Hourglass Diffusion Transformers: build, inspect, train and sample pixel-space diffusion models
+described by one TOML recipe (see recipes/). Run `hourglass COMMAND --help` for each command."""
+
+_EPILOG = """\
+examples:
+  hourglass build recipes/hdit_ffhq1024.toml          # per-level table: grid, layers, params, GMACs
+  hourglass build hdit_l --resolution 512 --json     # a preset at another size, as JSON
+  hourglass validate recipes/*.toml                  # every problem of every file
+  hourglass flops recipes/hdit_imagenet128.toml --resolution 128 256 512 --grow
+  hourglass list attention                           # registered components and who provides them
+  hourglass show neighborhood                        # a component's options and defaults
+  hourglass convert k-diffusion config.json model.safetensors out/
+
+exit status: 0 success, 1 failure while running, 2 a problem with the input (printed without a traceback)."""
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command of :data:`COMMANDS`."""
+    from hourglass import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hourglass", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hourglass {__version__}")
+    parser.add_argument(
+        "--strict-plugins", action="store_true",
+        help="fail (exit 2) if any plugin of entry-point group hourglass.plugins fails to load, "
+        "instead of warning and carrying on",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name in COMMANDS:
+        module = _load(name)
+        sub = module.add_parser(subparsers)
+        if sub is None:
+            sub = subparsers.choices[getattr(module, "COMMAND", name)]
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def _strict_plugins() -> None:
+    from hourglass.registry import PluginError, load_plugins
+
+    failed = [s for s in load_plugins(strict=True) if s.status == "failed"]
+    if failed:
+        raise PluginError(
+            "strict plugin mode: "
+            + "; ".join(f"plugin {s.name!r} ({s.distribution or 'unknown distribution'}) failed: {s.error}"
+                        for s in failed)
+            + ". Fix or uninstall the plugin, or disable it with HOURGLASS_DISABLE_PLUGINS=name"
+        )
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hourglass.recipe import RecipeError
+    from hourglass.registry import PluginError, RegistryError
+
+    errors: list[type[BaseException]] = [CLIError, RecipeError, RegistryError, PluginError]
+    try:
+        from hourglass.backends import BackendUnavailableError
+
+        errors.append(BackendUnavailableError)
+    except ImportError:  # pragma: no cover - backends is part of the package
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hourglass`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Args:
+        argv: command-line arguments without the program name.
+    Returns:
+        0 on success, 1 when a command fails while running, 2 for input problems.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, --version, or an argparse usage error (already printed)
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return EXIT_USAGE
+    command = args.command
+    try:
+        if args.strict_plugins:
+            _strict_plugins()
+        return int(args._module.run(args) or 0)
+    except _user_errors() as exc:
+        print(f"hourglass {command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"hourglass {command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,208 @@
+"""``hourglass build``: validate a recipe or preset, build it on the meta device, print its anatomy.
+
+The model is built on PyTorch's ``meta`` device (shapes only, no memory for weights), so even the
+1024^2 FFHQ model reports instantly. For an hourglass model the table has one row per level:
+token grid, layers (encoder + decoder, or the middle), width, heads, attention kind, the backend
+that would run it on the recipe's runtime device, parameters and GMACs (multiply-accumulates of
+one forward pass at the recipe's resolution, the unit the paper calls GFLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from typing import Any
+
+from hourglass.cli._common import (
+    Target,
+    add_json_option,
+    add_set_option,
+    example_epilog,
+    format_table,
+    human_count,
+    load_target,
+    print_json,
+)
+
+__all__ = ["add_parser", "run", "model_report"]
+
+COMMAND = "build"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``hourglass build``."""
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="validate and meta-build a recipe or preset; per-level table of params and GMACs",
+        description=__doc__,
+        epilog=example_epilog(
+            "hourglass build recipes/hdit_imagenet256.toml",
+            "hourglass build hdit_imagenet128 --json",
+            "hourglass build recipes/quickstart.toml --set model.levels[0].depth=3",
+            "hourglass build hdit_l --resolution 512",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", metavar="RECIPE|PRESET", help="a .toml recipe or a model preset name (hourglass list presets)")
+    parser.add_argument("--resolution", type=int, metavar="N", help="image side to build and count at (sets model.input_size)")
+    parser.add_argument(
+        "--inference", action="store_true",
+        help="resolve attention backends for inference (no gradients) instead of training",
+    )
+    add_set_option(parser)
+    add_json_option(parser)
+    return parser
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _attention_text(attention: Any) -> str:
+    kind = getattr(attention, "type", "?")
+    if kind == "neighborhood":
+        dil = getattr(attention, "dilation", 1)
+        return f"neighborhood k{attention.kernel_size}" + (f" d{dil}" if dil != 1 else "")
+    if kind == "shifted_window":
+        return f"shifted_window s{attention.window_size}"
+    return str(kind)
+
+
+def _backend(kind: str, runtime: Any, requires_grad: bool) -> tuple[str | None, str | None]:
+    """(backend name, None) or (None, reason) for attention ``kind`` on the runtime's device."""
+    import torch
+
+    from hourglass.backends import BACKENDS, BackendUnavailableError, resolve_backend
+    from hourglass.recipe import resolve_device, resolve_dtype
+
+    if kind not in BACKENDS:
+        return "-", None
+    device = resolve_device(runtime.device)
+    dtype = getattr(torch, resolve_dtype(runtime.dtype, runtime.device))
+    try:
+        return resolve_backend(kind, device, dtype, requires_grad, explicit=runtime.backends.get(kind)), None
+    except (BackendUnavailableError, ValueError) as exc:
+        return None, str(exc)
+
+
+def model_report(model_spec: Any, runtime: Any, requires_grad: bool = True) -> dict[str, Any]:
+    """Parameters, GMACs and per-level anatomy of a model spec (built on the meta device).
+
+    Args:
+        model_spec: a validated model spec (``input_size`` gives the resolution counted at).
+        runtime: a :class:`hourglass.recipe.RuntimeSection` (device, dtype, backends).
+        requires_grad: resolve backends for training (True) or inference.
+    Returns:
+        ``{"model", "resolution", "params", "gmacs", "levels": [...], "other": [...]}``.
+    """
+    from hourglass.cli._common import meta_build
+    from hourglass.flops import macs_by_module
+
+    model = meta_build(model_spec)
+    macs = macs_by_module(model)
+    params: dict[str, int] = defaultdict(int)
+    for name, p in model.named_parameters():
+        params[name] += p.numel()
+    total_params = sum(params.values())
+    total_macs = sum(macs.values())
+
+    def within(prefixes: tuple[str, ...], table: dict[str, int]) -> int:
+        return sum(v for k, v in table.items() if any(k == p[:-1] or k.startswith(p) for p in prefixes))
+
+    levels_out: list[dict[str, Any]] = []
+    claimed: set[str] = set()
+    levels = getattr(model_spec, "levels", None)
+    hourglass_like = levels is not None and all(hasattr(model, n) for n in ("encoder", "middle", "decoder"))
+    if hourglass_like:
+        h, w = _pair(getattr(model_spec, "input_size", 0))
+        ph, pw = _pair(getattr(model_spec, "patch_size", 1))
+        n = len(levels)
+        for i, level in enumerate(levels):
+            prefixes = ("middle.",) if i == n - 1 else (f"encoder.{i}.", f"decoder.{i}.")
+            claimed.update(p.split(".")[0] for p in prefixes)
+            attention = level.attention
+            kind = getattr(attention, "type", "?")
+            d_head = getattr(attention, "d_head", None)
+            backend, reason = _backend(kind, runtime, requires_grad)
+            levels_out.append({
+                "level": i,
+                "grid": [h // ph // 2**i, w // pw // 2**i],
+                "layers": level.depth if i == n - 1 else 2 * level.depth,
+                "width": level.width,
+                "d_ff": getattr(level, "ffn_width", None),
+                "heads": level.width // d_head if d_head else None,
+                "attention": _attention_text(attention),
+                "attention_kind": kind,
+                "backend": backend,
+                "backend_error": reason,
+                "dropout": level.dropout,
+                "params": within(prefixes, params),
+                "gmacs": within(prefixes, macs) / 1e9,
+            })
+    other: dict[str, dict[str, Any]] = {}
+    for name, _ in model.named_children():
+        if name in claimed:
+            continue
+        p, m = within((name + ".",), params), within((name + ".",), macs)
+        if p or m:
+            other[name] = {"part": name, "params": p, "gmacs": m / 1e9}
+    size = getattr(model_spec, "input_size", None)
+    return {
+        "model": getattr(model_spec, "type", type(model).__name__),
+        "resolution": list(_pair(size)) if size is not None else None,
+        "params": int(total_params),
+        "gmacs": float(total_macs / 1e9),
+        "levels": levels_out,
+        "other": list(other.values()),
+    }
+
+
+def _g(gmacs: float) -> str:
+    return f"{gmacs:.2f}" if gmacs >= 1 or gmacs == 0 else f"{gmacs:.3g}"
+
+
+def _print(report: dict[str, Any], target: Target, requires_grad: bool) -> None:
+    from hourglass.recipe import resolve_device, resolve_dtype
+
+    res = report["resolution"]
+    runtime = target.runtime
+    device = resolve_device(runtime.device)
+    print(f"{target.label}: {report['model']} at {res[0]}x{res[1]}" if res else f"{target.label}: {report['model']}")
+    if report["levels"]:
+        rows = []
+        for lv in report["levels"]:
+            rows.append([
+                lv["level"], f"{lv['grid'][0]}x{lv['grid'][1]}", lv["layers"], lv["width"],
+                lv["heads"] if lv["heads"] is not None else "-", lv["attention"],
+                lv["backend"] or "unavailable", human_count(lv["params"]), _g(lv['gmacs']),
+            ])
+        for part in report["other"]:
+            rows.append(["", "", "", "", "", part["part"], "", human_count(part["params"]), _g(part['gmacs'])])
+        rows.append(["total", "", "", "", "", "", "", human_count(report["params"]), _g(report['gmacs'])])
+        headers = ["level", "grid", "layers", "width", "heads", "attention", "backend", "params", "GMACs"]
+        print(format_table(headers, rows, right=(2, 3, 4, 7, 8)))
+    else:
+        rows = [[p["part"], human_count(p["params"]), _g(p['gmacs'])] for p in report["other"]]
+        rows.append(["total", human_count(report["params"]), _g(report['gmacs'])])
+        print(format_table(["part", "params", "GMACs"], rows, right=(1, 2)))
+    mode = "training" if requires_grad else "inference"
+    print(f"params {report['params']:,}  GMACs {_g(report['gmacs'])} per forward (batch 1)  "
+          f"backends for {mode} on {device}/{resolve_dtype(runtime.dtype, runtime.device)}")
+    for lv in report["levels"]:
+        if lv["backend_error"]:
+            print(f"note: level {lv['level']}: {lv['backend_error']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, meta-build and report ``args.target``; 0 on success."""
+    overrides = list(args.set)
+    if args.resolution is not None:
+        overrides.append(("model.input_size", args.resolution))
+    target = load_target(args.target, overrides)
+    requires_grad = not args.inference
+    report = model_report(target.model, target.runtime, requires_grad=requires_grad)
+    if args.json:
+        print_json({"target": target.label, **report})
+    else:
+        _print(report, target, requires_grad)
+    return 0

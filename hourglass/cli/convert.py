@@ -1,0 +1,205 @@
+"""``hourglass convert k-diffusion``: turn an ``image_transformer_v2`` run into a recipe + weights.
+
+Reads the k-diffusion config JSON and a checkpoint (``.safetensors``, or a torch ``.pth``/``.ckpt``
+loaded with ``weights_only=True``, taking its ``model_ema``, ``model`` or ``state_dict`` entry),
+checks that every weight fits the config, and writes into ``OUT_DIR``:
+
+* ``recipe.toml``: the model as an hourglass recipe; diffusion, training and data settings are
+  carried over where k-diffusion's config has them (sigma_data, loss weighting, sigma density,
+  AdamW, EMA, class dropout, augmentation, imagefolder location);
+* ``model.safetensors``: the weights under hourglass's parameter names, with metadata
+  ``format = "hourglass-weights"``, ``recipe`` (the TOML) and ``model_spec`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from hourglass.cli._common import CLIError, example_epilog
+
+__all__ = ["add_parser", "run", "recipe_data_from_k_diffusion", "load_checkpoint_state"]
+
+COMMAND = "convert"
+WEIGHTS_FORMAT = "hourglass-weights"
+_PICK = ("model_ema", "model", "state_dict")
+_WEIGHTING = {"karras": "edm", "soft-min-snr": "soft_min_snr", "snr": "snr"}
+_ROOT_PLACEHOLDER = "/path/to/images"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``hourglass convert``."""
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="convert a k-diffusion image_transformer_v2 (HDiT) config + checkpoint to a recipe + safetensors",
+        description=__doc__,
+        epilog=example_epilog(
+            "hourglass convert k-diffusion config_imagenet128.json model_00400000.safetensors out/",
+            "hourglass convert k-diffusion config.json ckpt.pth converted/ --overwrite",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", choices=["k-diffusion"], help="the format converted from")
+    parser.add_argument("config", metavar="CONFIG.json", help="the k-diffusion training config")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help=".safetensors, or a torch .pth/.ckpt")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for recipe.toml and model.safetensors")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUT_DIR")
+    return parser
+
+
+def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The tensors of a k-diffusion checkpoint (safetensors, or torch with ``weights_only=True``).
+
+    Raises:
+        CLIError: unreadable file, pickled objects beyond tensors, or no state dict inside.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"checkpoint {path} does not exist; check the path")
+    if path.suffix == ".safetensors":
+        import safetensors.torch
+
+        try:
+            return dict(safetensors.torch.load_file(str(path)))
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise CLIError(f"cannot read {path} as safetensors: {exc}") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError ...
+        raise CLIError(
+            f"cannot load {path} with torch.load(weights_only=True): {type(exc).__name__}: {exc}. "
+            "Only tensors and plain containers are loaded (never arbitrary pickled code); re-save the "
+            "state dict with torch.save(model.state_dict(), path) or as safetensors"
+        ) from None
+    if isinstance(obj, dict):
+        for key in _PICK:
+            if isinstance(obj.get(key), dict):
+                return dict(obj[key])
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+    keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+    raise CLIError(f"{path} holds no state dict (looked for {', '.join(_PICK)} or a dict of tensors); found {keys}")
+
+
+def _density(kd: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    kind = kd.get("type")
+    if kind == "cosine-interpolated":
+        return {"type": "cosine_interpolated"}, None
+    if kind == "lognormal":
+        return {"type": "log_normal", "mean": kd.get("mean", -1.2), "std": kd.get("std", 1.2)}, None
+    if kind == "loguniform":
+        return {"type": "log_uniform", "sigma_min": kd["min_value"], "sigma_max": kd["max_value"]}, None
+    return None, f"sigma density {kind!r} has no hourglass equivalent; the default cosine_interpolated is used"
+
+
+def recipe_data_from_k_diffusion(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Recipe data for a k-diffusion config, and notes on what could not be carried over.
+
+    Raises:
+        ValueError: if the config is not an ``image_transformer_v2`` model (from the interop module).
+    """
+    from hourglass.interop.k_diffusion import spec_from_k_diffusion
+
+    notes: list[str] = []
+    model = spec_from_k_diffusion(config)
+    mcfg = config.get("model", config) if isinstance(config.get("model"), dict) else config
+    dcfg = config.get("dataset") or {}
+    opt = config.get("optimizer") or {}
+    ema = config.get("ema_sched") or {}
+    sigma_data = float(mcfg.get("sigma_data", 0.5))
+    diffusion: dict[str, Any] = {"denoiser": {"type": "karras", "sigma_data": sigma_data}}
+    weighting = mcfg.get("loss_weighting", "karras")
+    if weighting in _WEIGHTING:
+        diffusion["weighting"] = {"type": _WEIGHTING[weighting]}
+    else:
+        notes.append(f"loss weighting {weighting!r} has no hourglass equivalent; soft_min_snr is used")
+    if "sigma_sample_density" in mcfg:
+        density, note = _density(mcfg["sigma_sample_density"])
+        if density:
+            diffusion["sigma_density"] = density
+        if note:
+            notes.append(note)
+    kind = dcfg.get("type")
+    dataset: dict[str, Any] = {"type": "imagefolder", "root": dcfg.get("location") or _ROOT_PLACEHOLDER}
+    if kind == "imagefolder-class":
+        dataset["classes"] = "subfolders"
+    elif kind != "imagefolder":
+        dataset["root"] = _ROOT_PLACEHOLDER
+        notes.append(f"dataset type {kind!r} is not an image folder: set data.dataset.root=... before training")
+    dataset["channels"] = model.in_channels if model.in_channels in (1, 3) else 3
+    train: dict[str, Any] = {}
+    for ours, theirs in (("lr", "lr"), ("eps", "eps"), ("weight_decay", "weight_decay"), ("betas", "betas")):
+        if theirs in opt:
+            train[ours] = list(opt[theirs]) if ours == "betas" else float(opt[theirs])
+    if "power" in ema:
+        train["ema"] = {"power": float(ema["power"]), "decay_max": float(ema.get("max_value", 0.9999))}
+    if "cond_dropout_rate" in dcfg:
+        train["class_dropout"] = float(dcfg["cond_dropout_rate"])
+    data = {"dataset": dataset, "augment": {"p": float(mcfg.get("augment_prob", 0.0))}}
+    sample: dict[str, Any] = {}
+    if "sigma_min" in mcfg and "sigma_max" in mcfg:
+        sample["schedule"] = {"type": "karras", "sigma_min": float(mcfg["sigma_min"]),
+                              "sigma_max": float(mcfg["sigma_max"])}
+    from hourglass.recipe import plain_data
+
+    out = {"model": plain_data(model.model_dump(mode="python")), "diffusion": diffusion, "data": data}
+    if train:
+        out["train"] = train
+    if sample:
+        out["sample"] = sample
+    return out, notes
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert; 0 on success, 2 if the inputs do not fit together."""
+    import safetensors.torch
+
+    from hourglass.interop.k_diffusion import from_k_diffusion
+    from hourglass.recipe import recipe_from_data
+
+    config_path, out_dir = Path(args.config), Path(args.out_dir)
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CLIError(f"cannot read {config_path}: {exc.strerror or exc}; check the path") from None
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{config_path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+    if not isinstance(config, dict):
+        raise CLIError(f"{config_path} must hold a JSON object (a k-diffusion config)")
+    try:
+        data, notes = recipe_data_from_k_diffusion(config)
+        state = load_checkpoint_state(args.checkpoint)
+        model = from_k_diffusion(config, state)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    recipe = recipe_from_data(data, source=str(config_path))
+    recipe_path, weights_path = out_dir / "recipe.toml", out_dir / "model.safetensors"
+    existing = [p for p in (recipe_path, weights_path) if p.exists()]
+    if existing and not args.overwrite:
+        raise CLIError(f"{', '.join(map(str, existing))} already exist; pass --overwrite or choose another OUT_DIR")
+    header = "\n".join([
+        f"Converted from k-diffusion: {config_path.name} + {Path(args.checkpoint).name}.",
+        "Weights: model.safetensors beside this file (hourglass parameter names).",
+        f"Check with: hourglass build {recipe_path}",
+        *[f"Note: {n}" for n in notes],
+    ])
+    text = recipe.to_toml(header=header)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recipe_path.write_text(text, encoding="utf-8")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "source": "k-diffusion",
+        "recipe": text,
+        "model_spec": json.dumps(recipe.to_data()["model"]),
+    }
+    safetensors.torch.save_file(tensors, str(weights_path), metadata=metadata)
+    n = sum(v.numel() for v in tensors.values())
+    print(f"wrote {recipe_path} and {weights_path} ({len(tensors)} tensors, {n:,} values)")
+    for note in notes:
+        print(f"note: {note}")
+    return 0

@@ -1,0 +1,193 @@
+"""``hourglass sample``: draw images from a checkpoint (or a run directory's newest valid one).
+
+Uses the EMA weights unless ``--no-ema``. Image ``i`` gets seed ``--seed + i`` for all of its
+noise, so the same seed gives the same images whatever ``--batch-size`` is. The sampler, schedule,
+steps and guidance scale default to the run's ``[sample]`` section. Class-conditional models cycle
+through every class unless ``--class`` names some (``none`` = the unconditional "no class").
+Sampling runs in float32 unless ``--dtype`` says otherwise (bfloat16 autocast picks kernels by
+batch size, so its images change with ``--batch-size``). Writes ``000000.png``, ``000001.png``,
+... and ``grid.png`` into ``--out`` (default ``<run dir>/samples/<checkpoint name>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from hourglass.cli._common import CLIError, example_epilog
+
+__all__ = ["add_parser", "run"]
+
+COMMAND = "sample"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``hourglass sample``."""
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="draw images from a checkpoint or run directory (EMA weights by default)",
+        description=__doc__,
+        epilog=example_epilog(
+            "hourglass sample runs/quickstart",
+            "hourglass sample runs/quickstart --n 36 --steps 20 --sampler dpmpp_2m --out samples/",
+            "hourglass sample runs/in128/checkpoints/step_00400000.safetensors --class 207 --cfg 1.3 --device cuda",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
+                        help="a step_*.safetensors checkpoint, or a run directory (its newest valid checkpoint)")
+    parser.add_argument("--n", type=int, help="number of images (default: the run's sample.n)")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default: the run's sample.batch_size)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
+    parser.add_argument("--sampler", help="sampler name (default: the run's sample.sampler); see `hourglass list sampler`")
+    parser.add_argument("--cfg", type=float, metavar="SCALE",
+                        help="classifier-free guidance scale, 1 = none (default: the run's sample.cfg_scale)")
+    parser.add_argument("--class", dest="classes", metavar="IDS",
+                        help="class id(s) to draw, comma-separated (cycled), or 'none' for no class; "
+                        "default: every class in turn")
+    parser.add_argument("--seed", type=int, help="image i uses seed SEED + i (default: the run's sample.seed)")
+    parser.add_argument("--resolution", type=int, nargs="+", metavar="N",
+                        help="image side, or height and width (default: the model's training size)")
+    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
+                        help="use the EMA weights (default) or the raw trained weights")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/samples/<checkpoint name>)")
+    parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="write grid.png")
+    parser.add_argument("--images", action=argparse.BooleanOptionalAction, default=True,
+                        help="write one PNG per image")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16"),
+                        help="precision (default float32: an image then does not depend on the batch size; "
+                        "bfloat16 autocast is faster on GPUs but batches of different sizes drift apart; "
+                        "auto: bfloat16 on CUDA, float32 on CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise CLIError(f"{name} must be a positive integer, got {value}")
+
+
+def _parse_classes(text: str | None, num_classes: int) -> list[int] | None:
+    if text is None:
+        return None
+    if num_classes == 0:
+        raise CLIError("--class needs a class-conditional model; this model has no classes (drop --class)")
+    if text.strip().lower() == "none":
+        return [num_classes]
+    ids = []
+    for part in text.split(","):
+        try:
+            ids.append(int(part))
+        except ValueError:
+            raise CLIError(f"--class {text!r}: {part!r} is not an integer; give ids like 3 or 0,2,5, or 'none'") from None
+    bad = [i for i in ids if not 0 <= i < num_classes]
+    if bad:
+        raise CLIError(f"--class {bad[0]} is out of range: this model has classes 0..{num_classes - 1}")
+    return ids
+
+
+def _resolution(values: list[int] | None, model: Any) -> tuple[int, int]:
+    size = model.spec.input_size
+    default = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if values is None:
+        return default
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise CLIError(f"--resolution takes one or two positive integers (side, or height width), got {values}")
+    hw = (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+    from pydantic import ValidationError
+
+    try:  # the spec's own rules: divisibility by patch x 2^(levels-1), windows that fit the grids
+        type(model.spec).model_validate({**model.spec.model_dump(), "input_size": hw})
+    except ValidationError as exc:
+        reasons = "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
+        raise CLIError(f"--resolution {hw[0]}x{hw[1]} does not fit this model: {reasons}") from None
+    return hw
+
+
+def run(args: argparse.Namespace) -> int:
+    """Sample images from ``args.checkpoint``; 0 on success."""
+    import torch
+
+    from hourglass.recipe import SampleSection, resolve_dtype
+    from hourglass.registry import DENOISER, SAMPLER
+    from hourglass.train.checkpoint import CheckpointError, load_checkpoint
+    from hourglass.train.distributed import resolve_device
+    from hourglass.train.images import save_grid, save_image
+    from hourglass.train.sampling import class_labels, iter_generate
+    from hourglass.train.trainer import progress_enabled
+
+    for name in ("n", "batch_size", "steps"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.sampler is not None and args.sampler not in SAMPLER:
+        raise CLIError(f"unknown sampler {args.sampler!r}; known samplers: {', '.join(SAMPLER.names())}")
+    if args.cfg is not None and (not math.isfinite(args.cfg) or args.cfg < 0):
+        raise CLIError(f"--cfg must be a finite number >= 0 (1 = no guidance), got {args.cfg}")
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise CLIError(f"--device {args.device!r}: {exc}") from None
+    try:
+        model, ema_model, recipe, step = load_checkpoint(args.checkpoint, device=device)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+    if args.ema and ema_model is None:
+        raise CLIError("this checkpoint has no EMA weights; pass --no-ema to use the trained weights")
+    net = ema_model if args.ema else model
+    s = recipe.sample if recipe is not None else SampleSection()
+    num_classes = int(getattr(net.spec, "num_classes", 0) or 0)
+    cfg = s.cfg_scale if args.cfg is None else args.cfg
+    if cfg != 1.0 and num_classes == 0:
+        raise CLIError(f"--cfg {cfg} needs a class-conditional model; this one has no classes (use --cfg 1)")
+    fixed = _parse_classes(args.classes, num_classes)
+    hw = _resolution(args.resolution, net)
+    n = args.n or s.n
+    batch_size = args.batch_size or s.batch_size
+    steps = args.steps or s.steps
+    sampler = args.sampler or s.sampler
+    seed = s.seed if args.seed is None else args.seed
+    if seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {seed}")
+    dtype = getattr(torch, resolve_dtype(args.dtype, device.type))
+    denoiser_spec = recipe.diffusion.denoiser if recipe is not None else "karras"
+    denoiser = DENOISER.build(denoiser_spec, model=net)
+    labels = class_labels(n, num_classes, fixed)
+    ckpt_name = f"step_{step:08d}"
+    source = Path(args.checkpoint)
+    run_dir = source if source.is_dir() else source.parent.parent
+    out = Path(args.out) if args.out else run_dir / "samples" / ckpt_name
+    which = "EMA weights (--no-ema for the raw weights)" if args.ema else "raw trained weights (not the EMA)"
+    sampler_name = sampler if isinstance(sampler, str) else sampler.type
+    print(f"sampling {n} image(s) at {hw[0]}x{hw[1]} from step {step} with the {which}; "
+          f"{sampler_name}, {steps} steps, cfg {cfg}, seed {seed}, {device}/{dtype}".replace("torch.", ""))
+    bar = None
+    if progress_enabled() and not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=math.ceil(n / batch_size) * steps, desc="sample", unit="step", dynamic_ncols=True)
+    start_time = time.perf_counter()
+    chunks = []
+    try:
+        for start, images in iter_generate(
+            denoiser, n=n, shape=(int(net.spec.in_channels), *hw), sampler=sampler, schedule=s.schedule,
+            steps=steps, seed=seed, labels=labels, cfg_scale=cfg, uncond_class=num_classes,
+            batch_size=batch_size, device=device, dtype=dtype, on_step=(bar.update if bar is not None else None),
+        ):
+            if args.images:
+                for j, image in enumerate(images):
+                    save_image(image, out / f"{start + j:06d}.png")
+            chunks.append(images)
+    finally:
+        if bar is not None:
+            bar.close()
+    written = [f"{n} images {out}/000000.png..." if args.images else ""]
+    if args.grid:
+        nrow = num_classes if fixed is None and 0 < num_classes <= min(n, 16) else None
+        grid = save_grid(torch.cat(chunks), out / "grid.png", nrow=nrow)
+        written.append(f"grid {grid}")
+    elapsed = time.perf_counter() - start_time
+    print(f"wrote {', '.join(w for w in written if w) or 'nothing (--no-images --no-grid)'} in {elapsed:.1f} s")
+    return 0

@@ -1,0 +1,78 @@
+"""``hourglass validate``: check recipes and list every problem of each file.
+
+Each recipe is parsed, overridden (``--set``), validated against the schema and the cross-field
+rules (widths vs heads, windows vs token grids, image size vs patch and levels, classes and
+channels vs the data), then built on the meta device. Every problem is printed with its recipe
+path, the value found and how to fix it. Exit status 2 if any file has a problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from hourglass.cli._common import add_json_option, add_set_option, example_epilog, human_count, meta_build, print_json
+from hourglass.recipe import RecipeError, load_recipe
+
+__all__ = ["add_parser", "run"]
+
+COMMAND = "validate"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``hourglass validate``."""
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="check recipes: every problem of each file, with its path and a fix",
+        description=__doc__,
+        epilog=example_epilog(
+            "hourglass validate recipes/hdit_ffhq1024.toml",
+            "hourglass validate recipes/*.toml recipes/ablation/*.toml",
+            "hourglass validate my.toml --set data.dataset.root=/data/ffhq",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe files (.toml)")
+    parser.add_argument("--print", dest="print_resolved", action="store_true",
+                        help="also print each valid recipe fully resolved (all defaults filled in) as TOML")
+    add_set_option(parser)
+    add_json_option(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate each file of ``args.recipes``; 0 if all are valid, 2 otherwise."""
+    results = []
+    failed = 0
+    for path in args.recipes:
+        try:
+            recipe = load_recipe(path, args.set)
+            model = meta_build(recipe.model, path)
+        except RecipeError as exc:
+            failed += 1
+            results.append({"recipe": path, "ok": False, "problems": [
+                {"path": p.path, "value": None if p.value is _no_value() else p.value, "message": p.message}
+                for p in exc.problems
+            ]})
+            if not args.json:
+                print(f"FAIL {exc}", file=sys.stderr)
+            continue
+        params = sum(p.numel() for p in model.parameters())
+        results.append({"recipe": path, "ok": True, "model": recipe.model.type, "params": params})
+        if not args.json:
+            print(f"ok   {path}: {recipe.model.type}, {human_count(params)} params, "
+                  f"data {recipe.data.dataset.type}, {recipe.train.steps} steps")
+            if args.print_resolved:
+                print(recipe.to_toml())
+    if args.json:
+        print_json({"ok": failed == 0, "results": results})
+    elif len(args.recipes) > 1:
+        print(f"{len(args.recipes) - failed} of {len(args.recipes)} recipes valid")
+    return 2 if failed else 0
+
+
+def _no_value() -> Any:
+    from hourglass._recipe_errors import NO_VALUE
+
+    return NO_VALUE

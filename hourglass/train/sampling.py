@@ -1,0 +1,118 @@
+"""Drawing images from a trained denoiser: the sample grids of training and ``hourglass sample``.
+
+Image ``i`` of a request uses seed ``seed + i`` for its initial noise and for the noise a
+stochastic sampler adds (:func:`hourglass.diffusion.initial_noise`, :class:`NoiseSampler`), so an
+image does not depend on the batch size or on the other images drawn with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hourglass.diffusion import CFGDenoiser, NoiseSampler, initial_noise
+from hourglass.registry import SAMPLER, SCHEDULE
+
+__all__ = ["autocast_context", "class_labels", "generate_images", "iter_generate"]
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for low-precision ``dtype``, a no-op context for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def class_labels(n: int, num_classes: int, fixed: Sequence[int] | None = None) -> Tensor | None:
+    """Class ids of ``n`` images: ``fixed`` repeated, or ``0, 1, ..., num_classes - 1, 0, ...``.
+
+    Args:
+        n: number of images.
+        num_classes: the model's classes (0: unconditional, returns None).
+        fixed: ids to cycle through instead of every class (``num_classes`` = "no class").
+
+    Returns:
+        ``(n,)`` int64 labels, or None for an unconditional model.
+    """
+    if num_classes <= 0:
+        return None
+    ids = list(fixed) if fixed else list(range(num_classes))
+    return torch.tensor([ids[i % len(ids)] for i in range(n)], dtype=torch.int64)
+
+
+def iter_generate(
+    denoiser: nn.Module,
+    *,
+    n: int,
+    shape: Sequence[int],
+    sampler: Any,
+    schedule: Any,
+    steps: int,
+    seed: int = 0,
+    labels: Tensor | None = None,
+    cfg_scale: float = 1.0,
+    uncond_class: int = 0,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    on_step: Callable[[], None] | None = None,
+) -> Iterator[tuple[int, Tensor]]:
+    """Generate ``n`` images in batches, yielding each batch as soon as it is done.
+
+    Args:
+        denoiser: ``D(x, sigma, class_cond=...) -> (B, C, H, W)`` (a preconditioned model).
+        n: number of images.
+        shape: ``(C, H, W)`` of one image.
+        sampler: a sampler name, dict or spec (validated by the ``SAMPLER`` registry).
+        schedule: a sigma-schedule name, dict or spec (``SCHEDULE`` registry).
+        steps: sampler steps (``>= 1``).
+        seed: image ``i`` uses seed ``seed + i``.
+        labels: ``(n,)`` class ids, or None for an unconditional model.
+        cfg_scale: classifier-free guidance scale (1 = none).
+        uncond_class: the "no class" id used by guidance (the model's ``num_classes``).
+        batch_size: images per denoiser batch.
+        device: where to sample.
+        dtype: autocast dtype (float32: none).
+        on_step: called after every sampler step (e.g. to advance a progress bar).
+
+    Yields:
+        ``(start, images)``: index of the batch's first image and ``(b, C, H, W)`` float32 images
+        on the CPU, nominally in [-1, 1].
+    """
+    device = torch.device(device)
+    sampler_obj = SAMPLER.build(sampler)
+    sigmas = SCHEDULE.build(schedule)(steps, device=device)
+    model: Any = denoiser
+    if labels is not None and cfg_scale != 1.0:
+        model = CFGDenoiser(denoiser, cfg_scale, uncond_class)
+    for start in range(0, n, batch_size):
+        callback = _step_callback(on_step) if on_step is not None else None
+        seeds = [seed + i for i in range(start, min(n, start + batch_size))]
+        x = initial_noise(seeds, shape, device=device) * sigmas[0]
+        extra = {} if labels is None else {"class_cond": labels[start : start + len(seeds)].to(device)}
+        with torch.no_grad(), autocast_context(device, dtype):
+            out = sampler_obj(
+                model, x, sigmas, noise=NoiseSampler(seeds), callback=callback, extra_args=extra
+            )
+        yield start, out.float().cpu()
+
+
+def _step_callback(on_step: Callable[[], None]) -> Callable[[dict[str, Any]], None]:
+    # Second-order samplers report several evaluations per step: count each step index once.
+    seen: set[int] = set()
+
+    def callback(info: dict[str, Any]) -> None:
+        if info["i"] not in seen:
+            seen.add(info["i"])
+            on_step()
+
+    return callback
+
+
+def generate_images(denoiser: nn.Module, **kwargs: Any) -> Tensor:
+    """All images of :func:`iter_generate` (same arguments) as one ``(n, C, H, W)`` CPU tensor."""
+    return torch.cat([images for _, images in iter_generate(denoiser, **kwargs)])

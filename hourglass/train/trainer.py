@@ -1,0 +1,532 @@
+"""The training loop of HDiT (PAPER.md §2): AdamW, EMA with warm-up, class dropout, checkpoints.
+
+Reproducibility: every random number of optimizer step ``s`` comes from seeds derived from
+``(train.seed, s, rank, micro-batch)``: the noise levels, the noise and the class dropout from a
+generator seeded with ``mix_seed(seed, s, rank, micro)``, the model's dropout from torch's global
+generator re-seeded with ``mix_seed(seed, s, rank, micro, 1)``, and the data from the loader's
+position ``s * grad_accum`` (order and augmentation are pure functions of it). A run resumed from
+the checkpoint of step ``N`` therefore draws exactly what an uninterrupted run would, and on the
+CPU ends with bitwise-identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hourglass.data import Augmented, create_dataloader, mix_seed
+from hourglass.recipe import Recipe, build_model, dump_recipe, plain_data, resolve_dtype
+from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, WEIGHTING
+from hourglass.train import checkpoint as ckpt
+from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from hourglass.train.ema import EMA
+from hourglass.train.images import save_grid
+from hourglass.train.metrics import MetricsLogger
+from hourglass.train.optim import create_optimizer, lr_factor, set_lr
+from hourglass.train.sampling import autocast_context, class_labels, generate_images
+
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "TrainConfigError", "train", "progress_enabled"]
+
+DEFAULT_MAX_BAD_STEPS = 10
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or gradient norm) was NaN/inf for ``max_bad_steps`` consecutive steps."""
+
+
+class TrainConfigError(ValueError):
+    """The recipe cannot be trained as given (batch split, class count, run directory, ...)."""
+
+
+@dataclass
+class TrainResult:
+    """What a call to :meth:`Trainer.fit` did.
+
+    Attributes:
+        step: optimizer steps taken in total (including earlier runs of the same directory).
+        loss: mean loss over the last logging interval (None if no step ran).
+        run_dir: the run directory.
+        checkpoint: the last checkpoint written (None if none was).
+        grid: the last sample grid written (None if none was).
+        interrupted: the signal name when stopped by SIGINT/SIGTERM, else None.
+        bad_steps: skipped (non-finite) steps in total.
+        wall_time: seconds spent in this call.
+    """
+
+    step: int
+    loss: float | None
+    run_dir: Path
+    checkpoint: Path | None
+    grid: Path | None
+    interrupted: str | None
+    bad_steps: int
+    wall_time: float
+
+
+def progress_enabled() -> bool:
+    """Progress bars show only on a terminal and when ``HOURGLASS_NO_PROGRESS`` is unset/0."""
+    flag = os.environ.get("HOURGLASS_NO_PROGRESS", "").strip().lower()
+    if flag not in ("", "0", "false", "no", "off"):
+        return False
+    return sys.stderr.isatty()
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class Trainer:
+    """Train the recipe's model in ``run_dir``, resuming from its newest valid checkpoint.
+
+    Under ``torchrun`` every process builds a Trainer; the model is wrapped in DDP, each rank
+    reads its shard of every batch, and only rank 0 logs and writes files.
+
+    Args:
+        recipe: a validated :class:`hourglass.recipe.Recipe`.
+        run_dir: where ``recipe.toml``, ``metrics.jsonl``, ``checkpoints/`` and ``samples/`` go.
+        max_bad_steps: consecutive non-finite steps before giving up (default: ``train.max_bad_steps``
+            when the recipe has it, else 10).
+        report: prints a message (rank 0 only); default ``print`` (through tqdm when a bar shows).
+        progress: show a tqdm bar (default: :func:`progress_enabled`).
+
+    Raises:
+        TrainConfigError: when the batch does not split over the ranks and accumulation steps, the
+            data's classes do not match the model's, or the run directory holds another model.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: str | os.PathLike,
+        *,
+        max_bad_steps: int | None = None,
+        report: Callable[[str], None] | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.run_dir = Path(run_dir)
+        self.max_bad_steps = int(max_bad_steps or getattr(recipe.train, "max_bad_steps", DEFAULT_MAX_BAD_STEPS))
+        self._report = report
+        self._progress_on = progress_enabled() if progress is None else progress
+        self._bar: Any = None
+        self.dist: DistInfo = init_distributed(recipe.runtime.device)
+        self.device = self.dist.device
+        try:
+            self._setup()
+        except BaseException:
+            cleanup_distributed(self.dist)  # leave the process group of a trainer that never ran
+            raise
+
+    def _setup(self) -> None:
+        recipe, t = self.recipe, self.recipe.train
+        self.amp_dtype = getattr(torch, resolve_dtype(recipe.runtime.dtype, self.device.type))
+
+        # Model, EMA and optimizer: initialised on the CPU from the seed, identical on every rank.
+        torch.manual_seed(t.seed)
+        self.model = build_model(recipe, device="cpu").to(self.device)
+        if t.gradient_checkpointing:
+            if not hasattr(self.model, "set_gradient_checkpointing"):
+                raise TrainConfigError(
+                    f"{type(self.model).__name__} has no gradient checkpointing; set train.gradient_checkpointing = false"
+                )
+            self.model.set_gradient_checkpointing(True)
+        self.model.train()
+        self.ema = EMA(self.model, power=t.ema.power, decay_max=t.ema.decay_max)
+        self.optimizer = create_optimizer(
+            self.model, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
+            mapping_lr_scale=t.mapping_lr_scale,
+        )
+        net: Any = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(self.model, device_ids=ids)
+        self._ddp = net if self.dist.enabled else None
+        if recipe.runtime.compile:
+            net = torch.compile(net)
+        self.denoiser = DENOISER.build(recipe.diffusion.denoiser, model=net)
+        self.ema_denoiser = DENOISER.build(recipe.diffusion.denoiser, model=self.ema.model)
+        self.weighting = WEIGHTING.build(recipe.diffusion.weighting)
+        self.sigma_data = float(getattr(self.denoiser, "sigma_data", getattr(recipe.diffusion.denoiser, "sigma_data", 0.5)))
+        spec = self.model.spec
+        self.image_size = _pair(spec.input_size)
+        self.channels = int(getattr(spec, "in_channels", 3))
+        self.num_classes = int(getattr(spec, "num_classes", 0) or 0)
+        self.density = SIGMA_DENSITY.build(
+            recipe.diffusion.sigma_density, sigma_data=self.sigma_data, image_size=self.image_size
+        )
+
+        # Data: each rank reads micro-batches of batch_size / (world_size * grad_accum) images.
+        per_step = self.dist.world_size * t.grad_accum
+        if recipe.data.batch_size % per_step:
+            raise TrainConfigError(
+                f"data.batch_size {recipe.data.batch_size} does not split over {self.dist.world_size} process(es) x "
+                f"train.grad_accum {t.grad_accum}; use a multiple of {per_step}"
+            )
+        self.micro_batch = recipe.data.batch_size // per_step
+        self.dataset = self._build_dataset()
+        self.loader = create_dataloader(
+            self.dataset, self.micro_batch, seed=t.seed, num_workers=recipe.data.num_workers,
+            rank=self.dist.rank, world_size=self.dist.world_size, drop_last=True,
+            pin_memory=self.device.type == "cuda", persistent_workers=recipe.data.num_workers > 0,
+        )
+
+        self.step = 0
+        self.bad_steps = 0
+        self.consecutive_bad = 0
+        self._stop_signal: str | None = None
+        self.resumed_from: Path | None = None
+        self._resume()
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _build_dataset(self) -> Any:
+        data = self.recipe.data
+        dataset = DATASET.build(data.dataset, resolution=self.image_size, split="train")
+        got = int(getattr(dataset, "num_classes", 0) or 0)
+        if self.num_classes and not got:
+            raise TrainConfigError(
+                f"the model has {self.num_classes} classes but data.dataset ({data.dataset.type}) is unlabelled; "
+                "set model.num_classes = 0 or use labelled data"
+            )
+        if self.num_classes and got != self.num_classes:
+            raise TrainConfigError(
+                f"model.num_classes is {self.num_classes} but data.dataset ({data.dataset.type}) has {got} classes; "
+                f"set model.num_classes = {got}"
+            )
+        channels = int(getattr(dataset, "channels", self.channels))
+        if channels != self.channels:
+            raise TrainConfigError(
+                f"model.in_channels is {self.channels} but the data has {channels} channels; set one to match the other"
+            )
+        if data.augment.p > 0:
+            dataset = Augmented(dataset, data.augment, seed=self.recipe.train.seed)
+        return dataset
+
+    def say(self, message: str) -> None:
+        """Print ``message`` on rank 0 (through tqdm while a progress bar is shown)."""
+        if not self.dist.is_main:
+            return
+        if self._report is not None:
+            self._report(message)
+        elif self._bar is not None:
+            self._bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def _model_data(self) -> dict[str, Any]:
+        return plain_data(self.model.spec.model_dump())
+
+    def _resume(self) -> None:
+        if self.dist.is_main:
+            for stale in ckpt.remove_stale_temp_files(self.run_dir):
+                self.say(f"removed {stale.name}, left by a save that was interrupted")
+        found = ckpt.find_latest_checkpoint(self.run_dir, report=self.say if self.dist.is_main else None)
+        if found is None:
+            return
+        if found.model_spec and found.model_spec != self._model_data():
+            raise TrainConfigError(
+                f"{found.path} holds a different model than recipe's [model]; resume with the recipe that run was "
+                "started with (its copy is the run directory's recipe.toml) or choose another --run-dir"
+            )
+        self.model.load_state_dict(found.model)
+        self.ema.model.load_state_dict(found.ema or found.model)
+        if found.optimizer is not None:
+            base = [g["initial_lr"] for g in self.optimizer.param_groups]
+            self.optimizer.load_state_dict(found.optimizer)
+            for group, lr in zip(self.optimizer.param_groups, base, strict=True):
+                group["initial_lr"] = lr  # the recipe's learning rate wins over the saved one
+        if "torch_cpu" in found.rng:
+            torch.set_rng_state(found.rng["torch_cpu"])
+        cuda_states = [found.rng[k] for k in sorted(found.rng) if k.startswith("cuda.")]
+        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        self.step = found.step
+        self.bad_steps = int(found.extra.get("bad_steps", 0))
+        saved_batch = int(found.data["global_micro_batch"]) if "global_micro_batch" in found.data else None
+        if saved_batch is not None and saved_batch != self.micro_batch * self.dist.world_size:
+            self.say(
+                f"note: the data order differs from the original run (micro-batch over all ranks {saved_batch} -> "
+                f"{self.micro_batch * self.dist.world_size}); training continues, but not bitwise as before"
+            )
+        self.resumed_from = found.path
+        self.say(f"resuming from {found.path} (step {self.step})")
+
+    # -- one optimizer step ------------------------------------------------------------------
+    def _compute_loss(self, x0: Tensor, noise: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        """Mean weighted denoising loss of one micro-batch (a scalar)."""
+        return self.denoiser.loss(x0, noise, sigma, self.weighting, **cond).mean()
+
+    def _micro_step(self, batch: dict[str, Tensor], micro: int, last: bool) -> Tensor:
+        t, dev = self.recipe.train, self.device
+        x0 = batch["image"].to(dev, non_blocking=True)
+        n = x0.shape[0]
+        gen = torch.Generator(device=dev).manual_seed(mix_seed(t.seed, self.step, self.dist.rank, micro))
+        sigma = self.density.sample(n, generator=gen, device=dev)
+        noise = torch.randn(x0.shape, generator=gen, device=dev, dtype=x0.dtype)
+        cond: dict[str, Tensor] = {"aug_cond": batch["aug_cond"].to(dev, non_blocking=True)}
+        if self.num_classes:
+            labels = batch["class_cond"].to(dev, non_blocking=True)
+            if t.class_dropout > 0:  # classifier-free guidance: the null id is num_classes
+                drop = torch.rand(n, generator=gen, device=dev) < t.class_dropout
+                labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+            cond["class_cond"] = labels
+        torch.manual_seed(mix_seed(t.seed, self.step, self.dist.rank, micro, 1))  # model dropout
+        sync = self._ddp.no_sync() if (self._ddp is not None and not last) else contextlib.nullcontext()
+        with sync:
+            with autocast_context(dev, self.amp_dtype):
+                loss = self._compute_loss(x0, noise, sigma, cond) / t.grad_accum
+            loss.backward()
+        return loss.detach().float()
+
+    def train_step(self, batches: list[dict[str, Tensor]]) -> dict[str, Any]:
+        """One optimizer step over ``grad_accum`` micro-batches (non-finite results skip the update).
+
+        Args:
+            batches: ``grad_accum`` collated batches, each ``{"image": (b, C, H, W), "class_cond": (b,),
+                "aug_cond": (b, 9)}`` with ``b`` the micro-batch size of this rank.
+
+        Returns:
+            ``{"loss", "grad_norm", "lr", "ok", "stop"}`` (loss and grad norm averaged over ranks).
+
+        Raises:
+            TrainingDiverged: after ``max_bad_steps`` consecutive non-finite steps.
+        """
+        t = self.recipe.train
+        lr = set_lr(self.optimizer, lr_factor(self.step, t.lr_schedule, t.warmup_steps, t.steps))
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for micro, batch in enumerate(batches):
+            total = total + self._micro_step(batch, micro, last=micro == len(batches) - 1)
+        max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).float()
+        stats = torch.stack([total, grad_norm, torch.tensor(float(self._stop_signal is not None), device=self.device)])
+        if self.dist.enabled:
+            torch.distributed.all_reduce(stats)
+            stats = stats / self.dist.world_size
+        loss, norm, stop = (float(v) for v in stats.cpu())
+        ok = math.isfinite(loss) and math.isfinite(norm)
+        if ok:
+            self.optimizer.step()
+            self.ema.update(self.model, self.step)
+            self.consecutive_bad = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.consecutive_bad += 1
+            self.say(
+                f"step {self.step + 1}: loss {loss} / grad norm {norm} is not finite; skipped the update "
+                f"({self.consecutive_bad} in a row, {self.bad_steps} in total; the run stops after {self.max_bad_steps} in a row)"
+            )
+        self.step += 1
+        if self.consecutive_bad >= self.max_bad_steps:
+            last = ckpt.list_checkpoints(self.run_dir)
+            where = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"training diverged: the loss was NaN/inf for {self.consecutive_bad} consecutive steps "
+                f"(up to step {self.step}); {where}. Lower train.lr, add train.warmup_steps or check the data"
+            )
+        return {"loss": loss, "grad_norm": norm, "lr": lr, "ok": ok, "stop": stop > 0}
+
+    # -- files ---------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/step_XXXXXXXX.safetensors`` (rank 0) and prune old ones.
+
+        Returns:
+            The path written (None on other ranks).
+        """
+        if not self.dist.is_main:
+            return None
+        rng = {"torch_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"cuda.{i}"] = state
+        consumed = self.step * self.recipe.train.grad_accum
+        data = {
+            "consumed_batches": torch.tensor(consumed, dtype=torch.int64),
+            "epoch": torch.tensor(consumed // self.loader.batches_per_epoch, dtype=torch.int64),
+            "batch_in_epoch": torch.tensor(consumed % self.loader.batches_per_epoch, dtype=torch.int64),
+            "global_micro_batch": torch.tensor(self.micro_batch * self.dist.world_size, dtype=torch.int64),
+            "seed": torch.tensor(self.recipe.train.seed, dtype=torch.int64),
+        }
+        path = ckpt.save_checkpoint(
+            ckpt.checkpoint_path(self.run_dir, self.step), step=self.step, model=self.model.state_dict(),
+            ema=self.ema.model.state_dict(), optimizer=self.optimizer.state_dict(), rng=rng, data=data,
+            recipe_toml=dump_recipe(self.recipe), model_spec=self._model_data(),
+            extra={"bad_steps": self.bad_steps, "world_size": self.dist.world_size},
+        )
+        ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_last)
+        return path
+
+    def sample_grid(self, name: str) -> Path | None:
+        """Sample a grid from the EMA weights with the recipe's ``[sample]`` settings.
+
+        ``min(sample.n, 64)`` images with seeds ``sample.seed + i`` (the same every time, so grids
+        of successive steps are comparable); class ids cycle ``0, 1, ...`` so that with up to 16
+        classes each column of the grid is one class.
+
+        Args:
+            name: file stem under ``run_dir/samples`` (``step_000100`` or ``final``).
+
+        Returns:
+            The PNG path (None on other ranks).
+        """
+        if not self.dist.is_main:
+            return None
+        s = self.recipe.sample
+        n = min(s.n, 64)
+        labels = class_labels(n, self.num_classes)
+        images = generate_images(
+            self.ema_denoiser, n=n, shape=(self.channels, *self.image_size), sampler=s.sampler,
+            schedule=s.schedule, steps=s.steps, seed=s.seed, labels=labels, cfg_scale=s.cfg_scale,
+            uncond_class=self.num_classes, batch_size=s.batch_size, device=self.device, dtype=self.amp_dtype,
+        )
+        nrow = self.num_classes if 0 < self.num_classes <= n and self.num_classes <= 16 else None
+        return save_grid(images, self.run_dir / "samples" / f"{name}.png", nrow=nrow)
+
+    def _write_recipe(self) -> None:
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            text = dump_recipe(self.recipe, header="resolved recipe of this run (written by hourglass train)")
+            tmp = self.run_dir / ".recipe.toml.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, self.run_dir / "recipe.toml")
+
+    # -- signals -------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._stop_signal = name
+        self.say(f"received {name}: finishing step {self.step + 1}, then writing a checkpoint (Ctrl-C again aborts)")
+
+    @contextlib.contextmanager
+    def _signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train until ``train.steps`` (or a signal), writing metrics, checkpoints and grids.
+
+        Returns:
+            A :class:`TrainResult`.
+
+        Raises:
+            TrainingDiverged: after ``max_bad_steps`` consecutive non-finite steps (no checkpoint is
+                written then, so the last good one stays the newest).
+        """
+        t = self.recipe.train
+        start_time = time.perf_counter()
+        self._write_recipe()
+        metrics = MetricsLogger(
+            self.run_dir, enabled=self.dist.is_main, resume_step=self.step if self.resumed_from else None
+        )
+        last_ckpt: Path | None = None
+        grid: Path | None = None
+        loss_mean: float | None = None
+        if self.dist.is_main and self._progress_on:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=t.steps, initial=min(self.step, t.steps), desc="train", dynamic_ncols=True)
+        if self.step >= t.steps:
+            self.say(f"{self.run_dir} is already at step {self.step} >= train.steps {t.steps}; "
+                     "raise train.steps (e.g. --set train.steps=...) to train longer")
+        steps_before = self.step
+        window_losses: list[float] = []
+        window_images, window_start = 0, time.perf_counter()
+        images_per_step = self.micro_batch * t.grad_accum * self.dist.world_size
+        try:
+            with self._signals():
+                data = self.loader.iterate(start_step=self.step * t.grad_accum)
+                while self.step < t.steps:
+                    try:
+                        out = self.train_step([next(data) for _ in range(t.grad_accum)])
+                    except TrainingDiverged as exc:
+                        metrics.log(self.step, loss=math.nan, bad_steps=self.bad_steps, event="diverged", message=str(exc))
+                        raise
+                    window_images += images_per_step
+                    if out["ok"]:
+                        window_losses.append(out["loss"])
+                    elapsed = time.perf_counter() - window_start
+                    speed = window_images / elapsed if elapsed > 0 else 0.0
+                    if self._bar is not None:
+                        self._bar.update(1)
+                        self._bar.set_postfix(loss=f"{out['loss']:.4f}", img_s=f"{speed:.1f}", refresh=False)
+                    if self.step % t.log_every == 0 or self.step == t.steps or out["stop"]:
+                        loss_mean = sum(window_losses) / len(window_losses) if window_losses else float("nan")
+                        metrics.log(
+                            self.step, loss=loss_mean, lr=out["lr"], grad_norm=out["grad_norm"],
+                            images_per_sec=speed, ema_decay=self.ema.decay(self.step - 1), bad_steps=self.bad_steps,
+                            epoch=self.step * t.grad_accum // self.loader.batches_per_epoch,
+                        )
+                        if self._bar is None:
+                            self.say(f"step {self.step}/{t.steps}  loss {loss_mean:.4f}  lr {out['lr']:.2e}  "
+                                     f"grad_norm {out['grad_norm']:.3f}  {speed:.1f} img/s")
+                        window_losses, window_images = [], 0
+                        window_start = time.perf_counter()
+                    paused = time.perf_counter()
+                    # no periodic checkpoint inside a run of NaN steps: the newest stays the last good one
+                    due = (self.step % t.checkpoint_every == 0 or self.step == t.steps) and not self.consecutive_bad
+                    if due or out["stop"]:
+                        last_ckpt = self.save_checkpoint() or last_ckpt
+                    if t.sample_every and self.step % t.sample_every == 0 and self.step < t.steps:
+                        grid = self.sample_grid(f"step_{self.step:06d}") or grid
+                    window_start += time.perf_counter() - paused  # files do not count against img/s
+                    if out["stop"]:
+                        self._stop_signal = self._stop_signal or "signal"
+                        break
+            interrupted = self._stop_signal
+            if interrupted is None and self.dist.is_main:
+                final = self.run_dir / "samples" / "final.png"
+                if self.step >= t.steps and (self.step > steps_before or not final.exists()):
+                    grid = self.sample_grid("final")
+        finally:
+            metrics.close()
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+        barrier(self.dist)
+        if interrupted is not None and last_ckpt is not None:
+            self.say(f"stopped by {interrupted} after step {self.step}; checkpoint {last_ckpt}. "
+                     f"Run the same command again to resume")
+        return TrainResult(
+            step=self.step, loss=loss_mean, run_dir=self.run_dir, checkpoint=last_ckpt, grid=grid,
+            interrupted=interrupted, bad_steps=self.bad_steps, wall_time=time.perf_counter() - start_time,
+        )
+
+    def close(self) -> None:
+        """Leave the process group (when one was joined)."""
+        cleanup_distributed(self.dist)
+
+
+def train(recipe: Recipe, run_dir: str | os.PathLike, **kwargs: Any) -> TrainResult:
+    """Build a :class:`Trainer` (``kwargs`` go to it), run :meth:`Trainer.fit` and clean up.
+
+    Returns:
+        The :class:`TrainResult`.
+    """
+    trainer = Trainer(recipe, run_dir, **kwargs)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()

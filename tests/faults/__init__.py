@@ -1,0 +1,1 @@
+"""Fault-injection tests: kills, signals, failing writes, corrupt files and hostile inputs."""

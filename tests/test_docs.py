@@ -1,0 +1,350 @@
+"""The documentation site: generated reference pages are complete, examples run, the build is strict-clean.
+
+The generators live in ``docs/_gen`` (an mkdocs hook runs them on every build). The fast tests call
+them directly; ``test_mkdocs_build_strict`` (slow) runs ``mkdocs build --strict`` and checks the HTML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, Field
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+GEN = DOCS / "_gen"
+if str(GEN) not in sys.path:
+    sys.path.insert(0, str(GEN))
+
+import docgen_benchmarks  # noqa: E402
+import docgen_catalogue  # noqa: E402
+import docgen_cli  # noqa: E402
+import docgen_common  # noqa: E402
+import docgen_recipes  # noqa: E402
+
+from hourglass.registry import FFN, REGISTRIES  # noqa: E402
+from hourglass.spec import Spec  # noqa: E402
+
+
+def _ids(text: str) -> set[str]:
+    """HTML ids in Markdown (``{#id}`` heading attributes, ``<a id="...">``) or in HTML."""
+    return set(re.findall(r'\{#([\w-]+)\}', text)) | set(re.findall(r'id="([^"]+)"', text))
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> str:
+    return docgen_catalogue.catalogue_markdown()
+
+
+@pytest.fixture(scope="module")
+def recipes_page() -> str:
+    return docgen_recipes.recipes_markdown(ROOT)
+
+
+@pytest.fixture(scope="module")
+def cli_page() -> str:
+    return docgen_cli.cli_markdown()
+
+
+def _expected_component_ids() -> list[tuple[str, str, list[str]]]:
+    """(family, name, ids of its own option rows) for every registered component."""
+    out = []
+    for family, registry in REGISTRIES.items():
+        for name in registry.names():
+            spec = getattr(registry.get(name), "Spec", None)
+            fields = []
+            if spec is not None:
+                for field_name in spec.model_fields:
+                    if field_name != "type":
+                        fields.append(f"{family}-{name}-{field_name}".lower())
+            out.append((family, name, fields))
+    return out
+
+
+# -- component catalogue ----------------------------------------------------------------------------
+def test_catalogue_lists_every_registered_component(catalogue):
+    ids = _ids(catalogue)
+    missing = []
+    for family, name, fields in _expected_component_ids():
+        if docgen_catalogue.component_id(family, name) not in ids:
+            missing.append(f"{family}:{name}")
+        missing += [f"{family}:{name} option {f}" for f in fields if f not in ids]
+    assert not missing, f"not in the generated catalogue: {missing}"
+    for family in REGISTRIES:
+        assert f"{{#{docgen_common.anchor(family)}}}" in catalogue
+
+
+def test_catalogue_names_provider_and_backends(catalogue):
+    from hourglass.registry import ATTENTION
+
+    section = catalogue.split("{#attention-neighborhood}")[1].split("\n### ")[0]
+    assert "built in" in section
+    for backend in ATTENTION.describe("neighborhood")["backends"]:
+        assert f"`{backend}`" in section
+    for registry in REGISTRIES.values():
+        for name in registry.names():
+            provider = registry.provider(name)
+            if provider != "hourglass":  # plugin components name their distribution
+                part = catalogue.split(f"{{#{docgen_catalogue.component_id(registry.family, name)}}}")[1]
+                assert f"plugin `{provider}`" in part.split("\n### ")[0]
+
+
+def test_catalogue_lists_every_preset(catalogue):
+    from hourglass.models import list_models
+
+    ids = _ids(catalogue)
+    assert [p for p in list_models() if f"preset-{p}".lower() not in ids] == []
+
+
+class _DocsProbeFFNSpec(Spec):
+    type: Literal["docs_probe_ffn"] = "docs_probe_ffn"
+    gain: float = Field(1.5, gt=0, description="a probe option that only this test registers")
+
+
+class _DocsProbeFFN:
+    """A component registered only by this test, to show the catalogue follows the registry."""
+
+    Spec = _DocsProbeFFNSpec
+
+    def __init__(self, spec: _DocsProbeFFNSpec, **context: object) -> None:
+        self.spec = spec
+
+
+def test_catalogue_follows_the_registry():
+    FFN.add("docs_probe_ffn", _DocsProbeFFN)
+    try:
+        text = docgen_catalogue.catalogue_markdown()
+    finally:
+        FFN.unregister("docs_probe_ffn")
+    section = text.split("{#ffn-docs_probe_ffn}")[1].split("\n### ")[0]
+    assert "A component registered only by this test" in section
+    assert '<a id="ffn-docs_probe_ffn-gain"></a>`gain` | `float` | `1.5` |' in section
+    assert "a probe option that only this test registers (&gt; 0)" in section
+    assert "{#ffn-docs_probe_ffn}" not in docgen_catalogue.catalogue_markdown()
+
+
+# -- recipe reference -------------------------------------------------------------------------------
+def _walk_spec(spec_cls: type[BaseModel], prefix: str, out: list[str]) -> None:
+    for name, field in spec_cls.model_fields.items():
+        if name == "type":
+            continue
+        out.append(f"{prefix}-{name}".lower())
+        ann = field.annotation
+        inner = typing.get_args(ann)[0] if typing.get_origin(ann) is list else ann
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and inner is not Spec:
+            _walk_spec(inner, f"{prefix}-{name}", out)
+
+
+def test_recipe_reference_lists_every_field_of_every_section(recipes_page):
+    from hourglass.recipe import Recipe
+    from hourglass.registry import MODEL
+
+    expected = []
+    for section, field in Recipe.model_fields.items():
+        expected.append(section)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and ann is not Spec:
+            _walk_spec(ann, section, expected)
+        else:  # [model]: a registry component; every model type's fields
+            assert section == "model", f"unexpected component section {section}"
+            expected += ["model-type", "model-preset"]
+            for name in MODEL.names():
+                _walk_spec(MODEL.spec_class(name), f"model-{name}", expected)
+    ids = _ids(recipes_page)
+    assert [e for e in expected if e not in ids] == []
+    assert "`[[model.levels]]`" in recipes_page and "`[train.ema]`" in recipes_page
+
+
+def test_recipe_reference_shows_types_defaults_and_descriptions(recipes_page):
+    from hourglass.recipe import TrainSection
+
+    row = next(line for line in recipes_page.splitlines() if 'id="train-lr"' in line)
+    field = TrainSection.model_fields["lr"]
+    assert "`float`" in row and f"`{field.default!r}`" in row and field.description in row
+    assert "(&gt; 0)" in row  # the bound
+    row = next(line for line in recipes_page.splitlines() if 'id="sample-sampler"' in line)
+    assert "[sampler](components.md#sampler) component" in row and '"dpmpp_3m_sde"' in row
+
+
+def test_section_ids_match_the_page(recipes_page):
+    ids = _ids(recipes_page)
+    for section, section_ids in docgen_recipes.section_ids().items():
+        assert [i for i in section_ids if i not in ids] == [], section
+
+
+# -- CLI reference ----------------------------------------------------------------------------------
+def test_cli_reference_lists_every_subcommand_and_argument(cli_page):
+    from hourglass.cli import build_parser
+
+    parser = build_parser()
+    commands = docgen_cli.subcommands(parser)
+    assert len(commands) >= 10
+    sections = re.split(r"\n## ", cli_page)
+    for name, sub in commands.items():
+        section = next((s for s in sections if s.startswith(f"`hourglass {name}` {{#")), None)
+        assert section is not None, f"no section for `hourglass {name}`"
+        assert sub.format_usage().strip() in section
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert f'id="{docgen_cli.argument_id([name], action)}"' in section, (name, action.dest)
+            for flag in action.option_strings:
+                assert f"`{flag}`" in section, (name, flag)
+
+
+def test_cli_reference_covers_a_parser_with_nested_commands():
+    parser = argparse.ArgumentParser(prog="hourglass", description="top")
+    sub = parser.add_subparsers(dest="command")
+    outer = sub.add_parser("outer", help="the outer command", description="Runs ``x`` on <files>.")
+    outer.add_argument("--level", type=int, default=3, choices=[1, 2, 3], help="how deep (%(default)s)")
+    inner = outer.add_subparsers(dest="what").add_parser("inner", help="nested", epilog="examples:\n  hourglass outer inner")
+    inner.add_argument("paths", nargs="+", help="files | folders")
+    text = docgen_cli.cli_markdown(parser)
+    assert "{#outer}" in text and "{#outer-inner}" in text
+    assert "Runs `x` on &lt;files&gt;." in text
+    assert "how deep (3)" in text and "choices: `1`, `2`, `3`" in text and "default: `3`" in text
+    assert "files &#124; folders" in text and "one or more" in text
+    assert "```bash\nhourglass outer inner\n```" in text
+
+
+# -- benchmarks, nav, helpers -----------------------------------------------------------------------
+def test_benchmarks_page_without_results(tmp_path):
+    text = docgen_benchmarks.benchmarks_markdown(tmp_path / "docs", ROOT)
+    assert text.startswith("# Benchmarks")
+    assert "No results yet" in text
+    if (ROOT / "benchmarks").is_dir() and any((ROOT / "benchmarks").glob("*.py")):
+        assert "| `benchmarks/" in text
+
+
+def test_benchmarks_page_inlines_every_result(tmp_path):
+    folder = tmp_path / "docs" / "benchmarks"
+    folder.mkdir(parents=True)
+    (folder / "attention.md").write_text("# Attention kernels\n\n## CPU\n\n| a |\n|---|\n| 1 |\n\n![plot](attention.png)\n"
+                                         "```text\n# not a heading\n```\n")
+    (folder / "attention.png").write_bytes(b"\x89PNG")
+    (folder / "scaling.png").write_bytes(b"\x89PNG")
+    text = docgen_benchmarks.benchmarks_markdown(tmp_path / "docs", tmp_path)
+    assert "## Attention kernels" in text and "### CPU" in text and "# not a heading" in text
+    assert "[Attention kernels](attention.md)" in text
+    assert "![scaling](scaling.png)" in text and "![attention]" not in text  # shown once, by its page
+    assert "No results yet" not in text
+
+
+def test_reliability_enters_the_nav_only_when_its_page_exists(tmp_path):
+    pytest.importorskip("mkdocs")
+    import docgen_hooks as hooks
+
+    nav = [{"Home": "index.md"}, {"API reference": [{"Overview": "api/index.md"}]}]
+    assert hooks.reliability_nav(nav, tmp_path) == nav
+    (tmp_path / "reliability.md").write_text("# Reliability\n")
+    assert hooks.reliability_nav(nav, tmp_path) == [nav[0], {"Reliability": "reliability.md"}, nav[1]]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, "true"),
+        (0.5, "0.5"),
+        ((1, 2), "[1, 2]"),
+        ("a\"b", '"a\\"b"'),
+        ({"kernel_size": 7, "type": "neighborhood"}, '{type = "neighborhood", kernel_size = 7}'),
+        (float("inf"), "inf"),
+    ],
+)
+def test_toml_value(value, expected):
+    assert docgen_common.toml_value(value) == expected
+
+
+def test_md_text_escapes_html_and_globs_but_keeps_code():
+    text = docgen_common.md_text("runs/<name>, ``runs/<name>``, :class:`RecipeError`, step_*.pt")
+    assert text == "runs/&lt;name&gt;, `runs/<name>`, `RecipeError`, step_\\*.pt"
+    assert docgen_common.md_cell("a | b\nc") == "a &#124; b c"
+
+
+def test_griffe_extension_rewrites_sphinx_roles():
+    import griffe_sphinx_roles
+
+    text = griffe_sphinx_roles.rewrite("Raises :class:`~hourglass.recipe.RecipeError`; see :func:`load`::\n\n    x")
+    assert text == "Raises `RecipeError`; see `load`:\n\n    x"
+
+
+# -- hand-written pages ----------------------------------------------------------------------------
+def _python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_concepts_examples_run():
+    blocks = _python_blocks(DOCS / "concepts.md")
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/concepts.md", "exec"), namespace)  # noqa: S102 - our own docs
+
+
+def test_k_diffusion_page_names_registered_samplers_and_schedules():
+    from hourglass.registry import SAMPLER, SCHEDULE
+
+    text = (DOCS / "k-diffusion.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(sample_\w+|get_sigmas_\w+)[^|]*\| `(\w+)` \|(.*)$", text, flags=re.M)
+    assert len(rows) >= 10
+    for theirs, ours, notes in rows:
+        registry = SAMPLER if theirs.startswith("sample_") else SCHEDULE
+        if ours not in registry and "plugin" in notes:
+            continue  # provided by an example plugin that is not installed here
+        assert ours in registry, f"{theirs} -> {ours} is not a registered {registry.family}"
+    documented = {ours for _, ours, _ in rows}
+    assert [n for n in SAMPLER.names() if SAMPLER.provider(n) == "hourglass" and n not in documented] == []
+
+
+def test_architecture_figure_matches_its_preset():
+    from docgen_architecture import level_rows
+
+    svg = (DOCS / "assets" / "hdit_architecture.svg").read_text(encoding="utf-8")
+    rows, _ = level_rows("hdit_ffhq1024")
+    for row in rows:
+        gh, gw = row["grid"]
+        assert f"{gh}x{gw} tokens" in svg and f"width {row['width']}" in svg
+    assert "hdit_ffhq1024" in svg
+
+
+# -- the real build ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_mkdocs_build_strict(tmp_path):
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("material")
+    pytest.importorskip("mkdocstrings_handlers.python")
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (site / "index.html").is_file()
+    pages = ["quickstart", "concepts", "recipes", "components", "cli", "plugins", "k-diffusion", "benchmarks",
+             "api/registry", "api/recipe", "api/models", "api/nn", "api/diffusion", "api/data", "api/train",
+             "api/backends", "api/interop", "api/hourglass"]
+    for page in pages:
+        assert (site / page / "index.html").is_file(), page
+    assert (site / "reliability" / "index.html").is_file() == (DOCS / "reliability.md").is_file()
+    components = (site / "components" / "index.html").read_text(encoding="utf-8")
+    ids = _ids(components)
+    assert [f"{f}:{n}" for f, n, _ in _expected_component_ids() if docgen_catalogue.component_id(f, n) not in ids] == []
+    cli = _ids((site / "cli" / "index.html").read_text(encoding="utf-8"))
+    from hourglass.cli import build_parser
+
+    assert [c for c in docgen_cli.subcommands(build_parser()) if c not in cli] == []
+    recipes = _ids((site / "recipes" / "index.html").read_text(encoding="utf-8"))
+    assert [i for ids_ in docgen_recipes.section_ids().values() for i in ids_ if i not in recipes] == []
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "<!-- hourglass" not in index and "$ hourglass flops" in index  # live output replaced the markers
+    assert (site / "assets" / "hdit_architecture.svg").is_file()
+    api = (site / "api" / "registry" / "index.html").read_text(encoding="utf-8")
+    assert 'id="hourglass.registry.Registry"' in api and ":class:`" not in api

@@ -1,0 +1,76 @@
+"""Two CPU processes with the gloo backend: DDP keeps the ranks' weights identical."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hourglass.train import list_checkpoints, read_checkpoint
+from tests.test_train_loop import REPO, TINY_RECIPE, one_thread  # noqa: F401 (fixture)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HOURGLASS_NO_PROGRESS="1",
+    )
+    torch.set_num_threads(1)
+    from hourglass.recipe import loads_recipe
+    from hourglass.train import Trainer
+
+    recipe = loads_recipe(TINY_RECIPE, ["train.steps=3", "train.checkpoint_every=3", "model.levels[1].dropout=0.1"])
+    trainer = Trainer(recipe, run_dir, report=lambda m: None)
+    try:
+        first_keys = trainer.loader.batch_sampler.keys(0, 0)
+        assert trainer.dist.backend == "gloo" and trainer.micro_batch == 4
+        trainer.fit()
+        tensors = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in trainer.ema.model.state_dict().items()})
+        tensors["first_batch"] = torch.tensor([i for i, _ in first_keys])
+        save_file(tensors, os.path.join(out_dir, f"rank{rank}.safetensors"))
+    finally:
+        trainer.close()
+
+
+def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+    import torch.multiprocessing as mp
+
+    run_dir, out_dir = tmp_path / "run", tmp_path / "out"
+    out_dir.mkdir()
+    mp.spawn(_worker, args=(2, _free_port(), str(run_dir), str(out_dir)), nprocs=2, join=True)
+    r0, r1 = (load_file(str(out_dir / f"rank{r}.safetensors")) for r in (0, 1))
+    assert not torch.equal(r0.pop("first_batch"), r1.pop("first_batch"))  # each rank reads its own shard
+    assert r0.keys() == r1.keys()
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    # only rank 0 wrote files, and its checkpoint holds those weights
+    (step, path), = list_checkpoints(run_dir)
+    saved = read_checkpoint(path)
+    assert step == 3 and saved.extra["world_size"] == 2
+    assert all(torch.equal(saved.model[k[len("model."):]], v) for k, v in r0.items() if k.startswith("model."))
+
+
+@pytest.mark.slow
+def test_torchrun_cli_two_processes(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "hourglass", "train", str(recipe), "--run-dir", str(run_dir), "--set", "train.steps=2"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("done: step 2") == 1  # rank 0 only
+    assert [s for s, _ in list_checkpoints(run_dir)] == [2]
+    assert (run_dir / "samples" / "final.png").is_file()
