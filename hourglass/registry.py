@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+import re
 import threading
 import typing
 import warnings
@@ -219,8 +220,9 @@ class Registry(Generic[T]):
                 default = None if f.is_required() else f.get_default(call_default_factory=True)
                 if isinstance(default, BaseModel):
                     default = default.model_dump()
+                family = next((m.registry.family for m in f.metadata if hasattr(m, "registry")), None)
                 info["fields"][fname] = {
-                    "type": _type_name(f.annotation),
+                    "type": f"{family} component" if family else _type_name(f.annotation),
                     "default": default,
                     "required": f.is_required(),
                     "description": f.description or "",
@@ -253,8 +255,7 @@ class Registry(Generic[T]):
 def _type_name(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
-    text = repr(annotation).replace("typing.", "")
-    return text
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", repr(annotation))  # drop module paths
 
 
 def _check_spec(family: str, name: str, obj: Any) -> None:

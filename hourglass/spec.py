@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, SerializeAsAny, WrapValidator
 
 from hourglass.registry import Registry
 
-__all__ = ["Spec", "Component"]
+__all__ = ["Spec", "Component", "ComponentOf"]
 
 
 class Spec(BaseModel):
@@ -32,4 +32,14 @@ def Component(registry: Registry) -> Any:  # noqa: N802 - reads as a type in ann
     def validate(value: Any, handler: Any, info: Any) -> BaseModel:
         return registry.validate(value)
 
-    return Annotated[SerializeAsAny[Spec], WrapValidator(validate)]
+    return Annotated[SerializeAsAny[Spec], WrapValidator(validate), ComponentOf(registry)]
+
+
+class ComponentOf:
+    """Marker in a :func:`Component` field's metadata: which registry validates it."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def __repr__(self) -> str:
+        return f"ComponentOf({self.registry.family!r})"

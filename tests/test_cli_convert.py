@@ -134,3 +134,22 @@ def test_recipe_data_maps_the_diffusion_settings():
     assert (r.train.lr, r.train.betas, r.train.eps, r.train.class_dropout) == (1e-4, (0.9, 0.99), 1e-6, 0.2)
     assert (r.train.ema.power, r.train.ema.decay_max) == (0.6667, 0.999)
     assert (r.sample.schedule.sigma_min, r.sample.schedule.sigma_max) == (1e-2, 160.0)
+
+
+@needs_reference
+def test_sample_draws_from_a_converted_folder_and_its_weights_file(capsys, tmp_path, reference):
+    config, tensors = reference
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    checkpoint = tmp_path / "ckpt.pth"
+    torch.save({"model_ema": state}, checkpoint)
+    assert _convert(capsys, tmp_path, config, checkpoint)[0] == 0
+    out_dir = tmp_path / "out"
+    common = ["--n", "2", "--steps", "2", "--no-progress", "--no-images"]
+    assert main(["sample", str(out_dir), *common, "--out", str(tmp_path / "a")]) == 0
+    text = capsys.readouterr().out
+    assert "raw trained weights" in text and (tmp_path / "a" / "grid.png").stat().st_size > 0
+    assert main(["sample", str(out_dir / "model.safetensors"), *common, "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "a" / "grid.png").read_bytes() == (tmp_path / "b" / "grid.png").read_bytes()
+    assert main(["sample", str(out_dir), *common, "--ema"]) == 2
+    assert "no EMA weights" in capsys.readouterr().err

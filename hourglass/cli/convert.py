@@ -23,7 +23,6 @@ from hourglass.cli._common import CLIError, example_epilog
 __all__ = ["add_parser", "run", "recipe_data_from_k_diffusion", "load_checkpoint_state"]
 
 COMMAND = "convert"
-WEIGHTS_FORMAT = "hourglass-weights"
 _PICK = ("model_ema", "model", "state_dict")
 _WEIGHTING = {"karras": "edm", "soft-min-snr": "soft_min_snr", "snr": "snr"}
 _ROOT_PLACEHOLDER = "/path/to/images"
@@ -160,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hourglass.interop.k_diffusion import from_k_diffusion
     from hourglass.recipe import recipe_from_data
+    from hourglass.train.checkpoint import WEIGHTS_FILE, WEIGHTS_FORMAT
 
     config_path, out_dir = Path(args.config), Path(args.out_dir)
     try:
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     recipe = recipe_from_data(data, source=str(config_path))
-    recipe_path, weights_path = out_dir / "recipe.toml", out_dir / "model.safetensors"
+    recipe_path, weights_path = out_dir / "recipe.toml", out_dir / WEIGHTS_FILE
     existing = [p for p in (recipe_path, weights_path) if p.exists()]
     if existing and not args.overwrite:
         raise CLIError(f"{', '.join(map(str, existing))} already exist; pass --overwrite or choose another OUT_DIR")
@@ -185,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         f"Converted from k-diffusion: {config_path.name} + {Path(args.checkpoint).name}.",
         "Weights: model.safetensors beside this file (hourglass parameter names).",
         f"Check with: hourglass build {recipe_path}",
+        f"Sample with: hourglass sample {out_dir} --no-ema --resolution N",
         *[f"Note: {n}" for n in notes],
     ])
     text = recipe.to_toml(header=header)

@@ -1,6 +1,7 @@
 """``hourglass sample``: draw images from a checkpoint (or a run directory's newest valid one).
 
-Uses the EMA weights unless ``--no-ema``. Image ``i`` gets seed ``--seed + i`` for all of its
+Uses the EMA weights unless ``--no-ema`` (a folder or ``model.safetensors`` written by ``hourglass
+convert`` holds one set of weights, which is used). Image ``i`` gets seed ``--seed + i`` for all of its
 noise, so the same seed gives the same images whatever ``--batch-size`` is. The sampler, schedule,
 steps and guidance scale default to the run's ``[sample]`` section. Class-conditional models cycle
 through every class unless ``--class`` names some (``none`` = the unconditional "no class").
@@ -38,7 +39,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
-                        help="a step_*.safetensors checkpoint, or a run directory (its newest valid checkpoint)")
+                        help="a step_*.safetensors checkpoint, a run directory (its newest valid checkpoint), "
+                             "or a folder / model.safetensors written by `hourglass convert`")
     parser.add_argument("--n", type=int, help="number of images (default: the run's sample.n)")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: the run's sample.batch_size)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
@@ -51,8 +53,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="image i uses seed SEED + i (default: the run's sample.seed)")
     parser.add_argument("--resolution", type=int, nargs="+", metavar="N",
                         help="image side, or height and width (default: the model's training size)")
-    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
-                        help="use the EMA weights (default) or the raw trained weights")
+    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="use the EMA weights (default when the file has them) or the raw trained weights")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/samples/<checkpoint name>)")
     parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="write grid.png")
     parser.add_argument("--images", action=argparse.BooleanOptionalAction, default=True,
@@ -134,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         model, ema_model, recipe, step = load_checkpoint(args.checkpoint, device=device)
     except CheckpointError as exc:
         raise CLIError(str(exc)) from None
+    if args.ema is None:  # default: EMA when the file has it (weights from `hourglass convert` have only one set)
+        args.ema = ema_model is not None
     if args.ema and ema_model is None:
         raise CLIError("this checkpoint has no EMA weights; pass --no-ema to use the trained weights")
     net = ema_model if args.ema else model
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     labels = class_labels(n, num_classes, fixed)
     ckpt_name = f"step_{step:08d}"
     source = Path(args.checkpoint)
-    run_dir = source if source.is_dir() else source.parent.parent
+    run_dir = source if source.is_dir() else source.parent if source.parent.name != "checkpoints" else source.parent.parent
     out = Path(args.out) if args.out else run_dir / "samples" / ckpt_name
     which = "EMA weights (--no-ema for the raw weights)" if args.ema else "raw trained weights (not the EMA)"
     sampler_name = sampler if isinstance(sampler, str) else sampler.type

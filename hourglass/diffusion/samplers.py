@@ -20,6 +20,7 @@ k-diffusion's ``sampling.py`` (Crowson); the DPM-Solver++ family lives in
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -206,13 +207,21 @@ class EulerAncestralSampler(Sampler):
 
 
 # -- linear multistep -----------------------------------------------------------------------------
+@functools.cache
+def _gauss_legendre(order: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Nodes and weights of ``order``-point Gauss-Legendre quadrature on [-1, 1] (cached: numpy's
+    ``leggauss`` costs tens of microseconds, more than a small model's whole sampler step)."""
+    nodes, weights = np.polynomial.legendre.leggauss(order)
+    return tuple(float(v) for v in nodes), tuple(float(v) for v in weights)
+
+
 def _lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
     """``integral_{t_i}^{t_{i+1}} l_j(tau) dtau`` for the Lagrange basis on ``t_i, ..., t_{i-order+1}``.
 
     The integrand is a polynomial of degree ``order - 1``, so Gauss-Legendre quadrature with
     ``order`` nodes is exact.
     """
-    nodes, weights = np.polynomial.legendre.leggauss(order)
+    nodes, weights = _gauss_legendre(order)
     a, b = t[i], t[i + 1]
     half = 0.5 * (b - a)
     total = 0.0

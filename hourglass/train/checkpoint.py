@@ -52,6 +52,8 @@ __all__ = [
 
 FORMAT = "hourglass-checkpoint"
 FORMAT_VERSION = "1"
+WEIGHTS_FORMAT = "hourglass-weights"  # inference weights only (``hourglass convert``): model tensors + recipe
+WEIGHTS_FILE = "model.safetensors"
 _NAME_RE = re.compile(r"^step_(\d{8,})\.safetensors$")
 _TMP_RE = re.compile(r"^\.step_\d+\.safetensors\.tmp-\d+$")
 _CHUNK = 16 << 20
@@ -262,7 +264,8 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Checkpoi
     """Read and check a checkpoint file (tensors land on the CPU; nothing is unpickled).
 
     Args:
-        path: a ``.safetensors`` checkpoint written by :func:`save_checkpoint`.
+        path: a ``.safetensors`` checkpoint written by :func:`save_checkpoint`, or a weights-only
+            file written by ``hourglass convert`` (step 0, no EMA, optimizer or RNG state).
         verify: recompute the SHA-256 of every tensor and compare it with the stored digest.
 
     Returns:
@@ -276,6 +279,8 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Checkpoi
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run directory")
     raw = path.read_bytes()
     meta = _header(raw, path)
+    if meta.get("format") == WEIGHTS_FORMAT:
+        return _read_weights(raw, meta, path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an hourglass training checkpoint (metadata format={meta.get('format')!r}); "
@@ -317,6 +322,18 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Checkpoi
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path} has corrupt metadata ({exc}); delete it or pick an older checkpoint") from None
+
+
+def _read_weights(raw: bytes, meta: dict[str, str], path: Path) -> CheckpointData:
+    """A weights-only file (``hourglass convert``): the model's tensors, step 0, no EMA or optimizer."""
+    try:
+        tensors = safetensors.torch.load(raw)
+        spec = json.loads(meta.get("model_spec") or "{}")
+    except Exception as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({exc}); convert the weights again") from None
+    extra = {"weights_only": True, "source": meta.get("source", "")}
+    return CheckpointData(step=0, model=tensors, recipe_toml=meta.get("recipe", ""), model_spec=spec, extra=extra,
+                          path=path)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -392,7 +409,8 @@ def resolve_checkpoint(
     """Read a checkpoint file, or the newest valid checkpoint of a run directory.
 
     Args:
-        path_or_run_dir: a ``.safetensors`` checkpoint or a run directory (holding ``checkpoints/``).
+        path_or_run_dir: a ``.safetensors`` checkpoint or weights file, a run directory (holding
+            ``checkpoints/``) or a folder written by ``hourglass convert`` (holding ``model.safetensors``).
         report: receives one message per skipped (corrupt) file of a run directory.
 
     Returns:
@@ -402,6 +420,8 @@ def resolve_checkpoint(
         CheckpointError: nothing usable at that path.
     """
     path = Path(path_or_run_dir)
+    if path.is_dir() and not list_checkpoints(path) and (path / WEIGHTS_FILE).is_file():
+        return read_checkpoint(path / WEIGHTS_FILE)  # a folder written by ``hourglass convert``
     if path.is_dir():
         found = find_latest_checkpoint(path, report=report)
         if found is None:
