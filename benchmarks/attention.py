@@ -32,6 +32,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine_description  # noqa: E402
 
 from hourglass.backends import (  # noqa: E402
     available_backends,
@@ -183,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         f" ({torch.get_num_threads()} threads, {args.clock} clock), torch {torch.__version__}, {args.dtype}, "
         f"B={b} heads={h} D={d}, neighborhood k={ks}, shifted_window s={win} shift={win // 2}",
         "",
+        f"Made by `python3 benchmarks/attention.py {' '.join(sys.argv[1:] if argv is None else argv)}` on "
+        f"{machine_description()}.",
+        "",
         "| kind | backend | grid | tokens | fwd ms | fwd GFLOP/s | fwd+bwd ms | fwd+bwd GFLOP/s | "
         + ("peak MB" if device.type == "cuda" else "saved+out MB")
         + " |",
@@ -254,6 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{f'{crossover}x{crossover}' if crossover else '(no measured grid)'} up "
         f"(measured grids: {', '.join(f'{n}x{n}' for n in sorted(faster))})",
     ]
+    if device.type == "cpu":
+        one = b * max(grids) ** 2 * h * d * torch.finfo(dtype).bits // 8 / 2**20
+        summary += [
+            "",
+            f"Memory on CPU (`saved+out MB`): what autograd keeps for the backward pass plus the output. At "
+            f"{max(grids)}x{max(grids)} tokens each of q, k, v and the output is {one:.1f} MB, so a backend whose "
+            f"column reads about {4 * one:.0f} MB there keeps nothing beyond its inputs and output (no N x N state).",
+        ]
     print("\n".join(summary), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
