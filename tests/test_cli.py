@@ -11,31 +11,12 @@ import pytest
 
 from hourglass import _recipe_toml as toml
 from hourglass.cli import COMMANDS, main
+from tests._tiny import SMALL_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 
-TINY = """\
-[model]
-type = "hdit"
-input_size = 32
-num_classes = 0
-mapping = { type = "hdit", depth = 1, width = 32, d_ff = 64 }
-
-[[model.levels]]
-depth = 1
-width = 32
-attention = { type = "neighborhood", kernel_size = 3, d_head = 16 }
-
-[[model.levels]]
-depth = 1
-width = 64
-attention = { type = "global", d_head = 16 }
-
-[data]
-dataset = { type = "shapes", size = 64 }
-batch_size = 8
-"""
+TINY = SMALL_RECIPE
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -16,24 +16,11 @@ from hourglass.evaluation import ENV_INCEPTION, _inception, features, to_uint8_r
 from hourglass.recipe import build_model, dump_recipe, loads_recipe, plain_data
 from hourglass.registry import DATASET
 from hourglass.train.checkpoint import checkpoint_path, save_checkpoint
+from tests._tiny import tiny_recipe_text
 
 RP = ["--extractor", "random-projection"]
 
-RECIPE = """
-[model]
-preset = "hdit_test"
-num_classes = 6
-input_size = 16
-levels = [
-  {depth = 1, width = 32, attention = {type = "global", d_head = 16}},
-  {depth = 1, width = 64, attention = {type = "global", d_head = 16}},
-]
-
-[data]
-dataset = {type = "shapes", size = 32}
-batch_size = 8
-num_workers = 0
-"""
+RECIPE = tiny_recipe_text(dataset_size=32)
 
 
 def _save(folder, images) -> None:
@@ -70,7 +57,7 @@ def run_dir(tmp_path_factory):
                     model_spec=plain_data(model.spec.model_dump()))
     save_checkpoint(checkpoint_path(root / "no_recipe", 3), step=3, model=state, ema=state,
                     model_spec=plain_data(model.spec.model_dump()))
-    (root / "recipe.toml").write_text(RECIPE.replace("size = 32", "size = 9"))
+    (root / "recipe.toml").write_text(tiny_recipe_text(dataset_size=9))
     return root
 
 

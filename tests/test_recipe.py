@@ -24,31 +24,12 @@ from hourglass.recipe import (
 )
 from hourglass.registry import DATASET
 from hourglass.spec import Spec
+from tests._tiny import SMALL_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("**/*.toml"))
 
-SMALL = """
-[model]
-type = "hdit"
-input_size = 32
-num_classes = 0
-mapping = { type = "hdit", depth = 1, width = 32, d_ff = 64 }
-
-[[model.levels]]
-depth = 1
-width = 32
-attention = { type = "neighborhood", kernel_size = 3, d_head = 16 }
-
-[[model.levels]]
-depth = 1
-width = 64
-attention = { type = "global", d_head = 16 }
-
-[data]
-dataset = { type = "shapes", size = 64 }
-batch_size = 8
-"""
+SMALL = SMALL_RECIPE
 
 
 def small(**overrides) -> Recipe:
@@ -348,8 +329,10 @@ def test_class_count_must_match_the_data(labelled_dataset):
 
 
 def test_bad_toml_reports_line_and_column():
-    (p,) = problems_of(SMALL.replace("depth = 1\nwidth = 32", "depth = 1\nwidth 32"))
-    assert "line 10" in p.message and "column" in p.message and "width 32" in p.message
+    text = SMALL.replace("depth = 1\nwidth = 32", "depth = 1\nwidth 32")
+    line = text.splitlines().index("width 32") + 1
+    (p,) = problems_of(text)
+    assert f"line {line}," in p.message and "column" in p.message and "width 32" in p.message
 
 
 def test_missing_file(tmp_path):

@@ -14,41 +14,11 @@ import torch
 
 from hourglass.recipe import loads_recipe
 from hourglass.train import Trainer, TrainingDiverged, list_checkpoints, read_checkpoint, read_metrics, train
+from tests._tiny import tiny_recipe_text
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_RECIPE = """
-[model]
-preset = "hdit_test"
-num_classes = 6
-input_size = 16
-levels = [
-  {depth = 1, width = 32, attention = {type = "global", d_head = 16}},
-  {depth = 1, width = 64, attention = {type = "global", d_head = 16}},
-]
-
-[data]
-dataset = {type = "shapes", size = 64}
-batch_size = 8
-num_workers = 0
-
-[train]
-steps = 4
-lr = 2e-3
-checkpoint_every = 2
-sample_every = 0
-log_every = 1
-keep_last = 0
-
-[sample]
-sampler = "euler"
-steps = 2
-n = 6
-batch_size = 6
-
-[runtime]
-device = "cpu"
-"""
+TINY_RECIPE = tiny_recipe_text()
 
 
 def tiny_recipe(*overrides: str):

@@ -12,42 +12,11 @@ import pytest
 import torch
 
 from hourglass.train.checkpoint import read_checkpoint
+from tests._tiny import tiny_recipe_text
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: 16 px, two levels of global attention, procedural data: one step takes milliseconds on a CPU.
-TINY_RECIPE = """
-[model]
-preset = "hdit_test"
-num_classes = 6
-input_size = 16
-levels = [
-  {depth = 1, width = 32, attention = {type = "global", d_head = 16}},
-  {depth = 1, width = 64, attention = {type = "global", d_head = 16}},
-]
-
-[data]
-dataset = {type = "shapes", size = 64}
-batch_size = 8
-num_workers = 0
-
-[train]
-steps = 4
-lr = 2e-3
-checkpoint_every = 1
-sample_every = 0
-log_every = 1
-keep_last = 0
-
-[sample]
-sampler = "euler"
-steps = 1
-n = 1
-batch_size = 1
-
-[runtime]
-device = "cpu"
-"""
+TINY_RECIPE = tiny_recipe_text(checkpoint_every=1, sample_steps=1, sample_n=1)
 
 
 def child_env() -> dict[str, str]:
