@@ -115,3 +115,36 @@ def test_state_dict_round_trip_and_determinism(registry, name):
         c = _output(module(*args))
     assert torch.equal(a, c), "forward is not deterministic"
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("d_head,n_heads", [(8, 4), (64, 2), (12, 1), (9, 3)])
+def test_axial_rope_accepts_the_head_sizes_k_diffusion_accepts(d_head, n_heads):
+    rope = POS_EMB.build({"type": "axial_rope"}, d_head=d_head, n_heads=n_heads)
+    per_head = d_head // 2 // 4
+    assert rope.freqs.shape == (n_heads, per_head)
+    theta = rope(make_axial_pos(4, 6))
+    assert theta.shape == (4, 6, n_heads, 2 * per_head)
+    # k-diffusion: n_heads * (d_head // 2) // 4 log-spaced values, laid out (per_head, n_heads), transposed
+    log_f = torch.linspace(torch.log(torch.tensor(torch.pi)), torch.log(torch.tensor(10 * torch.pi)),
+                           n_heads * (d_head // 2) // 4 + 1)[:-1]
+    torch.testing.assert_close(rope.freqs, log_f.exp().view(per_head, n_heads).T)
+
+
+@pytest.mark.parametrize("d_head,n_heads", [(4, 1), (12, 2), (20, 2)])
+def test_axial_rope_refuses_head_sizes_it_cannot_lay_out(d_head, n_heads):
+    with pytest.raises(ValueError, match="use a d_head divisible by 8"):
+        POS_EMB.build({"type": "axial_rope"}, d_head=d_head, n_heads=n_heads)
+
+
+@pytest.mark.parametrize("kind,expected", [("global", torch.bfloat16), ("neighborhood", torch.float32),
+                                           ("shifted_window", torch.float32)])
+def test_rope_positions_dtype_under_bf16_autocast_follows_k_diffusion(kind, expected):
+    spec = {"type": kind, "d_head": 32, **({"kernel_size": 3} if kind == "neighborhood" else {}),
+            **({"window_size": 4} if kind == "shifted_window" else {})}
+    attn = ATTENTION.build(spec, width=64, pos_emb={"type": "axial_rope"}, layer_index=1)
+    seen = []
+    original = attn.pos_emb.forward
+    attn.pos_emb.forward = lambda pos: (seen.append(pos.dtype), original(pos))[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(torch.randn(1, 8, 8, 64), make_axial_pos(8, 8))
+    assert seen == [expected]

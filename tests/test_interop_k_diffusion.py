@@ -146,3 +146,55 @@ def _to_k_diffusion_names(sd):
             new = key
         out["model." + new] = value
     return out
+
+
+def test_missing_keys_get_k_diffusion_defaults():
+    config = {"model": {"type": "image_transformer_v2", "input_channels": 3, "input_size": [64, 64],
+                        "patch_size": [4, 4], "depths": [1, 1, 2], "widths": [64, 128, 256],
+                        "mapping_width": 128, "dropout_rate": None, "self_attns": None},
+              "dataset": {"num_classes": 0}}
+    spec = spec_from_k_diffusion(config)
+    kinds = [(lv.attention.type, lv.attention.d_head, getattr(lv.attention, "kernel_size", None)) for lv in spec.levels]
+    assert kinds == [("neighborhood", 64, 7), ("neighborhood", 64, 7), ("global", 64, None)]
+    assert [lv.d_ff for lv in spec.levels] == [192, 384, 768] and [lv.dropout for lv in spec.levels] == [0.0] * 3
+    assert spec.mapping.d_ff == 3 * 128 and spec.mapping.depth == 2
+
+
+def test_keys_k_diffusion_ignores_change_nothing():
+    base = {"type": "image_transformer_v2", "input_channels": 3, "input_size": [32, 32], "patch_size": [2, 2],
+            "depths": [1, 1], "widths": [64, 128], "self_attns": [
+                {"type": "neighborhood", "d_head": 32, "kernel_size": 5, "dilation": 2}, {"type": "global"}]}
+    (level, _) = spec_from_k_diffusion(base).levels
+    assert level.attention.dilation == 1 and level.attention.kernel_size == 5
+
+
+def test_without_input_size_the_spec_gets_a_size_every_level_fits():
+    config = {"type": "image_transformer_v2", "input_channels": 3, "patch_size": [4, 4], "depths": [1, 1],
+              "widths": [96, 192], "self_attns": [{"type": "shifted-window", "d_head": 32, "window_size": 12},
+                                                  {"type": "global", "d_head": 32}]}
+    spec = spec_from_k_diffusion(config)
+    side = spec.input_size[0] if isinstance(spec.input_size, tuple) else spec.input_size
+    assert side >= 256 and (side // 4) % 12 == 0  # the level-0 grid is a whole number of windows
+
+
+def test_without_a_dataset_section_the_class_count_comes_from_the_weights():
+    model_section = {
+        "type": "image_transformer_v2", "input_channels": 3, "input_size": [16, 16], "patch_size": [2, 2],
+        "depths": [1, 1], "widths": [32, 64], "self_attns": [{"type": "global", "d_head": 16}] * 2,
+        "mapping_width": 32, "mapping_depth": 1,
+    }
+    from hourglass import create_model
+
+    source = create_model(spec_from_k_diffusion({"model": model_section, "dataset": {"num_classes": 7}})).eval()
+    with torch.no_grad():
+        for p in source.parameters():  # a fresh HDiT outputs exactly 0: give it weights that show differences
+            if p.ndim >= 2:  # matrices and embeddings (scales stay positive)
+                p.add_(torch.randn_like(p) * 0.05)
+    model = from_k_diffusion(model_section, _to_k_diffusion_names(source.state_dict()))
+    assert model.spec.num_classes == 7
+    model.eval()
+    x, sigma, y = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 2.0]), torch.tensor([3, 7])
+    with torch.no_grad():
+        out = model(x, sigma, class_cond=y)
+        assert out.abs().max() > 1e-3
+        torch.testing.assert_close(out, source(x, sigma, class_cond=y))

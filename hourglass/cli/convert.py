@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     import safetensors.torch
 
     from hourglass.interop.k_diffusion import from_k_diffusion
-    from hourglass.recipe import recipe_from_data
+    from hourglass.recipe import plain_data, recipe_from_data
     from hourglass.train.checkpoint import WEIGHTS_FILE, WEIGHTS_FORMAT
 
     config_path, out_dir = Path(args.config), Path(args.out_dir)
@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         model = from_k_diffusion(config, state)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    data["model"] = plain_data(model.spec.model_dump(mode="python"))  # e.g. a class count read off the weights
     recipe = recipe_from_data(data, source=str(config_path))
     recipe_path, weights_path = out_dir / "recipe.toml", out_dir / WEIGHTS_FILE
     existing = [p for p in (recipe_path, weights_path) if p.exists()]

@@ -6,6 +6,7 @@ so checkpoints trained with the authors' code run on current NATTEN, on CPU, or 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -38,12 +39,13 @@ _RULES: list[tuple[str, str]] = [
 ]
 
 
-def _model_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
+def _model_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], int | None]:
+    """The ``model`` section and ``dataset.num_classes`` (None when the config has no dataset section)."""
     if "model" in config and isinstance(config["model"], Mapping):
-        model, dataset = config["model"], config.get("dataset", {}) or {}
+        model, dataset = config["model"], config.get("dataset")
     else:
-        model, dataset = config, {}
-    num_classes = int(dataset.get("num_classes", 0) or 0)
+        model, dataset = config, None
+    num_classes = int(dataset.get("num_classes", 0) or 0) if isinstance(dataset, Mapping) else None
     kind = model.get("type", "image_transformer_v2")
     if kind != "image_transformer_v2":
         raise ValueError(
@@ -53,14 +55,18 @@ def _model_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
 
 
 def _attention(entry: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """One ``self_attns`` entry, read as k-diffusion's ``make_model`` reads it (other keys are ignored)."""
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{path} must be a table such as {{\"type\": \"global\"}}, got {entry!r}")
     kind = entry.get("type")
     d_head = int(entry.get("d_head", 64))
     if kind == "global":
         return {"type": "global", "d_head": d_head}
-    if kind == "neighborhood":
-        return {"type": "neighborhood", "d_head": d_head, "kernel_size": int(entry.get("kernel_size", 7)),
-                "dilation": int(entry.get("dilation", 1))}
+    if kind == "neighborhood":  # k-diffusion has no dilation: a "dilation" key there changes nothing
+        return {"type": "neighborhood", "d_head": d_head, "kernel_size": int(entry.get("kernel_size", 7))}
     if kind == "shifted-window":
+        if "window_size" not in entry:
+            raise ValueError(f"{path}.window_size is missing (k-diffusion requires it for shifted-window)")
         return {"type": "shifted_window", "d_head": d_head, "window_size": int(entry["window_size"])}
     if kind == "none":
         return {"type": "none"}
@@ -70,21 +76,53 @@ def _attention(entry: Mapping[str, Any], path: str) -> dict[str, Any]:
     )
 
 
+def _pair(value: Any) -> tuple[int, int]:
+    return (int(value[0]), int(value[1])) if isinstance(value, (list, tuple)) else (int(value), int(value))
+
+
+def _fitting_input_size(levels: list[dict[str, Any]], patch: tuple[int, int], start: int = 256) -> tuple[int, int]:
+    """The smallest side ``>= start`` (per axis) whose token grids fit every level's attention.
+
+    k-diffusion's model takes images of any fitting size and its config need not say one; hourglass
+    validates a spec at its ``input_size``, so a config without one gets a size that every level fits:
+    a multiple of ``patch x 2^level x window`` and at least ``patch x 2^level x kernel``.
+    """
+    side = []
+    for p in patch:
+        step, least = 1, 1
+        for i, level in enumerate(levels):
+            att, scale = level["attention"], p * 2**i
+            window = att.get("window_size", 1)
+            step = math.lcm(step, scale * window)
+            least = max(least, scale * max(att.get("kernel_size", 1), window))
+        size = max(start, least)
+        side.append(-(-size // step) * step)
+    return side[0], side[1]
+
+
 def spec_from_k_diffusion(config: Mapping[str, Any]) -> HDiTSpec:
     """Translate a k-diffusion config (whole JSON, or its ``model`` section) into an :class:`HDiTSpec`.
 
-    ``dataset.num_classes`` gives the real classes; the embedding's extra row is CFG's "no class".
+    Missing keys get k-diffusion's own defaults (``load_config``): ``d_ffs`` 3 x width,
+    ``self_attns`` neighborhood (d_head 64, k 7) at every level but the last, which is global,
+    ``dropout_rate`` 0, ``mapping_width`` 256, ``mapping_depth`` 2, ``mapping_d_ff`` 3 x
+    mapping width. ``dataset.num_classes`` gives the real classes (the embedding's extra row is
+    CFG's "no class"); without a dataset section the model is unconditional (see
+    :func:`from_k_diffusion`, which reads the class count off the weights instead). Without
+    ``input_size`` the spec gets the smallest size from 256 up that fits every level.
     """
     model, num_classes = _model_section(config)
     try:
         depths, widths = list(model["depths"]), list(model["widths"])
-        d_ffs = list(model.get("d_ffs") or [3 * w for w in widths])
-        attns = list(model["self_attns"])
     except KeyError as exc:
         raise ValueError(f"k-diffusion config: model.{exc.args[0]} is missing") from None
     n = len(depths)
-    dropout = model.get("dropout_rate", 0.0)
-    dropouts = list(dropout) if isinstance(dropout, (list, tuple)) else [float(dropout)] * n
+    d_ffs = list(model.get("d_ffs") or [3 * w for w in widths])
+    attns = list(model.get("self_attns") or (
+        [{"type": "neighborhood", "d_head": 64, "kernel_size": 7}] * (n - 1) + [{"type": "global", "d_head": 64}]
+    ))
+    dropout = model.get("dropout_rate")
+    dropouts = [float(p) for p in dropout] if isinstance(dropout, (list, tuple)) else [float(dropout or 0.0)] * n
     if not (len(widths) == len(d_ffs) == len(attns) == len(dropouts) == n):
         raise ValueError(
             "k-diffusion config: model.depths, widths, d_ffs, self_attns and dropout_rate must have one entry "
@@ -94,23 +132,25 @@ def spec_from_k_diffusion(config: Mapping[str, Any]) -> HDiTSpec:
         {"depth": d, "width": w, "d_ff": f, "dropout": p, "attention": _attention(a, f"model.self_attns[{i}]")}
         for i, (d, w, f, a, p) in enumerate(zip(depths, widths, d_ffs, attns, dropouts, strict=True))
     ]
-    patch = model.get("patch_size", [4, 4])
-    size = model.get("input_size", [256, 256])
+    patch = _pair(model.get("patch_size", [4, 4]))
+    size = _pair(model["input_size"]) if model.get("input_size") else _fitting_input_size(levels, patch)
+    mapping_width = int(model.get("mapping_width") or 256)
+    depth = model.get("mapping_depth")
     data = {
         "type": "hdit",
         "levels": levels,
         "mapping": {
             "type": "hdit",
-            "depth": model.get("mapping_depth", 2),
-            "width": model.get("mapping_width", 256),
-            "d_ff": model.get("mapping_d_ff", 768),
-            "dropout": model.get("mapping_dropout_rate", 0.0),
+            "depth": 2 if depth is None else int(depth),
+            "width": mapping_width,
+            "d_ff": int(model.get("mapping_d_ff") or 3 * mapping_width),
+            "dropout": float(model.get("mapping_dropout_rate") or 0.0),
         },
-        "patch_size": tuple(patch) if isinstance(patch, (list, tuple)) else int(patch),
+        "patch_size": patch,
         "in_channels": model.get("input_channels", 3),
-        "num_classes": num_classes,
-        "mapping_cond_dim": model.get("mapping_cond_dim", 0),
-        "input_size": tuple(size) if isinstance(size, (list, tuple)) else int(size),
+        "num_classes": num_classes or 0,
+        "mapping_cond_dim": int(model.get("mapping_cond_dim") or 0),
+        "input_size": size,
     }
     spec = model_spec(data)
     if not isinstance(spec, HDiTSpec):  # pragma: no cover - MODEL "hdit" is always HDiT
@@ -146,16 +186,21 @@ def from_k_diffusion(config: Mapping[str, Any], state_dict: Mapping[str, Tensor]
     """Build the hourglass HDiT equal to a k-diffusion ``image_transformer_v2`` and load its weights.
 
     Args:
-        config: the k-diffusion config JSON (``model`` and ``dataset`` sections) or its model section.
+        config: the k-diffusion config JSON (``model`` and ``dataset`` sections) or its model section
+            (then the class count is read off the class embedding's rows).
         state_dict: the k-diffusion model's parameters and buffers (prefixes are stripped).
     Raises:
         ValueError: for configs that are not HDiT, or weights that do not fit the config
             (missing/unexpected names, wrong shapes), naming each mismatch.
     """
     spec = spec_from_k_diffusion(config)
+    converted = convert_state_dict(state_dict)
+    rows = converted.get("mapping.class_emb.weight")
+    if _model_section(config)[1] is None and rows is not None and rows.shape[0] > 1:
+        spec = spec.model_copy(update={"num_classes": rows.shape[0] - 1})  # no dataset section: ask the weights
+        spec = model_spec(spec.model_dump())
     with torch.device("meta"):
         model = MODEL.build(spec)
-    converted = convert_state_dict(state_dict)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))

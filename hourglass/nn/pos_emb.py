@@ -84,9 +84,10 @@ class AxialRoPESpec(Spec):
 class AxialRoPE(nn.Module):
     """2D axial rotary embedding on the first half of each head (PAPER.md §1.10).
 
-    With ``d = d_head / 4``, ``n_heads * d / 2`` log-spaced frequencies are laid out as
-    ``(d/2, n_heads)`` and transposed, so each head gets its own ``d/2`` frequencies;
-    ``theta = cat(pos_y * f, pos_x * f)``.
+    With ``f = d_head // 8``, ``n_heads * f`` log-spaced frequencies are laid out as
+    ``(f, n_heads)`` and transposed, so each head gets its own ``f`` frequencies;
+    ``theta = cat(pos_y * freqs, pos_x * freqs)`` rotates the first ``4 f`` channels of each head
+    (k-diffusion's layout, which also admits some head sizes that 8 does not divide).
     """
 
     Spec = AxialRoPESpec
@@ -95,14 +96,20 @@ class AxialRoPE(nn.Module):
     def __init__(self, spec: AxialRoPESpec | None = None, *, d_head: int, n_heads: int, **_: object) -> None:
         super().__init__()
         self.spec = spec = spec or AxialRoPESpec()
-        if d_head % 8:
-            raise ValueError(f"axial_rope needs d_head divisible by 8, got {d_head}; change d_head")
-        n_freqs = n_heads * d_head // 8
+        # k-diffusion's layout: rotate dim = d_head // 2 channels, (dim // 4) frequencies per axis and head,
+        # taken from n_heads * dim // 4 log-spaced values. Exact whenever that count is n_heads * (dim // 4).
+        per_head = d_head // 2 // 4
+        if per_head == 0 or n_heads * (d_head // 2 % 4) >= 4:
+            raise ValueError(
+                f"axial_rope cannot lay out its frequencies for d_head {d_head} with {n_heads} heads (it needs "
+                "d_head >= 8 and n_heads * (d_head // 2 % 4) < 4); use a d_head divisible by 8"
+            )
+        n_freqs = n_heads * per_head
         log_f = torch.linspace(math.log(spec.min_freq), math.log(spec.max_freq), n_freqs + 1)[:-1]
-        self.register_buffer("freqs", log_f.exp().view(d_head // 8, n_heads).T.contiguous())
+        self.register_buffer("freqs", log_f.exp().view(per_head, n_heads).T.contiguous())
 
     def forward(self, pos: Tensor) -> Tensor:
-        """``pos (*, 2) -> theta (*, n_heads, d_head / 4)``."""
+        """``pos (*, 2) -> theta (*, n_heads, 2 * (d_head // 8))`` (``d_head / 4`` when 8 divides it)."""
         freqs = self.freqs.to(pos.dtype)
         theta_y = pos[..., None, 0:1] * freqs
         theta_x = pos[..., None, 1:2] * freqs

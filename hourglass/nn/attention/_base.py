@@ -64,6 +64,10 @@ class AttentionSpec(Spec):
 class SelfAttention(nn.Module):
     """Multi-head self-attention over a token grid; subclasses define :meth:`attend`.
 
+    ``rope_pos_in_compute_dtype``: whether rotary angles are computed from positions cast to the
+    activations' dtype (k-diffusion does so for global attention only; the local kinds keep fp32
+    positions, which matters under bf16 autocast).
+
     ``qkv = Linear(w -> 3w)`` laid out ``(t n_heads d_head)``; optional cosine-sim scaling,
     then rotary positions, then the kind's token mixing, dropout and ``Out`` (PAPER.md §1.6).
 
@@ -76,6 +80,8 @@ class SelfAttention(nn.Module):
 
     backends: ClassVar[tuple[str, ...]] = ()
     kind_name: ClassVar[str] = ""
+
+    rope_pos_in_compute_dtype: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -130,7 +136,7 @@ class SelfAttention(nn.Module):
         else:
             scale = self.d_head**-0.5
         if self.pos_emb is not None:
-            theta = self.pos_emb(pos.to(qkv.dtype))  # (H, W, n_heads, d_head / 4)
+            theta = self.pos_emb(pos.to(qkv.dtype) if self.rope_pos_in_compute_dtype else pos)  # (H, W, nh, d_head/4)
             q, k = apply_rotary_emb(q, theta), apply_rotary_emb(k, theta)
         if _COUNTING.get():
             out = torch.empty_like(q)

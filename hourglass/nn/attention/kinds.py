@@ -39,6 +39,7 @@ class GlobalAttention(SelfAttention):
 
     Spec = GlobalAttentionSpec
     backends = backends.BACKENDS["global"]
+    rope_pos_in_compute_dtype = True
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         return backends.global_attention(q, k, v, scale=scale, backend=self.backend)
