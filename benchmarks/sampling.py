@@ -128,19 +128,14 @@ def measure_sampler(
         ``{"sampler", "batch", "steps", "evals", "forward_s", "real_s", "null_s", "null_pct",
         "diff_pct"}`` with the overheads as fractions of ``forward_s`` (one denoiser call) per step.
     """
-    from hourglass.diffusion import CFGDenoiser, NoiseSampler, initial_noise
+    from hourglass.diffusion import NoiseSampler, initial_noise
     from hourglass.registry import SAMPLER, SCHEDULE
 
     sampler = SAMPLER.build(sampler_name)
     sigmas = SCHEDULE.build(setup["schedule"])(setup["steps"])
     seeds = list(range(seed, seed + batch))
     x0 = initial_noise(seeds, setup["shape"]) * sigmas[0]
-    extra = {}
-    real: Any = setup["denoiser"]
-    if setup["num_classes"]:
-        extra["class_cond"] = torch.arange(batch) % setup["num_classes"]
-        if setup["cfg_scale"] != 1.0:
-            real = CFGDenoiser(real, setup["cfg_scale"], setup["num_classes"])
+    real, extra = guided_denoiser(setup, batch)
     counter = CountingDenoiser(real)
     null = NullDenoiser(torch.zeros_like(x0))
 
@@ -198,6 +193,23 @@ def profile_null(sampler: Any, x0: torch.Tensor, sigmas: torch.Tensor, seeds: li
     return [(f"{Path(k[0]).name}:{k[1]} {k[2]}" if k[1] else k[2], t / total) for t, k in rows]
 
 
+def guided_denoiser(setup: dict[str, Any], batch: int) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The denoiser as ``hourglass sample`` calls it and its extra arguments for ``batch`` images.
+
+    Class-conditional models get class ids cycling over the classes, wrapped in classifier-free
+    guidance when the recipe's ``cfg_scale`` is not 1 (one forward over the doubled batch).
+    """
+    from hourglass.diffusion import CFGDenoiser
+
+    den: Any = setup["denoiser"]
+    cond: dict[str, torch.Tensor] = {}
+    if setup["num_classes"]:
+        cond["class_cond"] = torch.arange(batch) % setup["num_classes"]
+        if setup["cfg_scale"] != 1.0:
+            den = CFGDenoiser(den, setup["cfg_scale"], setup["num_classes"])
+    return den, cond
+
+
 def forward_time(setup: dict[str, Any], batch: int, repeats: int) -> float:
     """CPU seconds of one denoiser call as the samplers make it (guided when the recipe guides).
 
@@ -209,16 +221,9 @@ def forward_time(setup: dict[str, Any], batch: int, repeats: int) -> float:
     Timed as ``steps`` calls in a row (best of the runs, divided by ``steps``), the granularity of a
     sampler run, so that the difference method compares like with like.
     """
-    from hourglass.diffusion import CFGDenoiser
-
     x = torch.randn(batch, *setup["shape"])
     sigma = torch.full((batch,), 1.0)
-    cond = {}
-    den: Any = setup["denoiser"]
-    if setup["num_classes"]:
-        cond["class_cond"] = torch.arange(batch) % setup["num_classes"]
-        if setup["cfg_scale"] != 1.0:
-            den = CFGDenoiser(den, setup["cfg_scale"], setup["num_classes"])
+    den, cond = guided_denoiser(setup, batch)
     n = setup["steps"]
 
     def calls() -> None:  # timed like a sampler run: n calls in a row, best of the repeats

@@ -22,6 +22,16 @@ class Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
 
+class ComponentOf:
+    """Marker in a :func:`Component` field's metadata: which registry validates it."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def __repr__(self) -> str:
+        return f"ComponentOf({self.registry.family!r})"
+
+
 def Component(registry: Registry) -> Any:  # noqa: N802 - reads as a type in annotations
     """Annotated field type validating a component of ``registry``.
 
@@ -33,13 +43,3 @@ def Component(registry: Registry) -> Any:  # noqa: N802 - reads as a type in ann
         return registry.validate(value)
 
     return Annotated[SerializeAsAny[Spec], WrapValidator(validate), ComponentOf(registry)]
-
-
-class ComponentOf:
-    """Marker in a :func:`Component` field's metadata: which registry validates it."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-
-    def __repr__(self) -> str:
-        return f"ComponentOf({self.registry.family!r})"

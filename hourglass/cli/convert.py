@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{', '.join(map(str, existing))} already exist; pass --overwrite or choose another OUT_DIR")
     header = "\n".join([
         f"Converted from k-diffusion: {config_path.name} + {Path(args.checkpoint).name}.",
-        "Weights: model.safetensors beside this file (hourglass parameter names).",
+        f"Weights: {WEIGHTS_FILE} beside this file (hourglass parameter names).",
         f"Check with: hourglass build {recipe_path}",
         f"Sample with: hourglass sample {out_dir} --no-ema --resolution N",
         *[f"Note: {n}" for n in notes],

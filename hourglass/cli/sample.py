@@ -161,7 +161,12 @@ def run(args: argparse.Namespace) -> int:
     labels = class_labels(n, num_classes, fixed)
     ckpt_name = f"step_{step:08d}"
     source = Path(args.checkpoint)
-    run_dir = source if source.is_dir() else source.parent if source.parent.name != "checkpoints" else source.parent.parent
+    if source.is_dir():
+        run_dir = source
+    elif source.parent.name == "checkpoints":  # <run dir>/checkpoints/step_*.safetensors
+        run_dir = source.parent.parent
+    else:  # e.g. model.safetensors in a folder written by `hourglass convert`
+        run_dir = source.parent
     out = Path(args.out) if args.out else run_dir / "samples" / ckpt_name
     which = "EMA weights (--no-ema for the raw weights)" if args.ema else "raw trained weights (not the EMA)"
     sampler_name = sampler if isinstance(sampler, str) else sampler.type

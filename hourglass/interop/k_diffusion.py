@@ -193,12 +193,12 @@ def from_k_diffusion(config: Mapping[str, Any], state_dict: Mapping[str, Tensor]
         ValueError: for configs that are not HDiT, or weights that do not fit the config
             (missing/unexpected names, wrong shapes), naming each mismatch.
     """
-    spec = spec_from_k_diffusion(config)
     converted = convert_state_dict(state_dict)
+    model_section, num_classes = _model_section(config)
     rows = converted.get("mapping.class_emb.weight")
-    if _model_section(config)[1] is None and rows is not None and rows.shape[0] > 1:
-        spec = spec.model_copy(update={"num_classes": rows.shape[0] - 1})  # no dataset section: ask the weights
-        spec = model_spec(spec.model_dump())
+    if num_classes is None and rows is not None:  # no dataset section: the embedding has classes + 1 rows
+        config = {"model": model_section, "dataset": {"num_classes": rows.shape[0] - 1}}
+    spec = spec_from_k_diffusion(config)
     with torch.device("meta"):
         model = MODEL.build(spec)
     expected = model.state_dict()

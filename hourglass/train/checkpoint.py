@@ -331,9 +331,7 @@ def _read_weights(raw: bytes, meta: dict[str, str], path: Path) -> CheckpointDat
         spec = json.loads(meta.get("model_spec") or "{}")
     except Exception as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}); convert the weights again") from None
-    extra = {"weights_only": True, "source": meta.get("source", "")}
-    return CheckpointData(step=0, model=tensors, recipe_toml=meta.get("recipe", ""), model_spec=spec, extra=extra,
-                          path=path)
+    return CheckpointData(step=0, model=tensors, recipe_toml=meta.get("recipe", ""), model_spec=spec, path=path)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:

@@ -64,12 +64,11 @@ class AttentionSpec(Spec):
 class SelfAttention(nn.Module):
     """Multi-head self-attention over a token grid; subclasses define :meth:`attend`.
 
-    ``rope_pos_in_compute_dtype``: whether rotary angles are computed from positions cast to the
-    activations' dtype (k-diffusion does so for global attention only; the local kinds keep fp32
-    positions, which matters under bf16 autocast).
-
     ``qkv = Linear(w -> 3w)`` laid out ``(t n_heads d_head)``; optional cosine-sim scaling,
     then rotary positions, then the kind's token mixing, dropout and ``Out`` (PAPER.md §1.6).
+    ``rope_pos_in_compute_dtype``: whether rotary angles come from positions cast to the
+    activations' dtype (k-diffusion does so for global attention only; the local kinds keep fp32
+    positions, which matters under bf16 autocast).
 
     Context:
         width: channels of the level.
@@ -80,7 +79,6 @@ class SelfAttention(nn.Module):
 
     backends: ClassVar[tuple[str, ...]] = ()
     kind_name: ClassVar[str] = ""
-
     rope_pos_in_compute_dtype: ClassVar[bool] = False
 
     def __init__(
