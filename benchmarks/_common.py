@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark scripts (private): the model ladders, clocks, process memory, tables.
 
 The HDiT ladder is grown exactly as ``hourglass flops --grow`` grows a model
-(:func:`hourglass.cli.flops.grow_model_data`, PAPER.md §4): start from ``hdit_imagenet128``
+(:func:`hourglass.models.grow`, PAPER.md §4): start from ``hdit_imagenet128``
 (levels ``[NA7 384 x 2, global 768 x 11]`` at 128 px) and, for every doubling of the image side,
 add one outer neighborhood level (width 384, depth 2, k = 7) in front of the outermost one. The
 innermost (global) level therefore always sees the same 16 x 16 token grid.
@@ -57,18 +57,13 @@ def hdit_ladder_data(resolution: int) -> dict[str, Any]:
     Raises:
         ValueError: if ``resolution`` is not 128 times a power of two.
     """
-    from hourglass.cli._common import CLIError
-    from hourglass.cli.flops import grow_model_data
-    from hourglass.models.factory import model_spec
+    from hourglass.models import grow, model_spec
 
-    base = model_spec(HDIT_BASE).model_dump(mode="python")
-    native = base["input_size"]
+    base = model_spec(HDIT_BASE)
+    native = base.input_size
     if resolution < native:
         raise ValueError(f"the HDiT ladder starts at {native} px; got {resolution}, use {native} or a larger size")
-    try:
-        return grow_model_data(base, resolution, grow=True)
-    except CLIError as exc:  # re-raise as a plain ValueError: callers are not the CLI
-        raise ValueError(str(exc)) from None
+    return grow(base, resolution)
 
 
 def dit_data(resolution: int) -> dict[str, Any]:

@@ -50,7 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, fmt, machine_description, markdown_table  # noqa: E402
 
-from hourglass import _recipe_toml as toml  # noqa: E402
+from hourglass.recipe import toml  # noqa: E402
 from hourglass.evaluation import (  # noqa: E402
     DatasetImages,
     FeatureStats,

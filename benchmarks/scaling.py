@@ -400,7 +400,7 @@ def write_markdown(path: Path, gmacs, results, skips, checks, command: str, args
         "default attention backends (CPU: torch neighborhood kernel, SDPA global attention).",
         "",
         "HDiT ladder: `hdit_imagenet128` (levels NA7 384 x 2, global 768 x 11) plus one outer NA7 level of "
-        "width 384 and depth 2 (+2 in the decoder) per doubling, grown by `hourglass.cli.flops.grow_model_data` "
+        "width 384 and depth 2 (+2 in the decoder) per doubling, grown by `hourglass.models.grow` "
         "(the helper behind `hourglass flops --grow`). DiT-B/4: `dit_b_4` with `input_size` set.",
         "",
         markdown_table(HEADER, rows),

@@ -4,8 +4,13 @@ Public API: :func:`create_model`, :func:`list_models`, :func:`count_gmacs`; the 
 in :mod:`hourglass.registry`.
 """
 
-from hourglass.flops import count_gmacs, count_macs
-from hourglass.models import create_model, list_models
+from hourglass import registry as _registry
+from hourglass._builtins import load_builtins as _load_builtins
+
+_registry.add_loader(_load_builtins)
+
+from hourglass.flops import count_gmacs, count_macs  # noqa: E402
+from hourglass.models import create_model, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 

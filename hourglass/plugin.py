@@ -68,7 +68,7 @@ from hourglass.registry import (
     SAMPLER,
     SCHEDULE,
     SIGMA_DENSITY,
-    SPLIT,
+    SKIP,
     WEIGHTING,
     PluginError,
     PluginStatus,
@@ -77,13 +77,14 @@ from hourglass.registry import (
     load_plugins,
     plugin_statuses,
 )
-from hourglass.spec import Component, Spec
+from hourglass.spec import Component, Problem, Spec
 
 __all__ = [
     # specs
     "Spec",
     "Component",
     "Field",
+    "Problem",
     # registries
     "Registry",
     "RegistryError",
@@ -96,7 +97,7 @@ __all__ = [
     "FFN",
     "NORM",
     "MERGE",
-    "SPLIT",
+    "SKIP",
     "MAPPING",
     "MODEL",
     "DENOISER",
@@ -205,7 +206,7 @@ def _attention_case(registry: Registry, spec: Spec, grid: tuple[int, int], width
 def _pos_emb_case(registry: Registry, spec: Spec, grid: tuple[int, int], width: int):
     h, w = grid
     context = {"width": width, "d_head": 64, "n_heads": 2, "grid_size": (h, w)}
-    if getattr(registry.get(spec.type), "kind", None) == "rope":
+    if registry.get(spec.type).encoding == "relative":
         return context, (make_axial_pos(h, w),), (h, w, 2, 64 // 4)
     x = torch.randn(_B, h, w, width)
     return context, (x,), tuple(x.shape)
@@ -245,7 +246,7 @@ _MODULE_CASES: dict[str, Callable[..., tuple[dict, tuple, tuple]]] = {
     "ffn": _ffn_case,
     "norm": _norm_case,
     "merge": _merge_case,
-    "split": _split_case,
+    "skip": _split_case,
     "mapping": _mapping_case,
 }
 

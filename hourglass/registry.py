@@ -1,9 +1,18 @@
-"""Component registries, one per family, with lazy plugin discovery.
+"""Component registries, one per family, with lazy plugin discovery and a single registration path.
 
-A component is an ``nn.Module`` (or a plain class or function holder) that carries a frozen
-pydantic ``Spec``. Registering it under a name makes it available to recipes, presets and the
-CLI. Third-party packages add components through the ``hourglass.plugins`` entry-point group;
-plugins load lazily, once, on the first access to any registry.
+A component is a class that carries a frozen pydantic ``Spec``. Registering it under a name makes
+it available to recipes, presets and the CLI. Everything a package can add goes through a
+:class:`Registry`: components, model presets, attention kernels and their backends. While a
+plugin loads, every registration it makes is journaled, so a plugin that fails is rolled back
+whole (its presets leave timm's model list too: registries tell their subscribers).
+
+A family may declare a *contract*: a base class (derived from :class:`Contract`) that every
+component of the family must subclass, declaring what the rest of hourglass needs to know about
+it (an attention kind's kernel and grid rule, a dataset's classes and channels, ...).
+
+This module is generic: it imports none of the packages that register components. Whoever
+provides built-ins installs a loader with :func:`add_loader`; loaders run once, before the
+first lookup, followed by the entry points of group ``hourglass.plugins``.
 """
 
 from __future__ import annotations
@@ -26,13 +35,15 @@ __all__ = [
     "RegistryError",
     "PluginError",
     "PluginStatus",
+    "Contract",
+    "ComponentOf",
     "REGISTRIES",
     "ATTENTION",
     "POS_EMB",
     "FFN",
     "NORM",
     "MERGE",
-    "SPLIT",
+    "SKIP",
     "MAPPING",
     "MODEL",
     "DENOISER",
@@ -41,6 +52,8 @@ __all__ = [
     "SAMPLER",
     "SCHEDULE",
     "DATASET",
+    "PRESET",
+    "add_loader",
     "plugin_statuses",
     "load_plugins",
 ]
@@ -64,6 +77,30 @@ class PluginError(RuntimeError):
     """A plugin failed to load while strict plugin mode is on."""
 
 
+class Contract:
+    """Base of a family's contract class: what every component of the family declares.
+
+    A contract class lists, as class attributes and classmethods, the facts the rest of the system
+    asks about a component (see :class:`hourglass.nn.attention.AttentionKind`). :meth:`facts`
+    returns them for ``hourglass show`` and the docs' component catalogue.
+    """
+
+    @classmethod
+    def facts(cls) -> dict[str, Any]:
+        """Declared facts of this component class, as plain data (``{}`` when it declares none)."""
+        return {}
+
+
+class ComponentOf:
+    """Marker in a component field's metadata (see :func:`hourglass.spec.Component`): its family."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def __repr__(self) -> str:
+        return f"ComponentOf({self.registry.family!r})"
+
+
 @dataclass
 class PluginStatus:
     """What happened when one entry point of group ``hourglass.plugins`` was loaded."""
@@ -76,18 +113,33 @@ class PluginStatus:
     components: list[str] = field(default_factory=list)
 
 
+_MISSING: Any = object()
 _plugin_lock = threading.RLock()
 _plugins_loaded = False
+_loaders_ran = False
 _plugin_statuses: list[PluginStatus] = []
-_current_provider = threading.local()
+_loaders: list[Callable[[], None]] = []
+_current = threading.local()  # provider name, status and journal of the plugin being loaded
 
 
 def _provider() -> str:
-    return getattr(_current_provider, "name", None) or "hourglass"
+    return getattr(_current, "name", None) or "hourglass"
+
+
+def add_loader(loader: Callable[[], None]) -> None:
+    """Run ``loader()`` once before the registries are first looked up (how built-ins register).
+
+    Loaders run in the order added, before the plugins' entry points; one added after the first
+    lookup runs at once.
+    """
+    with _plugin_lock:
+        _loaders.append(loader)
+        if _loaders_ran:
+            loader()
 
 
 class Registry(Generic[T]):
-    """A named family of interchangeable components.
+    """A named family of interchangeable components (or presets, kernels, backends).
 
     Args:
         family: family name used in messages, e.g. ``"attention"``.
@@ -95,20 +147,34 @@ class Registry(Generic[T]):
             ``type`` field is ``Literal[name]``.
     """
 
+    contract: type | None = None
+
     def __init__(self, family: str, needs_spec: bool = True) -> None:
         self.family = family
         self.needs_spec = needs_spec
         self._entries: dict[str, T] = {}
         self._providers: dict[str, str] = {}
+        self._listeners: list[tuple[Callable[[str, T], None] | None, Callable[[str, T], None] | None]] = []
         self._lock = threading.RLock()
+
+    # -- contract and listeners -------------------------------------------------------------
+    def set_contract(self, base: type) -> None:
+        """Require every component registered from now on to subclass ``base``."""
+        self.contract = base
+
+    def subscribe(
+        self, on_add: Callable[[str, T], None] | None = None, on_remove: Callable[[str, T], None] | None = None
+    ) -> None:
+        """Call ``on_add(name, obj)`` after every registration and ``on_remove(name, obj)`` after removals."""
+        self._listeners.append((on_add, on_remove))
 
     # -- registration -------------------------------------------------------------------------
     def register(self, name: str, *, override: bool = False) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``.
 
         Raises:
-            RegistryError: if ``name`` is taken (and ``override`` is false) or the spec's
-                ``type`` literal does not equal ``name``.
+            RegistryError: if ``name`` is taken (and ``override`` is false), the spec's ``type``
+                literal does not equal ``name``, or the class breaks the family's contract.
         """
 
         def decorator(obj: T) -> T:
@@ -121,25 +187,52 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name`` (the non-decorator form of :meth:`register`)."""
         if not isinstance(name, str) or not name or name != name.strip():
             raise RegistryError(f"{self.family} names must be non-empty strings, got {name!r}")
+        if self.contract is not None and not (isinstance(obj, type) and issubclass(obj, self.contract)):
+            raise RegistryError(
+                f"{self.family} {name!r}: {obj!r} must subclass {self.contract.__module__}.{self.contract.__qualname__}"
+                f" (the {self.family} contract; hourglass.plugin exports it)"
+            )
         if self.needs_spec:
             _check_spec(self.family, name, obj)
         with self._lock:
-            if name in self._entries and not override:
+            previous = self._entries.get(name, _MISSING)
+            if previous is not _MISSING and not _same(previous, obj) and not override:
                 raise RegistryError(
                     f"{self.family} {name!r} is already registered by {self._providers[name]!r}; "
                     "choose another name or pass override=True"
                 )
+            journal = getattr(_current, "journal", None)
+            if journal is not None:
+                journal.append((self, name, previous, self._providers.get(name)))
             self._entries[name] = obj
             self._providers[name] = _provider()
-        record = getattr(_current_provider, "status", None)
-        if record is not None:
-            record.components.append(f"{self.family}:{name}")
+        status = getattr(_current, "status", None)
+        if status is not None:
+            status.components.append(f"{self.family}:{name}")
+        for on_add, _ in self._listeners:
+            if on_add is not None:
+                on_add(name, obj)
 
     def unregister(self, name: str) -> None:
-        """Remove ``name`` (for tests and plugin rollback)."""
+        """Remove ``name`` (no error if absent) and tell the subscribers."""
         with self._lock:
-            self._entries.pop(name, None)
+            obj = self._entries.pop(name, _MISSING)
             self._providers.pop(name, None)
+        if obj is not _MISSING:
+            for _, on_remove in self._listeners:
+                if on_remove is not None:
+                    on_remove(name, obj)
+
+    def _restore(self, name: str, obj: Any, provider: str | None) -> None:
+        if obj is _MISSING:
+            self.unregister(name)
+            return
+        with self._lock:
+            self._entries[name] = obj
+            self._providers[name] = provider or "hourglass"
+        for on_add, _ in self._listeners:
+            if on_add is not None:
+                on_add(name, obj)
 
     # -- lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> T:
@@ -154,12 +247,16 @@ class Registry(Generic[T]):
         except (KeyError, TypeError):
             raise RegistryError(self._unknown_message(name)) from None
 
+    def registered(self, name: str) -> bool:
+        """Whether ``name`` is registered *so far* (no plugin loading: safe while registering)."""
+        return name in self._entries
+
     def __contains__(self, name: object) -> bool:
         load_plugins()
         return name in self._entries
 
     def names(self) -> list[str]:
-        """Sorted names of every registered component of this family."""
+        """Sorted names of every registered entry of this family."""
         load_plugins()
         return sorted(self._entries)
 
@@ -187,9 +284,8 @@ class Registry(Generic[T]):
         if isinstance(value, str):
             value = {"type": value}
         if isinstance(value, BaseModel):
-            name = getattr(value, "type", None)
-            cls = self.spec_class(name)
-            if isinstance(value, cls):
+            cls = self.spec_class(value.type) if "type" in type(value).model_fields else None
+            if cls is not None and isinstance(value, cls):
                 return value
             value = value.model_dump()
         if not isinstance(value, dict):
@@ -203,7 +299,7 @@ class Registry(Generic[T]):
         return self.spec_class(value["type"]).model_validate(value)
 
     def describe(self, name: str) -> dict[str, Any]:
-        """Fields (with type, default, description), backends and provider of ``name``."""
+        """Fields (with type, default, description), declared facts and provider of ``name``."""
         obj = self.get(name)
         info: dict[str, Any] = {
             "family": self.family,
@@ -212,24 +308,22 @@ class Registry(Generic[T]):
             "doc": (obj.__doc__ or "").strip().split("\n\n")[0],
             "fields": {},
         }
-        spec = getattr(obj, "Spec", None)
-        if spec is not None:
-            for fname, f in spec.model_fields.items():
+        if self.needs_spec:
+            for fname, f in obj.Spec.model_fields.items():  # type: ignore[attr-defined]
                 if fname == "type":
                     continue
                 default = None if f.is_required() else f.get_default(call_default_factory=True)
                 if isinstance(default, BaseModel):
                     default = default.model_dump()
-                family = next((m.registry.family for m in f.metadata if hasattr(m, "registry")), None)
+                family = next((m.registry.family for m in f.metadata if isinstance(m, ComponentOf)), None)
                 info["fields"][fname] = {
                     "type": f"{family} component" if family else _type_name(f.annotation),
                     "default": default,
                     "required": f.is_required(),
                     "description": f.description or "",
                 }
-        backends = getattr(obj, "backends", None)
-        if backends:
-            info["backends"] = list(backends)
+        if isinstance(obj, type) and issubclass(obj, Contract):
+            info["facts"] = obj.facts()
         return info
 
     def _unknown_message(self, name: object) -> str:
@@ -250,6 +344,13 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.family!r}, {len(self._entries)} entries)"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Registering the same object (or equal plain data, e.g. a preset) again is not a conflict."""
+    if a is b:
+        return True
+    return not isinstance(a, type) and type(a) is type(b) and isinstance(a, (dict, str, tuple)) and a == b
 
 
 def _type_name(annotation: Any) -> str:
@@ -279,7 +380,7 @@ POS_EMB: Registry = Registry("pos_emb")
 FFN: Registry = Registry("ffn")
 NORM: Registry = Registry("norm")
 MERGE: Registry = Registry("merge")
-SPLIT: Registry = Registry("split")
+SKIP: Registry = Registry("skip")
 MAPPING: Registry = Registry("mapping")
 MODEL: Registry = Registry("model")
 DENOISER: Registry = Registry("denoiser")
@@ -289,13 +390,17 @@ SAMPLER: Registry = Registry("sampler")
 SCHEDULE: Registry = Registry("schedule")
 DATASET: Registry = Registry("dataset")
 
+#: the component families (entries carry a Spec), by family name
 REGISTRIES: dict[str, Registry] = {
     r.family: r
     for r in (
-        ATTENTION, POS_EMB, FFN, NORM, MERGE, SPLIT, MAPPING, MODEL,
+        ATTENTION, POS_EMB, FFN, NORM, MERGE, SKIP, MAPPING, MODEL,
         DENOISER, WEIGHTING, SIGMA_DENSITY, SAMPLER, SCHEDULE, DATASET,
     )
 }
+
+#: named model configurations: preset name -> plain spec data with a ``type`` key
+PRESET: Registry = Registry("preset", needs_spec=False)
 
 
 # -- plugins ------------------------------------------------------------------------------------
@@ -304,29 +409,33 @@ def _env_flag(name: str) -> bool:
 
 
 def load_plugins(*, strict: bool | None = None, force: bool = False) -> list[PluginStatus]:
-    """Load every entry point of group ``hourglass.plugins`` once (thread-safe).
+    """Run the built-in loaders, then load every entry point of group ``hourglass.plugins`` once.
 
     Each entry point names a module (imported for its registrations) or a callable (called
-    with no arguments). A plugin that raises is rolled back, reported with a warning naming it,
-    and the rest keeps working; with ``strict`` (or ``HOURGLASS_STRICT_PLUGINS=1``) it raises
-    :class:`PluginError` instead. ``HOURGLASS_DISABLE_PLUGINS=a,b`` skips plugins by name.
+    with no arguments). A plugin that raises is rolled back (every registration it made, in every
+    registry, is undone), reported with a warning naming it, and the rest keeps working; with
+    ``strict`` (or ``HOURGLASS_STRICT_PLUGINS=1``) it raises :class:`PluginError` instead.
+    ``HOURGLASS_DISABLE_PLUGINS=a,b`` skips plugins by entry-point or distribution name.
 
     Returns:
         One :class:`PluginStatus` per entry point seen.
     """
-    global _plugins_loaded
+    global _plugins_loaded, _loaders_ran
     if _plugins_loaded and not force:
         return list(_plugin_statuses)
     with _plugin_lock:
         if _plugins_loaded and not force:
             return list(_plugin_statuses)
-        _import_builtins()
         strict = _env_flag("HOURGLASS_STRICT_PLUGINS") if strict is None else strict
         disabled = {
             s.strip() for s in os.environ.get("HOURGLASS_DISABLE_PLUGINS", "").split(",") if s.strip()
         }
         _plugin_statuses.clear()
-        _plugins_loaded = True  # set first: plugins may touch registries while loading
+        _plugins_loaded = True  # set first: loaders and plugins touch registries while loading
+        if not _loaders_ran:
+            _loaders_ran = True
+            for loader in list(_loaders):
+                loader()
         try:
             eps = importlib.metadata.entry_points(group=PLUGIN_GROUP)
         except Exception as exc:  # a broken environment must not break hourglass
@@ -347,7 +456,7 @@ def load_plugins(*, strict: bool | None = None, force: bool = False) -> list[Plu
 
 
 def _load_one(ep: Any, *, strict: bool, disabled: set[str]) -> None:
-    dist = getattr(ep, "dist", None)
+    dist = getattr(ep, "dist", None)  # importlib.metadata: entry points of a path-less finder have none
     status = PluginStatus(
         name=ep.name,
         distribution=dist.metadata["Name"] if dist is not None else None,
@@ -358,43 +467,30 @@ def _load_one(ep: Any, *, strict: bool, disabled: set[str]) -> None:
     if ep.name in disabled or (status.distribution or "") in disabled:
         status.status = "disabled"
         return
-    before = {fam: dict(r._entries) for fam, r in REGISTRIES.items()}
-    before_providers = {fam: dict(r._providers) for fam, r in REGISTRIES.items()}
-    _current_provider.name = status.distribution or ep.name
-    _current_provider.status = status
+    journal: list[tuple[Registry, str, Any, str | None]] = []
+    _current.name, _current.status, _current.journal = status.distribution or ep.name, status, journal
     try:
         obj = ep.load()
         if callable(obj):
             obj()
     except Exception as exc:
-        for fam, reg in REGISTRIES.items():  # roll back partial registrations
-            reg._entries = before[fam]
-            reg._providers = before_providers[fam]
+        for registry, name, previous, provider in reversed(journal):  # undo every registration
+            registry._restore(name, previous, provider)
         status.status = "failed"
         status.error = f"{type(exc).__name__}: {exc}"
         status.components.clear()
-        message = f"hourglass plugin {ep.name!r} ({ep.value}) failed to load: {status.error}"
-        if strict:
-            return
-        warnings.warn(message + "; the other components are unaffected", RuntimeWarning, stacklevel=3)
+        if not strict:
+            warnings.warn(
+                f"hourglass plugin {ep.name!r} ({ep.value}) failed to load: {status.error}; "
+                "the other components are unaffected",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     finally:
-        _current_provider.name = None
-        _current_provider.status = None
+        _current.name = _current.status = _current.journal = None
 
 
 def plugin_statuses() -> list[PluginStatus]:
     """Statuses of the plugins seen so far (loads them if not yet done)."""
     return load_plugins()
 
-
-def _import_builtins() -> None:
-    """Import the modules whose decorators register hourglass's own components."""
-    import importlib
-
-    for module in (
-        "hourglass.nn",
-        "hourglass.models",
-        "hourglass.diffusion",
-        "hourglass.data",
-    ):
-        importlib.import_module(module)

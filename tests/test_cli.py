@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hourglass import _recipe_toml as toml
+from hourglass.recipe import toml
 from hourglass.cli import COMMANDS, main
 from tests._tiny import SMALL_RECIPE
 

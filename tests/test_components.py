@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hourglass.nn.pos_emb import make_axial_pos
-from hourglass.registry import ATTENTION, FFN, MAPPING, MERGE, NORM, POS_EMB, SPLIT
+from hourglass.registry import ATTENTION, FFN, MAPPING, MERGE, NORM, POS_EMB, SKIP
 from tests.conftest import unzero_
 
 B, H, W, WIDTH, COND = 2, 8, 8, 128, 16
@@ -61,7 +61,7 @@ HARNESS = {
     FFN: _ffn,
     NORM: _norm,
     MERGE: _merge,
-    SPLIT: _split,
+    SKIP: _split,
     MAPPING: _mapping,
 }
 CASES = [pytest.param(r, name, id=f"{r.family}:{name}") for r in HARNESS for name in r.names()]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError, model_validator
 
-from hourglass import _recipe_toml as toml
+from hourglass.recipe import toml
 from hourglass.recipe import (
     Recipe,
     RecipeError,

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hourglass import _recipe_toml as toml
+from hourglass.recipe import toml
 from hourglass.recipe import RecipeError, loads_recipe, recipe_from_data
 
 ROOT = Path(__file__).resolve().parents[1]

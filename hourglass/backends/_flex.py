@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hourglass.backends._resolve import register_probe
+from hourglass.backends import _kernels  # noqa: F401 - registers the kernels these backends implement
+from hourglass.backends._registry import register_backend
 from hourglass.backends._torch_neighborhood import window_start
 from hourglass.backends._window import window_token_flags
 
@@ -231,5 +232,11 @@ def _probe(device_type: str, dtype: torch.dtype, requires_grad: bool) -> str | N
     return None
 
 
-register_probe("neighborhood", "flex", _probe)
-register_probe("shifted_window", "flex", _probe)
+register_backend(
+    "neighborhood", "flex", neighborhood_flex, probe=_probe, input_problem=lambda q, *_: flex_input_problem(q),
+    auto={"cuda": 2},
+)
+register_backend(
+    "shifted_window", "flex", shifted_window_flex, probe=_probe, input_problem=lambda q, *_: flex_input_problem(q),
+    auto={"cuda": 0},
+)

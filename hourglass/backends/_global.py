@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hourglass.backends._resolve import register_probe
+from hourglass.backends import _kernels  # noqa: F401 - registers the kernels these backends implement
+from hourglass.backends._registry import register_backend
 
 __all__ = ["global_torch", "global_sdpa", "global_xformers"]
 
@@ -53,10 +54,6 @@ def global_xformers(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return o.reshape(b, n_h, n_w, heads, d)
 
 
-def _probe_torch(device_type: str, dtype: torch.dtype, requires_grad: bool) -> str | None:
-    return None
-
-
 def _probe_sdpa(device_type: str, dtype: torch.dtype, requires_grad: bool) -> str | None:
     if not hasattr(F, "scaled_dot_product_attention"):
         return f"torch {torch.__version__} has no F.scaled_dot_product_attention (needs torch >= 2.1)"
@@ -79,6 +76,6 @@ def _probe_xformers(device_type: str, dtype: torch.dtype, requires_grad: bool) -
     return None
 
 
-register_probe("global", "torch", _probe_torch)
-register_probe("global", "sdpa", _probe_sdpa)
-register_probe("global", "xformers", _probe_xformers)
+register_backend("global", "torch", global_torch, auto={"cuda": 2, "*": 1})
+register_backend("global", "sdpa", global_sdpa, probe=_probe_sdpa, auto={"cuda": 0, "*": 0})
+register_backend("global", "xformers", global_xformers, probe=_probe_xformers, auto={"cuda": 1})

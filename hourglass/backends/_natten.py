@@ -11,7 +11,8 @@ import warnings
 import torch
 from torch import Tensor
 
-from hourglass.backends._resolve import register_probe
+from hourglass.backends import _kernels  # noqa: F401 - registers the kernels these backends implement
+from hourglass.backends._registry import register_backend
 
 __all__ = ["neighborhood_natten", "natten_input_problem"]
 
@@ -67,4 +68,7 @@ def _auto_veto(device_type: str, dtype: torch.dtype, requires_grad: bool) -> str
     return None
 
 
-register_probe("neighborhood", "natten", _probe, auto_veto=_auto_veto)
+register_backend(
+    "neighborhood", "natten", neighborhood_natten, probe=_probe, input_problem=natten_input_problem,
+    auto={"cuda": 0}, auto_veto=_auto_veto,
+)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hourglass.backends._resolve import register_probe
+from hourglass.backends import _kernels  # noqa: F401 - registers the kernels these backends implement
+from hourglass.backends._registry import register_backend
 
 __all__ = ["shifted_window_torch", "window_token_flags"]
 
@@ -88,4 +89,4 @@ def shifted_window_torch(q: Tensor, k: Tensor, v: Tensor, window: int, shift: in
     return o
 
 
-register_probe("shifted_window", "torch", lambda device_type, dtype, requires_grad: None)
+register_backend("shifted_window", "torch", shifted_window_torch, auto={"cuda": 1, "*": 0})

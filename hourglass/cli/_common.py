@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from hourglass._recipe_errors import NO_VALUE
-from hourglass.recipe import Problem, Recipe, RecipeError, RuntimeSection, apply_overrides, load_recipe
+from hourglass.recipe import Recipe, RecipeError, RuntimeSection, apply_overrides, load_recipe
+from hourglass.recipe.problems import problems_from_validation
 from hourglass.registry import MODEL
-from hourglass.spec import Component, Spec
+from hourglass.spec import Component, Problem, Spec
 
 __all__ = [
     "CLIError",
@@ -32,7 +32,6 @@ __all__ = [
     "print_json",
     "human_count",
     "example_epilog",
-    "problem",
     "meta_build",
 ]
 
@@ -117,8 +116,6 @@ def load_target(target: str, overrides: Sequence[str | tuple[str, Any]] = ()) ->
     try:
         parsed = _ModelTarget.model_validate(data)
     except ValidationError as exc:
-        from hourglass._recipe_errors import problems_from_validation
-
         raise RecipeError(problems_from_validation(exc, data, _ModelTarget), f"preset {target}") from None
     return Target(target, parsed.model, parsed.runtime, None, data)
 
@@ -135,7 +132,7 @@ def meta_build(model_spec: Any, label: str | None = None) -> Any:
         with torch.device("meta"):
             return MODEL.build(model_spec)
     except (ValueError, TypeError) as exc:
-        raise RecipeError([Problem("model", NO_VALUE, f"the model cannot be built: {exc}")], label) from None
+        raise RecipeError([Problem("model", f"the model cannot be built: {exc}", "fix the model section")], label) from None
 
 
 def human_count(n: float) -> str:
@@ -168,7 +165,3 @@ def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
 
-
-def problem(path: str, message: str, value: Any = NO_VALUE) -> Problem:
-    """A :class:`Problem` (shortcut for commands that find problems of their own)."""
-    return Problem(path, value, message)

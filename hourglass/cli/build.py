@@ -54,91 +54,72 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _attention_text(attention: Any) -> str:
-    kind = getattr(attention, "type", "?")
-    if kind == "neighborhood":
-        dil = getattr(attention, "dilation", 1)
-        return f"neighborhood k{attention.kernel_size}" + (f" d{dil}" if dil != 1 else "")
-    if kind == "shifted_window":
-        return f"shifted_window s{attention.window_size}"
-    return str(kind)
-
-
-def _backend(kind: str, runtime: Any, requires_grad: bool) -> tuple[str | None, str | None]:
-    """(backend name, None) or (None, reason) for attention ``kind`` on the runtime's device."""
+def _backend(kernel: str | None, runtime: Any, requires_grad: bool) -> tuple[str | None, str | None]:
+    """(backend name, None) or (None, reason) for ``kernel`` on the runtime's device (``"-"``: no kernel)."""
     import torch
 
-    from hourglass.backends import BACKENDS, BackendUnavailableError, resolve_backend
-    from hourglass.recipe import resolve_device, resolve_dtype
+    from hourglass.backends import BackendUnavailableError, resolve_backend
+    from hourglass.devices import resolve_device, resolve_dtype
 
-    if kind not in BACKENDS:
+    if kernel is None:
         return "-", None
-    device = resolve_device(runtime.device)
-    dtype = getattr(torch, resolve_dtype(runtime.dtype, runtime.device))
     try:
-        return resolve_backend(kind, device, dtype, requires_grad, explicit=runtime.backends.get(kind)), None
+        device = resolve_device(runtime.device)
+        dtype = getattr(torch, resolve_dtype(runtime.dtype, runtime.device))
+        return resolve_backend(kernel, device, dtype, requires_grad, explicit=runtime.backends.get(kernel)), None
     except (BackendUnavailableError, ValueError) as exc:
         return None, str(exc)
 
 
 def model_report(model_spec: Any, runtime: Any, requires_grad: bool = True) -> dict[str, Any]:
-    """Parameters, GMACs and per-level anatomy of a model spec (built on the meta device).
+    """Parameters, GMACs and per-stage anatomy of a model spec (built on the meta device).
 
     Args:
         model_spec: a validated model spec (``input_size`` gives the resolution counted at).
         runtime: a :class:`hourglass.recipe.RuntimeSection` (device, dtype, backends).
         requires_grad: resolve backends for training (True) or inference.
     Returns:
-        ``{"model", "resolution", "params", "gmacs", "levels": [...], "other": [...]}``.
+        ``{"model", "resolution", "params", "gmacs", "levels": [...], "other": [...]}``; one
+        ``levels`` row per stage of the backbone (an HDiT level, DiT's layers, U-ViT's blocks).
     """
     from hourglass.cli._common import meta_build
     from hourglass.flops import macs_by_module
+    from hourglass.registry import ATTENTION
+    from hourglass.spec import as_pair
 
     model = meta_build(model_spec)
     macs = macs_by_module(model)
     params: dict[str, int] = defaultdict(int)
     for name, p in model.named_parameters():
         params[name] += p.numel()
-    total_params = sum(params.values())
-    total_macs = sum(macs.values())
 
     def within(prefixes: tuple[str, ...], table: dict[str, int]) -> int:
         return sum(v for k, v in table.items() if any(k == p[:-1] or k.startswith(p) for p in prefixes))
 
     levels_out: list[dict[str, Any]] = []
     claimed: set[str] = set()
-    levels = getattr(model_spec, "levels", None)
-    hourglass_like = levels is not None and all(hasattr(model, n) for n in ("encoder", "middle", "decoder"))
-    if hourglass_like:
-        h, w = _pair(getattr(model_spec, "input_size", 0))
-        ph, pw = _pair(getattr(model_spec, "patch_size", 1))
-        n = len(levels)
-        for i, level in enumerate(levels):
-            prefixes = ("middle.",) if i == n - 1 else (f"encoder.{i}.", f"decoder.{i}.")
-            claimed.update(p.split(".")[0] for p in prefixes)
-            attention = level.attention
-            kind = getattr(attention, "type", "?")
-            d_head = getattr(attention, "d_head", None)
-            backend, reason = _backend(kind, runtime, requires_grad)
-            levels_out.append({
-                "level": i,
-                "grid": [h // ph // 2**i, w // pw // 2**i],
-                "layers": level.depth if i == n - 1 else 2 * level.depth,
-                "width": level.width,
-                "d_ff": getattr(level, "ffn_width", None),
-                "heads": level.width // d_head if d_head else None,
-                "attention": _attention_text(attention),
-                "attention_kind": kind,
-                "backend": backend,
-                "backend_error": reason,
-                "dropout": level.dropout,
-                "params": within(prefixes, params),
-                "gmacs": within(prefixes, macs) / 1e9,
-            })
+    for index, stage in enumerate(model.stages()):
+        claimed.update(p.split(".")[0] for p in stage.prefixes)
+        kind = ATTENTION.get(stage.attention.type)
+        backend, reason = _backend(kind.kernel, runtime, requires_grad)
+        levels_out.append({
+            "level": index,
+            "stage": stage.name,
+            "grid": list(stage.grid),
+            "extra_tokens": stage.extra_tokens,
+            "layers": stage.layers,
+            "width": stage.width,
+            "d_ff": stage.d_ff,
+            "heads": kind.heads(stage.attention, stage.width),
+            "attention": kind.label(stage.attention),
+            "attention_kind": stage.attention.type,
+            "kernel": kind.kernel,
+            "backend": backend,
+            "backend_error": reason,
+            "dropout": stage.dropout,
+            "params": within(stage.prefixes, params),
+            "gmacs": within(stage.prefixes, macs) / 1e9,
+        })
     other: dict[str, dict[str, Any]] = {}
     for name, _ in model.named_children():
         if name in claimed:
@@ -146,15 +127,28 @@ def model_report(model_spec: Any, runtime: Any, requires_grad: bool = True) -> d
         p, m = within((name + ".",), params), within((name + ".",), macs)
         if p or m:
             other[name] = {"part": name, "params": p, "gmacs": m / 1e9}
-    size = getattr(model_spec, "input_size", None)
     return {
-        "model": getattr(model_spec, "type", type(model).__name__),
-        "resolution": list(_pair(size)) if size is not None else None,
-        "params": int(total_params),
-        "gmacs": float(total_macs / 1e9),
+        "model": model_spec.type,
+        "resolution": list(as_pair(model_spec.input_size)),
+        "params": int(sum(params.values())),
+        "gmacs": float(sum(macs.values()) / 1e9),
         "levels": levels_out,
         "other": list(other.values()),
     }
+
+
+def _dtype_text(runtime: Any) -> str:
+    from hourglass.devices import resolve_dtype
+
+    try:
+        return resolve_dtype(runtime.dtype, runtime.device)
+    except ValueError:
+        return runtime.dtype
+
+
+def _grid_text(level: dict[str, Any]) -> str:
+    h, w = level["grid"]
+    return f"{h}x{w}" + (f"+{level['extra_tokens']}" if level["extra_tokens"] else "")
 
 
 def _g(gmacs: float) -> str:
@@ -162,17 +156,20 @@ def _g(gmacs: float) -> str:
 
 
 def _print(report: dict[str, Any], target: Target, requires_grad: bool) -> None:
-    from hourglass.recipe import resolve_device, resolve_dtype
+    from hourglass.devices import resolve_device
 
     res = report["resolution"]
     runtime = target.runtime
-    device = resolve_device(runtime.device)
+    try:
+        device = str(resolve_device(runtime.device))
+    except ValueError:
+        device = runtime.device
     print(f"{target.label}: {report['model']} at {res[0]}x{res[1]}" if res else f"{target.label}: {report['model']}")
     if report["levels"]:
         rows = []
         for lv in report["levels"]:
             rows.append([
-                lv["level"], f"{lv['grid'][0]}x{lv['grid'][1]}", lv["layers"], lv["width"],
+                lv["stage"], _grid_text(lv), lv["layers"], lv["width"],
                 lv["heads"] if lv["heads"] is not None else "-", lv["attention"],
                 lv["backend"] or "unavailable", human_count(lv["params"]), _g(lv['gmacs']),
             ])
@@ -187,10 +184,10 @@ def _print(report: dict[str, Any], target: Target, requires_grad: bool) -> None:
         print(format_table(["part", "params", "GMACs"], rows, right=(1, 2)))
     mode = "training" if requires_grad else "inference"
     print(f"params {report['params']:,}  GMACs {_g(report['gmacs'])} per forward (batch 1)  "
-          f"backends for {mode} on {device}/{resolve_dtype(runtime.dtype, runtime.device)}")
+          f"backends for {mode} on {device}/{_dtype_text(runtime)}")
     for lv in report["levels"]:
         if lv["backend_error"]:
-            print(f"note: level {lv['level']}: {lv['backend_error']}")
+            print(f"note: {lv['stage']}: {lv['backend_error']}")
 
 
 def run(args: argparse.Namespace) -> int:

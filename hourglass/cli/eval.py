@@ -108,7 +108,7 @@ def _hw(values: list[int] | None) -> tuple[int, int] | None:
 
 
 def _dataset_spec(text: str) -> Any:
-    from hourglass._recipe_toml import parse_value
+    from hourglass.recipe.toml import parse_value
 
     value = parse_value(text)
     if isinstance(value, dict):
@@ -146,7 +146,7 @@ def _build_dataset(spec: Any, hw: tuple[int, int], split: str | None, default_sp
 
 
 def _device(text: str) -> Any:
-    from hourglass.train.distributed import resolve_device
+    from hourglass.devices import resolve_device
 
     try:
         return resolve_device(text)

@@ -10,7 +10,6 @@ pixels. GMAC = multiply-accumulates, the unit the paper (like DiT) calls "GFLOPs
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from hourglass.cli._common import (
@@ -24,10 +23,9 @@ from hourglass.cli._common import (
     print_json,
 )
 
-__all__ = ["add_parser", "run", "grow_model_data", "flops_table"]
+__all__ = ["add_parser", "run", "flops_table"]
 
 COMMAND = "flops"
-GROW_DEPTH = 2
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -54,68 +52,36 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _side(size: Any) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def grow_model_data(model: dict[str, Any], resolution: int, grow: bool) -> dict[str, Any]:
-    """Model data counted at ``resolution``: ``input_size`` set and, with ``grow``, levels added.
-
-    Args:
-        model: plain model data with ``levels`` and ``input_size`` (the native resolution).
-        resolution: the image side to count at.
-        grow: add ``log2(resolution / native)`` levels in front of the outermost one, each a copy
-            of it with depth 2 and no dropout.
-    Raises:
-        CLIError: if growing needs a power-of-two multiple of the native size, or the model has no levels.
-    """
-    out = dict(model)
-    native_h, native_w = _side(model.get("input_size", resolution))
-    if grow and resolution > native_h:
-        levels = model.get("levels")
-        if not isinstance(levels, list) or not levels:
-            raise CLIError(f"--grow needs a model with levels; {model.get('type')!r} has none")
-        ratio = resolution / native_h
-        doublings = round(math.log2(ratio))
-        if 2**doublings != ratio or native_h != native_w:
-            raise CLIError(
-                f"--grow adds one level per doubling, so {resolution} must be the native {native_h}x{native_w} "
-                f"times a power of two (and the native size square); use e.g. {native_h * 2} or {native_h * 4}"
-            )
-        outer = dict(levels[0])
-        new = {**outer, "depth": GROW_DEPTH, "dropout": 0.0}
-        out["levels"] = [dict(new) for _ in range(doublings)] + [dict(lv) for lv in levels]
-    out["input_size"] = resolution
-    return out
-
-
 def flops_table(target: str, resolutions: list[int] | None, grow: bool, overrides: list = ()) -> list[dict[str, Any]]:
     """One row per resolution: ``{"resolution", "levels", "params", "gmacs"}`` (or ``"error"``).
 
     Raises:
         RecipeError / CLIError: for a broken target.
     """
-    from hourglass.cli._common import meta_build
+    from pydantic import ValidationError
+
+    from hourglass.cli._common import _ModelTarget, meta_build
     from hourglass.flops import count_macs
+    from hourglass.models.hdit import grow as grow_levels
     from hourglass.recipe import RecipeError
+    from hourglass.recipe.problems import problems_from_validation
     from hourglass.registry import MODEL
+    from hourglass.spec import as_pair
 
     base = load_target(target, overrides)
     model_data = base.model.model_dump(mode="python")
-    resolutions = resolutions or [_side(model_data.get("input_size", 0))[0]]
+    resolutions = resolutions or [as_pair(model_data.get("input_size", 0))[0]]
     rows = []
     for res in resolutions:
         if res < 1:
             raise CLIError(f"--resolution {res}: use a positive image side, e.g. 256")
-        data = grow_model_data(model_data, res, grow)
         try:
-            from pydantic import ValidationError
-
+            data = grow_levels(model_data, res) if grow else {**model_data, "input_size": res}
+        except ValueError as exc:
+            raise CLIError(f"--grow: {exc}") from None
+        try:
             spec = MODEL.validate(data)
         except ValidationError as exc:
-            from hourglass._recipe_errors import problems_from_validation
-            from hourglass.cli._common import _ModelTarget
-
             problems = problems_from_validation(exc, {"model": data}, _ModelTarget, ("model",))
             rows.append({"resolution": res, "error": "; ".join(str(p) for p in problems)})
             continue
@@ -124,10 +90,9 @@ def flops_table(target: str, resolutions: list[int] | None, grow: bool, override
         except RecipeError as exc:
             rows.append({"resolution": res, "error": "; ".join(str(p) for p in exc.problems)})
             continue
-        n_levels = len(getattr(spec, "levels", []) or [])
         rows.append({
             "resolution": res,
-            "levels": n_levels or None,
+            "levels": len(model.stages()),
             "params": int(sum(p.numel() for p in model.parameters())),
             "gmacs": count_macs(spec) / 1e9,
         })

@@ -114,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
     """Sample images from ``args.checkpoint``; 0 on success."""
     import torch
 
-    from hourglass.recipe import SampleSection, resolve_dtype
+    from hourglass.devices import resolve_device, resolve_dtype
+    from hourglass.recipe import SampleSection
     from hourglass.registry import DENOISER, SAMPLER
     from hourglass.train.checkpoint import CheckpointError, load_checkpoint
-    from hourglass.train.distributed import resolve_device
     from hourglass.train.images import save_grid, save_image
     from hourglass.train.sampling import class_labels, iter_generate
     from hourglass.train.trainer import progress_enabled
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("this checkpoint has no EMA weights; pass --no-ema to use the trained weights")
     net = ema_model if args.ema else model
     s = recipe.sample if recipe is not None else SampleSection()
-    num_classes = int(getattr(net.spec, "num_classes", 0) or 0)
+    num_classes = net.spec.num_classes
     cfg = s.cfg_scale if args.cfg is None else args.cfg
     if cfg != 1.0 and num_classes == 0:
         raise CLIError(f"--cfg {cfg} needs a class-conditional model; this one has no classes (use --cfg 1)")

@@ -48,9 +48,8 @@ def find_components(name: str) -> list[tuple[str, str]]:
 
 
 def _show_preset(name: str, as_json: bool) -> None:
-    from hourglass import _recipe_toml as toml
     from hourglass.models.factory import model_spec
-    from hourglass.recipe import plain_data
+    from hourglass.recipe import plain_data, toml
 
     data = plain_data(model_spec(name).model_dump(mode="python"))
     if as_json:
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(infos if len(infos) > 1 else infos[0])
         return 0
-    from hourglass import _recipe_toml as toml
+    from hourglass.recipe import toml
 
     blocks = []
     for info in infos:
@@ -114,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _value(v: Any) -> str:
-    from hourglass import _recipe_toml as toml
+    from hourglass.recipe import toml
 
     try:
         return toml.value_text(_tomlable(v)) if v is not None else "none"

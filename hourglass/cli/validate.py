@@ -14,6 +14,7 @@ from typing import Any
 
 from hourglass.cli._common import add_json_option, add_set_option, example_epilog, human_count, meta_build, print_json
 from hourglass.recipe import RecipeError, load_recipe
+from hourglass.spec import NO_VALUE
 
 __all__ = ["add_parser", "run"]
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         except RecipeError as exc:
             failed += 1
             results.append({"recipe": path, "ok": False, "problems": [
-                {"path": p.path, "value": None if p.value is _no_value() else p.value, "message": p.message}
+                {"path": p.path, "value": None if p.value is NO_VALUE else p.value, "message": p.message, "hint": p.hint}
                 for p in exc.problems
             ]})
             if not args.json:
@@ -71,8 +72,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(args.recipes) - failed} of {len(args.recipes)} recipes valid")
     return 2 if failed else 0
 
-
-def _no_value() -> Any:
-    from hourglass._recipe_errors import NO_VALUE
-
-    return NO_VALUE

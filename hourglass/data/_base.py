@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["ImageDataset", "check_split", "mix_seed", "parse_resolution", "resize_cover", "to_channels"]
+from hourglass.registry import DATASET, Contract
+
+__all__ = ["DatasetComponent", "ImageDataset", "check_split", "mix_seed", "parse_resolution", "resize_cover", "to_channels"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -146,7 +148,32 @@ def resize_cover(
     return image[:, top : top + height, left : left + width]
 
 
-class ImageDataset(Dataset):
+class DatasetComponent(Contract):
+    """Contract of the ``dataset`` family: what a dataset declares before it is built, and its items.
+
+    Built as ``cls(spec, resolution=(H, W), split="train")``; items are
+    ``{"image": (C, H, W) float32 in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``;
+    instances expose ``num_classes``, ``channels``, ``resolution``, ``class_names`` and
+    ``uses_draw_keys``. Recipe validation compares :meth:`classes_of` and :meth:`channels_of`
+    with the model; a dataset that learns them only from its files returns ``None`` and is
+    checked once it is built.
+    """
+
+    @classmethod
+    def classes_of(cls, spec: Any) -> int | None:
+        """Classes the dataset built from ``spec`` has (0: unlabelled), or ``None`` if known only after loading."""
+        return None
+
+    @classmethod
+    def channels_of(cls, spec: Any) -> int | None:
+        """Channels of its images, or ``None`` if known only after loading."""
+        return None
+
+
+DATASET.set_contract(DatasetComponent)
+
+
+class ImageDataset(DatasetComponent, Dataset):
     """Base of the built-in datasets: the item contract and key handling.
 
     Subclasses set ``num_classes``, ``channels``, ``resolution`` and ``class_names`` and implement

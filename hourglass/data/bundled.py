@@ -15,7 +15,7 @@ and it holds every image.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -92,6 +92,16 @@ class DigitsDataset(_GreyArrayDataset):
 
     Spec = DigitsDatasetSpec
 
+    @classmethod
+    def classes_of(cls, spec: DigitsDatasetSpec) -> int:
+        """``len(spec.digits)`` with ``class_cond``, else 0."""
+        return len(spec.digits) if spec.class_cond else 0
+
+    @classmethod
+    def channels_of(cls, spec: Any) -> int:
+        """``spec.channels``."""
+        return spec.channels
+
     def __init__(self, spec: DigitsDatasetSpec, *, resolution: int | tuple[int, int], split: str = "train") -> None:
         self.spec = spec = DigitsDatasetSpec.model_validate(spec)
         bad = [d for d in spec.digits if not 0 <= d <= 9]
@@ -142,6 +152,16 @@ class LFWDataset(_GreyArrayDataset):
     """
 
     Spec = LFWDatasetSpec
+
+    @classmethod
+    def classes_of(cls, spec: LFWDatasetSpec) -> int:
+        """2 (face, non-face) for ``subset = "all"`` with ``class_cond``, else 0."""
+        return 2 if spec.subset == "all" and spec.class_cond else 0
+
+    @classmethod
+    def channels_of(cls, spec: Any) -> int:
+        """``spec.channels``."""
+        return spec.channels
 
     def __init__(self, spec: LFWDatasetSpec, *, resolution: int | tuple[int, int], split: str = "train") -> None:
         self.spec = spec = LFWDatasetSpec.model_validate(spec)

@@ -37,7 +37,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -170,6 +170,16 @@ class ImageFolderDataset(ImageDataset):
     """
 
     Spec = ImageFolderDatasetSpec
+
+    @classmethod
+    def classes_of(cls, spec: ImageFolderDatasetSpec) -> int | None:
+        """0 for ``classes = "none"``; with subfolders, known only once the files are listed (``None``)."""
+        return 0 if spec.classes == "none" else None
+
+    @classmethod
+    def channels_of(cls, spec: Any) -> int:
+        """``spec.channels``."""
+        return spec.channels
 
     def __init__(
         self, spec: ImageFolderDatasetSpec, *, resolution: int | tuple[int, int], split: str = "train"

@@ -11,7 +11,7 @@ and a small model learns recognisable shapes at 32x32 within minutes.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -167,6 +167,16 @@ class ShapesDataset(ImageDataset):
     """
 
     Spec = ShapesDatasetSpec
+
+    @classmethod
+    def classes_of(cls, spec: ShapesDatasetSpec) -> int:
+        """One class per shape of ``spec.classes``."""
+        return len(spec.classes)
+
+    @classmethod
+    def channels_of(cls, spec: Any) -> int:
+        """``spec.channels``."""
+        return spec.channels
 
     def __init__(self, spec: ShapesDatasetSpec, *, resolution: int | tuple[int, int], split: str = "train") -> None:
         self.spec = spec = ShapesDatasetSpec.model_validate(spec)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from hourglass.diffusion._checks import check_image, schedule_floats, trusted_sigmas
+from hourglass.registry import SAMPLER, Contract
 from hourglass.spec import Spec
 
 __all__ = ["Sampler", "SamplerSpec", "Denoiser", "NoiseFn", "Callback"]
@@ -64,10 +65,11 @@ class _Run:
             self._callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
 
 
-class Sampler:
-    """Base class: ``sampler(denoiser, x, sigmas) -> x0``.
+class Sampler(Contract):
+    """Contract and base class of the ``sampler`` family: ``sampler(denoiser, x, sigmas) -> x0``.
 
-    Subclasses set ``Spec`` and implement :meth:`_sample` over Python-float sigmas.
+    Subclasses set ``Spec``, implement :meth:`_sample` over Python-float sigmas and override
+    :attr:`stochastic` when they draw noise.
     """
 
     Spec: type[SamplerSpec] = SamplerSpec
@@ -130,3 +132,6 @@ class Sampler:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items() if k != "type")
         return f"{type(self).__name__}({fields})"
+
+
+SAMPLER.set_contract(Sampler)

@@ -1,11 +1,28 @@
-"""Model assemblies (HDiT and the baselines) and their presets; importing this registers them."""
+"""Model assemblies (HDiT and the baselines), the backbone contract and the presets.
 
-from hourglass.models import hdit
+Importing this registers the ``hdit``, ``dit`` and ``uvit`` families and their presets.
+"""
+
+from hourglass.models import dit, hdit, uvit
+from hourglass.models.base import AttentionSite, Backbone, BackboneSpec, Stage
 from hourglass.models.factory import create_model, get_preset, list_models, model_spec, register_preset
-from hourglass.models.hdit import HDiT, HDiTSpec, LevelSpec
+from hourglass.models.hdit import HDiT, HDiTSpec, LevelSpec, grow
 
-for _name, _config in hdit.PRESETS.items():
-    register_preset(_name, "hdit", _config)
-from hourglass.models import dit, uvit  # noqa: E402,F401 - register MODEL dit/uvit, MAPPING dit and their presets
-
-__all__ = ["HDiT", "HDiTSpec", "LevelSpec", "create_model", "get_preset", "list_models", "model_spec", "register_preset"]
+__all__ = [
+    "AttentionSite",
+    "Backbone",
+    "BackboneSpec",
+    "HDiT",
+    "HDiTSpec",
+    "LevelSpec",
+    "Stage",
+    "create_model",
+    "dit",
+    "get_preset",
+    "grow",
+    "hdit",
+    "list_models",
+    "model_spec",
+    "register_preset",
+    "uvit",
+]

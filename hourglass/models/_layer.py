@@ -41,7 +41,7 @@ class TransformerLayer(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if getattr(ATTENTION.get(attention.type), "is_identity", False):
+        if not ATTENTION.get(attention.type).mixes_tokens():
             self.attn_norm = self.attn = None
         else:
             self.attn_norm = NORM.build(norm, width=width, cond_dim=cond_dim)

@@ -32,6 +32,32 @@ def register(name: str) -> None:
         _install_hook()
 
 
+def unregister(name: str) -> None:
+    """Withdraw preset ``name`` from timm (a plugin that failed, or ``PRESET.unregister``).
+
+    Uses timm's own clean-up of a registration (``_clear_model_entries``, the function timm runs
+    when a name is registered again) and removes the entry point; names another package
+    registered with timm are left alone.
+    """
+    if name in _pending:
+        _pending.remove(name)
+    if not _timm_ready():
+        return
+    registry = sys.modules["timm.models._registry"]
+    entry = registry._model_entrypoints.get(name)
+    if entry is None or getattr(entry, "__module__", None) != __name__:
+        return
+    clear = getattr(registry, "_clear_model_entries", None)
+    if clear is not None:
+        clear(name)
+    else:  # older timm: the module maps are the registration
+        module = registry._model_to_module.pop(name, None)
+        registry._module_to_models.get(module, set()).discard(name)
+    registry._model_entrypoints.pop(name, None)
+    if name in __all__:
+        __all__.remove(name)
+
+
 def _register_now(name: str) -> None:
     from timm.models._registry import _model_entrypoints, register_model
 

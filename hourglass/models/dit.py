@@ -19,16 +19,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from hourglass.models._checks import check_model_inputs
 from hourglass.models._layer import TransformerLayer
+from hourglass.models.base import AttentionSite, Backbone, BackboneSpec, Stage
 from hourglass.models.factory import register_preset
-from hourglass.nn._groups import param_groups
 from hourglass.nn._init import tag_lr_group, zero_init
 from hourglass.nn.attention import GlobalAttentionSpec
 from hourglass.nn.dit_mapping import DiTEmbedderSpec, augmentation_applied
@@ -37,56 +34,16 @@ from hourglass.nn.merge import TokenMergeSpec, Unpatch
 from hourglass.nn.norm import AdaLayerNormZeroSpec
 from hourglass.nn.pos_emb import SinCos2DSpec, make_axial_pos
 from hourglass.registry import ATTENTION, FFN, MAPPING, MERGE, MODEL, NORM, POS_EMB
-from hourglass.spec import Component, Spec
+from hourglass.spec import Component, as_pair, raise_problems
 
-__all__ = ["DiT", "DiTSpec", "AdaLNFinalLayer", "attention_grid_problems", "PRESETS"]
-
-
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def attention_grid_problems(attention: Any, input_size: Any, patch_size: Any, path: str = "attention") -> list[str]:
-    """Shape rules of a single-resolution transformer (DiT, U-ViT), each with its spec path and a fix.
-
-    Args:
-        attention: the attention spec of every layer.
-        input_size: image side or ``(H, W)``. patch_size: patch side or ``(ph, pw)``.
-        path: the spec path of ``attention`` used in the messages.
-    Returns:
-        Human-readable problems (empty if the shapes are consistent).
-    """
-    (h, w), (ph, pw) = _pair(input_size), _pair(patch_size)
-    if min(h, w, ph, pw) < 1:
-        return [f"input_size {input_size} and patch_size {patch_size} must be positive"]
-    if h % ph or w % pw:
-        return [
-            f"input_size: {h}x{w} is not divisible by patch_size {ph}x{pw}; use a multiple of the patch size "
-            f"(e.g. {max(ph, h // ph * ph)}x{max(pw, w // pw * pw)}) or another patch size"
-        ]
-    gh, gw = h // ph, w // pw
-    kind = getattr(attention, "type", None)
-    if kind == "neighborhood":
-        span = attention.kernel_size * attention.dilation
-        if span > min(gh, gw):
-            return [
-                f"{path}.kernel_size: {attention.kernel_size} (x dilation {attention.dilation}) does not fit the "
-                f"{gh}x{gw} token grid; use kernel_size <= {min(gh, gw) // attention.dilation} or global attention"
-            ]
-    elif kind == "shifted_window":
-        s = attention.window_size
-        if gh % s or gw % s:
-            return [
-                f"{path}.window_size: {s} does not divide the {gh}x{gw} token grid; use a divisor of {gh} and {gw}"
-            ]
-    return []
+__all__ = ["DiT", "DiTSpec", "AdaLNFinalLayer", "PRESETS"]
 
 
 def _dit_attention() -> GlobalAttentionSpec:
     return GlobalAttentionSpec(qk_norm="none", qkv_bias=True, out_bias=True, zero_init=False)
 
 
-class DiTSpec(Spec):
+class DiTSpec(BackboneSpec):
     """Everything that determines a DiT's weights and maths (defaults: the DiT paper's block)."""
 
     type: Literal["dit"] = "dit"
@@ -126,15 +83,7 @@ class DiTSpec(Spec):
         if mapping.type == "dit" and "width" not in mapping.model_fields_set:
             # DiT's conditioning is as wide as its tokens unless the recipe says otherwise.
             resolved = self.model_copy(update={"mapping": mapping.model_copy(update={"width": self.width})})
-        problems = attention_grid_problems(self.attention, self.input_size, self.patch_size)
-        d_head = getattr(self.attention, "d_head", None)
-        if d_head and self.width % d_head:
-            problems.append(
-                f"width: {self.width} is not divisible by attention.d_head {d_head}; use a multiple of {d_head} "
-                "or change attention.d_head"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
+        raise_problems(resolved.shape_problems())
         return resolved
 
     @property
@@ -143,13 +92,19 @@ class DiTSpec(Spec):
         return self.d_ff or 4 * self.width
 
     @property
-    def resolved_out_channels(self) -> int:
-        return self.out_channels or self.in_channels
-
-    @property
     def stride(self) -> tuple[int, int]:
         """Pixels per token side (the patch size): image sides must be multiples of it."""
-        return _pair(self.patch_size)
+        return as_pair(self.patch_size)
+
+    @property
+    def embeds_aug(self) -> bool:
+        """Whether the conditioning embeds ``aug_cond`` (DiT's own embedder: with ``augment = true``)."""
+        return MAPPING.get(self.mapping.type).embeds_aug(self.mapping)
+
+    def attention_sites(self) -> list[AttentionSite]:
+        """Every layer attends on the patch grid with the same spec."""
+        return [AttentionSite(path="attention", spec=self.attention, width=self.width, width_path="width",
+                              grid=self.token_grid, layers=tuple(range(self.depth)))]
 
 
 class AdaLNFinalLayer(nn.Module):
@@ -191,11 +146,14 @@ def _dit_init_(module: nn.Module) -> None:
 
 
 @MODEL.register("dit")
-class DiT(nn.Module):
+class DiT(Backbone):
     """Diffusion Transformer backbone ``F(x, sigma)`` (Peebles & Xie 2023; PAPER.md §5).
 
     Same call as :class:`~hourglass.models.hdit.HDiT`, so the Karras denoiser, samplers and trainer
     take either. The noise level reaches the timestep embedding as ``c_noise = ln(sigma) / 4``.
+    The conditioning (timestep/class embedder and every adaLN projection) forms the ``mapping``
+    parameter groups; DiT itself trains with one lr and no decay (``lr=1e-4, weight_decay=0,
+    mapping_lr_scale=1``).
 
     Args:
         spec: the model's spec; a preset name goes through :func:`hourglass.create_model`,
@@ -203,18 +161,18 @@ class DiT(nn.Module):
     """
 
     Spec = DiTSpec
+    test_preset = "dit_test"
 
     def __init__(self, spec: DiTSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.gradient_checkpointing = False
         d = spec.width
         self.patch_in = MERGE.build(spec.merge, in_width=spec.in_channels, out_width=d, patch_size=spec.patch_size)
-        pos_kind = getattr(POS_EMB.get(spec.pos_emb.type), "kind", None)
-        rope = spec.pos_emb if pos_kind == "rope" else None  # only relative encodings go to the attention
+        encoding = POS_EMB.get(spec.pos_emb.type).encoding
+        rope = spec.pos_emb if encoding == "relative" else None  # only relative encodings go to the attention
         self.abs_pos_emb = None
-        if pos_kind == "absolute":
-            self.abs_pos_emb = POS_EMB.build(spec.pos_emb, width=d, grid_size=self.grid_size())
+        if encoding == "absolute":
+            self.abs_pos_emb = POS_EMB.build(spec.pos_emb, width=d, grid_size=spec.token_grid)
         self.mapping = MAPPING.build(spec.mapping, num_classes=spec.num_classes, mapping_cond_dim=spec.mapping_cond_dim)
         cond_dim = self.mapping.width
         self.layers = nn.ModuleList(
@@ -231,25 +189,11 @@ class DiT(nn.Module):
                 if part is not None:
                     _dit_init_(part)
 
-    def grid_size(self, input_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
-        """Token grid ``(h, w)`` for an image of ``input_size`` (default the spec's)."""
-        h, w = _pair(input_size if input_size is not None else self.spec.input_size)
-        ph, pw = _pair(self.spec.patch_size)
-        return h // ph, w // pw
-
-    def param_groups(self, lr: float = 5e-4, weight_decay: float = 1e-2, mapping_lr_scale: float = 1 / 3):
-        """AdamW groups (see :func:`hourglass.nn.param_groups`), with the library's defaults (PAPER.md §2).
-
-        The conditioning (timestep/class embedder and every adaLN projection) forms the ``mapping``
-        groups. DiT itself trains with one lr and no decay: ``lr=1e-4, weight_decay=0,
-        mapping_lr_scale=1``.
-        """
-        return param_groups(self, lr, weight_decay, mapping_lr_scale)
-
-    def set_gradient_checkpointing(self, enabled: bool = True) -> DiT:
-        """Recompute each layer in the backward pass instead of storing its activations."""
-        self.gradient_checkpointing = enabled
-        return self
+    def stages(self) -> list[Stage]:
+        """All ``depth`` layers on the patch grid."""
+        spec = self.spec
+        return [Stage(name="layers", prefixes=("layers.",), grid=spec.token_grid, extra_tokens=0, layers=spec.depth,
+                      width=spec.width, d_ff=spec.ffn_width, attention=spec.attention, dropout=spec.dropout)]
 
     def forward(
         self,
@@ -271,8 +215,8 @@ class DiT(nn.Module):
         Returns:
             ``(B, C_out, H, W)``.
         """
-        sigma = check_model_inputs(self.spec, x, sigma, class_cond, aug_cond, mapping_cond)
-        if aug_cond is not None and not getattr(self.mapping, "embeds_aug", True) and augmentation_applied(aug_cond):
+        sigma = self.check_inputs(x, sigma, class_cond, aug_cond, mapping_cond)
+        if aug_cond is not None and not self.spec.embeds_aug and augmentation_applied(aug_cond):
             raise ValueError(
                 "aug_cond describes applied augmentations but this DiT's mapping does not embed them (they would "
                 "leak into samples); set mapping.augment = true, or train without augmentation (data.augment.p = 0)"
@@ -283,10 +227,7 @@ class DiT(nn.Module):
         pos = make_axial_pos(x.shape[1], x.shape[2], device=x.device)
         cond = self.mapping(sigma, class_cond, aug_cond, mapping_cond)
         for layer in self.layers:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(layer, x, pos, cond, use_reentrant=False)
-            else:
-                x = layer(x, pos, cond)
+            x = self.run_layer(layer, x, pos, cond)
         return self.final_layer(x, cond).movedim(-1, 1)
 
 

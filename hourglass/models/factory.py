@@ -1,4 +1,9 @@
-"""Model presets: ``create_model`` / ``list_models`` and the timm bridge."""
+"""Model presets: ``create_model`` / ``list_models`` and the timm bridge.
+
+Presets live in the :data:`~hourglass.registry.PRESET` registry like every other registration, so
+a plugin's presets are rolled back with it; the timm bridge follows the registry (a preset that
+is removed leaves ``timm.list_models`` too).
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,32 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
-from hourglass.registry import MODEL, RegistryError
+from hourglass.models import _timm
+from hourglass.registry import MODEL, PRESET
 
 __all__ = ["create_model", "list_models", "get_preset", "register_preset", "model_spec"]
 
-_PRESETS: dict[str, dict[str, Any]] = {}
 _ALIASES = {"in_chans": "in_channels", "img_size": "input_size"}
 _TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only")
 
 
-def register_preset(name: str, model_type: str, config: dict[str, Any], *, override: bool = False) -> None:
-    """Register a named model configuration (a spec as plain data) and expose it to timm."""
-    if name in _PRESETS and not override:
-        raise RegistryError(f"model preset {name!r} already exists; pass override=True to replace it")
-    _PRESETS[name] = {"type": model_type, **config}
-    from hourglass.models import _timm
+PRESET.subscribe(lambda name, _: _timm.register(name), lambda name, _: _timm.unregister(name))
 
-    _timm.register(name)
+
+def register_preset(name: str, model_type: str, config: dict[str, Any], *, override: bool = False) -> None:
+    """Register a named model configuration (a spec as plain data); timm sees it too.
+
+    Args:
+        name: the preset name, e.g. ``"hdit_l"``.
+        model_type: the registered model family, e.g. ``"hdit"``.
+        config: the spec's fields as plain data.
+        override: replace an existing preset of that name.
+
+    Raises:
+        hourglass.registry.RegistryError: the name is taken by another configuration (and
+            ``override`` is false).
+    """
+    PRESET.add(name, {"type": model_type, **config}, override=override)
 
 
 def get_preset(name: str) -> dict[str, Any]:
@@ -33,14 +47,7 @@ def get_preset(name: str) -> dict[str, Any]:
     Raises:
         RegistryError: listing the known presets and the closest match.
     """
-    _load_builtin_presets()
-    if name not in _PRESETS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_PRESETS), n=1)
-        hint = f". Did you mean {close[0]!r}?" if close else ""
-        raise RegistryError(f"unknown model preset {name!r}; known: {', '.join(sorted(_PRESETS))}{hint}")
-    return dict(_PRESETS[name])
+    return dict(PRESET.get(name))
 
 
 def model_spec(name_or_spec: str | dict | BaseModel, **overrides: Any) -> BaseModel:
@@ -78,11 +85,4 @@ def create_model(name: str | dict | BaseModel, pretrained: bool = False, **overr
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted preset names matching a shell-style ``pattern`` (e.g. ``"hdit*"``)."""
-    _load_builtin_presets()
-    return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, pattern))
-
-
-def _load_builtin_presets() -> None:
-    from hourglass.registry import load_plugins
-
-    load_plugins()
+    return [n for n in PRESET.names() if fnmatch.fnmatch(n, pattern)]

@@ -7,26 +7,26 @@ and runs the outer level's layers again, so a non-innermost level has ``2 * dept
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from hourglass.models._checks import check_model_inputs, grid_problems
 from hourglass.models._layer import TransformerLayer
-from hourglass.nn._groups import param_groups
+from hourglass.models.base import AttentionSite, Backbone, BackboneSpec, Stage
+from hourglass.models.factory import register_preset
 from hourglass.nn.attention import GlobalAttentionSpec, NeighborhoodAttentionSpec
 from hourglass.nn.ffn import GEGLUSpec
 from hourglass.nn.mapping import MappingNetworkSpec
 from hourglass.nn.merge import LerpSkipSpec, TokenMergeSpec, Unpatch
 from hourglass.nn.norm import AdaRMSNormSpec, RMSNorm
 from hourglass.nn.pos_emb import AxialRoPESpec, downscale_pos, make_axial_pos
-from hourglass.registry import ATTENTION, FFN, MAPPING, MERGE, MODEL, NORM, POS_EMB, SPLIT
-from hourglass.spec import Component, Spec
+from hourglass.registry import ATTENTION, FFN, MAPPING, MERGE, MODEL, NORM, POS_EMB, SKIP
+from hourglass.spec import Component, Spec, as_pair, raise_problems
 
-__all__ = ["HDiT", "HDiTSpec", "LevelSpec", "PRESETS"]
+__all__ = ["HDiT", "HDiTSpec", "LevelSpec", "PRESETS", "grow"]
 
 
 class LevelSpec(Spec):
@@ -46,11 +46,7 @@ class LevelSpec(Spec):
         return self.d_ff or 3 * self.width
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-class HDiTSpec(Spec):
+class HDiTSpec(BackboneSpec):
     """Everything that determines an HDiT's weights and maths."""
 
     type: Literal["hdit"] = "hdit"
@@ -65,8 +61,24 @@ class HDiTSpec(Spec):
     pos_emb: Component(POS_EMB) = Field(AxialRoPESpec(), description="positional encoding")  # type: ignore
     ffn: Component(FFN) = Field(GEGLUSpec(), description="feed-forward network")  # type: ignore
     norm: Component(NORM) = Field(AdaRMSNormSpec(), description="norm and conditioning of every block")  # type: ignore
-    merge: Component(MERGE) = Field(TokenMergeSpec(), description="token merge between levels")  # type: ignore
-    split: Component(SPLIT) = Field(LerpSkipSpec(), description="token split and skip combination")  # type: ignore
+    merge: Component(MERGE) = Field(  # type: ignore[valid-type]
+        TokenMergeSpec(), description="token merge: k x k tokens into one (patch embedding with k = patch_size, "
+        "and 2 x 2 between levels)"
+    )
+    skip: Component(SKIP) = Field(  # type: ignore[valid-type]
+        LerpSkipSpec(), description="decoder skip: split each token back to 2 x 2 and combine with the encoder's skip"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "split" in data:
+            warnings.warn(
+                "the hdit model key 'split' was renamed 'skip' (it chooses how the decoder combines the "
+                "encoder's skip); rename it in the recipe: skip = ...", FutureWarning, stacklevel=2,
+            )
+            data = {("skip" if k == "split" else k): v for k, v in data.items()}
+        return data
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> HDiTSpec:
@@ -77,32 +89,41 @@ class HDiTSpec(Spec):
                 level = level.model_copy(update={"attention": default})
             levels.append(level)
         resolved = self.model_copy(update={"levels": levels})
-        problems = grid_problems(resolved.levels, resolved.input_size, resolved.patch_size)
-        for i, level in enumerate(levels):
-            d_head = getattr(level.attention, "d_head", None)
-            if d_head and level.width % d_head:
-                problems.append(
-                    f"levels[{i}].width: {level.width} is not divisible by levels[{i}].attention.d_head "
-                    f"{d_head}; use a multiple of {d_head} or change d_head"
-                )
-        if problems:
-            raise ValueError("; ".join(problems))
+        raise_problems(resolved.shape_problems())
         return resolved
-
-    @property
-    def resolved_out_channels(self) -> int:
-        return self.out_channels or self.in_channels
 
     @property
     def stride(self) -> tuple[int, int]:
         """Pixels per token side at the innermost level: ``patch * 2^(L-1)``."""
-        ph, pw = _pair(self.patch_size)
+        ph, pw = as_pair(self.patch_size)
         f = 2 ** (len(self.levels) - 1)
         return ph * f, pw * f
 
+    @property
+    def embeds_aug(self) -> bool:
+        """Whether the mapping network embeds ``aug_cond`` (HDiT's does)."""
+        return MAPPING.get(self.mapping.type).embeds_aug(self.mapping)
+
+    def level_grid(self, level: int) -> tuple[int, int]:
+        """Token grid ``(h, w)`` of ``level`` at ``input_size``."""
+        gh, gw = self.token_grid
+        return gh // 2**level, gw // 2**level
+
+    def attention_sites(self) -> list[AttentionSite]:
+        """One site per level; an outer level's decoder layers continue its encoder's layer count."""
+        last = len(self.levels) - 1
+        return [
+            AttentionSite(
+                path=f"levels[{i}].attention", spec=level.attention, width=level.width,
+                width_path=f"levels[{i}].width", grid=self.level_grid(i),
+                layers=tuple(range(level.depth if i == last else 2 * level.depth)),
+            )
+            for i, level in enumerate(self.levels)
+        ]
+
 
 @MODEL.register("hdit")
-class HDiT(nn.Module):
+class HDiT(Backbone):
     """Hourglass Diffusion Transformer backbone ``F(x, sigma)`` (PAPER.md §1).
 
     Args:
@@ -110,18 +131,18 @@ class HDiT(nn.Module):
     """
 
     Spec = HDiTSpec
+    test_preset = "hdit_test"
 
     def __init__(self, spec: HDiTSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.gradient_checkpointing = False
         levels = spec.levels
-        ph, pw = _pair(spec.patch_size)
+        patch = as_pair(spec.patch_size)
         w0 = levels[0].width
-        self.patch_in = MERGE.build(spec.merge, in_width=spec.in_channels, out_width=w0, patch_size=(ph, pw))
+        self.patch_in = MERGE.build(spec.merge, in_width=spec.in_channels, out_width=w0, patch_size=patch)
         self.abs_pos_emb = None
-        if getattr(POS_EMB.get(spec.pos_emb.type), "kind", None) == "absolute":
-            self.abs_pos_emb = POS_EMB.build(spec.pos_emb, width=w0, grid_size=self.grid_size(0))
+        if POS_EMB.get(spec.pos_emb.type).encoding == "absolute":
+            self.abs_pos_emb = POS_EMB.build(spec.pos_emb, width=w0, grid_size=spec.level_grid(0))
         self.mapping = MAPPING.build(spec.mapping, num_classes=spec.num_classes, mapping_cond_dim=spec.mapping_cond_dim)
         cond_dim = self.mapping.width
 
@@ -140,32 +161,29 @@ class HDiT(nn.Module):
         self.decoder = nn.ModuleList(make_level(level, level.depth) for level in levels[:-1])
         pairs = list(zip(levels[:-1], levels[1:], strict=True))
         self.merges = nn.ModuleList(MERGE.build(spec.merge, in_width=a.width, out_width=b.width) for a, b in pairs)
-        self.splits = nn.ModuleList(SPLIT.build(spec.split, in_width=b.width, out_width=a.width) for a, b in pairs)
+        # the attribute keeps its historical name: it is part of the state_dict of saved models
+        self.splits = nn.ModuleList(SKIP.build(spec.skip, in_width=b.width, out_width=a.width) for a, b in pairs)
         self.out_norm = RMSNorm(width=w0)
-        self.patch_out = Unpatch(w0, spec.resolved_out_channels, (ph, pw))
+        self.patch_out = Unpatch(w0, spec.resolved_out_channels, patch)
         nn.init.zeros_(self.patch_out.proj.weight)
 
-    def grid_size(self, level: int, input_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
-        """Token grid ``(h, w)`` at ``level`` for an image of ``input_size`` (default the spec's)."""
-        h, w = _pair(input_size if input_size is not None else self.spec.input_size)
-        ph, pw = _pair(self.spec.patch_size)
-        return h // ph // 2**level, w // pw // 2**level
-
-    def param_groups(self, lr: float = 5e-4, weight_decay: float = 1e-2, mapping_lr_scale: float = 1 / 3):
-        """AdamW groups: decay only Linear weights; mapping network and adaptive norms at lr/3."""
-        return param_groups(self, lr, weight_decay, mapping_lr_scale)
-
-    def set_gradient_checkpointing(self, enabled: bool = True) -> HDiT:
-        """Recompute each layer in the backward pass instead of storing its activations."""
-        self.gradient_checkpointing = enabled
-        return self
+    def stages(self) -> list[Stage]:
+        """One stage per level, outermost first; an outer level holds its encoder and decoder layers."""
+        spec, last = self.spec, len(self.spec.levels) - 1
+        return [
+            Stage(
+                name=str(i),
+                prefixes=("middle.",) if i == last else (f"encoder.{i}.", f"decoder.{i}."),
+                grid=spec.level_grid(i), extra_tokens=0,
+                layers=level.depth if i == last else 2 * level.depth, width=level.width, d_ff=level.ffn_width,
+                attention=level.attention, dropout=level.dropout,
+            )
+            for i, level in enumerate(spec.levels)
+        ]
 
     def _run(self, layers: nn.ModuleList, x: Tensor, pos: Tensor, cond: Tensor) -> Tensor:
         for layer in layers:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(layer, x, pos, cond, use_reentrant=False)
-            else:
-                x = layer(x, pos, cond)
+            x = self.run_layer(layer, x, pos, cond)
         return x
 
     def forward(
@@ -187,7 +205,7 @@ class HDiT(nn.Module):
         Returns:
             ``(B, C_out, H, W)``.
         """
-        sigma = check_model_inputs(self.spec, x, sigma, class_cond, aug_cond, mapping_cond)
+        sigma = self.check_inputs(x, sigma, class_cond, aug_cond, mapping_cond)
         x = self.patch_in(x.movedim(1, -1))
         if self.abs_pos_emb is not None:
             x = self.abs_pos_emb(x)
@@ -204,6 +222,46 @@ class HDiT(nn.Module):
             x = self._run(level, split(x, skip), pos, cond)
         x, _ = self.out_norm(x)
         return self.patch_out(x).movedim(-1, 1)
+
+
+GROW_DEPTH = 2
+
+
+def grow(spec: HDiTSpec | dict[str, Any], resolution: int) -> dict[str, Any]:
+    """The HDiT that runs at ``resolution`` the way the paper scales one (PAPER.md §4).
+
+    For each doubling of the image side above the spec's ``input_size``, one level is added outside
+    the outermost one: a copy of it with depth 2 (2 + 2 layers) and no dropout, so the cost stays
+    linear in pixels. At or below the native size only ``input_size`` changes.
+
+    Args:
+        spec: an :class:`HDiTSpec` or its plain data (``levels``, ``input_size``, ...).
+        resolution: the image side to grow to.
+
+    Returns:
+        Plain model data (validate it with ``MODEL.validate``).
+
+    Raises:
+        ValueError: ``resolution`` is not the (square) native size times a power of two, or the
+            model has no levels.
+    """
+    data = spec.model_dump(mode="python") if isinstance(spec, BackboneSpec) else dict(spec)
+    native_h, native_w = as_pair(data.get("input_size", resolution))
+    if resolution > native_h:
+        levels = data.get("levels")
+        if not isinstance(levels, list) or not levels:
+            raise ValueError(f"growing adds levels, so it needs a model with levels; {data.get('type')!r} has none")
+        ratio = resolution / native_h
+        doublings = round(math.log2(ratio))
+        if 2**doublings != ratio or native_h != native_w:
+            raise ValueError(
+                f"growing adds one level per doubling, so {resolution} must be the native {native_h}x{native_w} "
+                f"times a power of two (and the native size square); use e.g. {native_h * 2} or {native_h * 4}"
+            )
+        new = {**dict(levels[0]), "depth": GROW_DEPTH, "dropout": 0.0}
+        data["levels"] = [dict(new) for _ in range(doublings)] + [dict(lv) for lv in levels]
+    data["input_size"] = resolution
+    return data
 
 
 # -- presets (PAPER.md §3) -----------------------------------------------------------------------
@@ -267,3 +325,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_classes": 0, "input_size": 32, "patch_size": 4,
     },
 }
+
+for _name, _config in PRESETS.items():
+    register_preset(_name, "hdit", _config)

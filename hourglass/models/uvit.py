@@ -11,27 +11,24 @@ unpatch, and an optional 3x3 convolution.
 
 Layout: the blocks attend over one sequence of ``n_extra + h*w`` tokens, so inside the model the
 tokens are a ``(B, 1, n_extra + h*w, width)`` grid (one row). Global attention is what U-ViT means;
-local kinds (neighborhood, shifted windows) and ``none`` are refused, since patch tokens would no
-longer reach the condition tokens and the model would ignore the noise level and class.
+attention kinds that do not connect every token in one layer (local windows, ``none``) are refused,
+since patch tokens would no longer reach the condition tokens and the model would ignore the noise
+level and class.
 RoPE (``pos_emb = "axial_rope"``) rotates patch tokens by their 2D grid position and leaves the
 condition tokens unrotated (position (0, 0)).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from hourglass.models._checks import check_model_inputs
 from hourglass.models._layer import TransformerLayer
-from hourglass.models.dit import attention_grid_problems
+from hourglass.models.base import AttentionSite, Backbone, BackboneSpec, Stage
 from hourglass.models.factory import register_preset
-from hourglass.nn._groups import param_groups
 from hourglass.nn.attention import GlobalAttentionSpec
 from hourglass.nn.ffn import GELUMLPSpec
 from hourglass.nn.merge import TokenMergeSpec, Unpatch
@@ -39,34 +36,15 @@ from hourglass.nn.norm import LayerNormSpec
 from hourglass.nn.pos_emb import LearnedPosEmbSpec, make_axial_pos
 from hourglass.nn.uvit_tokens import UViTConditionTokens
 from hourglass.registry import ATTENTION, FFN, MERGE, MODEL, NORM, POS_EMB
-from hourglass.spec import Component, Spec
+from hourglass.spec import Component, Problem, as_pair, raise_problems
 
 __all__ = ["UViT", "UViTSpec", "PRESETS"]
-
-# Attention kinds that cut patch tokens off the condition tokens (see the module docstring).
-_LOCAL_KINDS = {
-    "neighborhood": "each patch token would see only its k x k neighbours, never the condition tokens",
-    "shifted_window": "each patch token would see only its window, never the condition tokens",
-    "none": "without attention no patch token would ever see the condition tokens",
-}
-
-
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
 
 def _uvit_attention() -> GlobalAttentionSpec:
     return GlobalAttentionSpec(qk_norm="none", qkv_bias=False, out_bias=True, zero_init=False)
 
 
-def _needs_cond(norm_type: str) -> bool:
-    """Whether a registered norm needs a conditioning vector (its ``cond_dim`` has no default)."""
-    cls = NORM.get(norm_type)
-    param = inspect.signature(cls.__init__).parameters.get("cond_dim")
-    return param is not None and param.default is inspect.Parameter.empty
-
-
-class UViTSpec(Spec):
+class UViTSpec(BackboneSpec):
     """Everything that determines a U-ViT's weights and maths (defaults: the U-ViT paper's block)."""
 
     type: Literal["uvit"] = "uvit"
@@ -108,32 +86,28 @@ class UViTSpec(Spec):
     def _check(self) -> UViTSpec:
         problems = []
         if self.depth % 2:
-            problems.append(
-                f"depth: {self.depth} is odd; U-ViT's depth D gives D/2 in and D/2 out blocks around one middle "
-                f"block, so use an even number ({self.depth - 1} or {self.depth + 1}); the U-ViT paper's "
-                "'#layers' 13/17/21/29 are depth 12/16/20/28"
-            )
-        kind = getattr(self.attention, "type", None)
-        if kind in _LOCAL_KINDS:
-            problems.append(
-                f"attention.type: {kind!r} does not work in U-ViT: {_LOCAL_KINDS[kind]}, so the model would ignore "
-                "the noise level and class; use 'global' (or a DiT/HDiT model for local attention)"
-            )
+            problems.append(Problem(
+                "depth", f"{self.depth} is odd; U-ViT's depth D gives D/2 in and D/2 out blocks around one middle block",
+                f"use an even number ({self.depth - 1} or {self.depth + 1}); the U-ViT paper's '#layers' 13/17/21/29 "
+                "are depth 12/16/20/28",
+            ))
+        if not ATTENTION.get(self.attention.type).connects_all_tokens:
+            problems.append(Problem(
+                "attention.type", f"{self.attention.type!r} does not connect every token in one layer, so the patch "
+                "tokens would never see U-ViT's time and class tokens and the model would ignore the noise level "
+                "and class",
+                "use an attention kind that connects all tokens, e.g. 'global' (or a DiT/HDiT model for local "
+                "attention)",
+            ))
         else:
-            problems += attention_grid_problems(self.attention, self.input_size, self.patch_size)
-        d_head = getattr(self.attention, "d_head", None)
-        if d_head and self.width % d_head:
-            problems.append(
-                f"width: {self.width} is not divisible by attention.d_head {d_head}; use a multiple of {d_head} "
-                "or change attention.d_head"
-            )
-        if _needs_cond(self.norm.type):
-            problems.append(
-                f"norm.type: {self.norm.type!r} needs a conditioning vector, but U-ViT conditions through tokens; "
-                "use 'layer_norm' or 'rms_norm' (adaptive norms: use a DiT or HDiT model)"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
+            problems += self.shape_problems()
+        if NORM.get(self.norm.type).conditional:
+            problems.append(Problem(
+                "norm.type", f"{self.norm.type!r} needs a conditioning vector, but U-ViT conditions through tokens",
+                "use an unconditional norm such as 'layer_norm' or 'rms_norm' (adaptive norms: use a DiT or HDiT "
+                "model)",
+            ))
+        raise_problems(problems)
         return self
 
     @property
@@ -142,13 +116,25 @@ class UViTSpec(Spec):
         return self.d_ff or 4 * self.width
 
     @property
-    def resolved_out_channels(self) -> int:
-        return self.out_channels or self.in_channels
-
-    @property
     def stride(self) -> tuple[int, int]:
         """Pixels per token side (the patch size): image sides must be multiples of it."""
-        return _pair(self.patch_size)
+        return as_pair(self.patch_size)
+
+    @property
+    def n_condition_tokens(self) -> int:
+        """Tokens in front of the patch tokens: time, plus class, augmentation and extra when used."""
+        return 1 + bool(self.num_classes) + self.augment + bool(self.mapping_cond_dim)
+
+    @property
+    def embeds_aug(self) -> bool:
+        """With ``augment = true`` (an augmentation token)."""
+        return self.augment
+
+    def attention_sites(self) -> list[AttentionSite]:
+        """Every block attends over one row of condition tokens plus the ``h*w`` patch tokens."""
+        gh, gw = self.token_grid
+        return [AttentionSite(path="attention", spec=self.attention, width=self.width, width_path="width",
+                              grid=(1, self.n_condition_tokens + gh * gw), layers=tuple(range(self.depth + 1)))]
 
 
 def _uvit_init_(module: nn.Module) -> None:
@@ -164,7 +150,7 @@ def _uvit_init_(module: nn.Module) -> None:
 
 
 @MODEL.register("uvit")
-class UViT(nn.Module):
+class UViT(Backbone):
     """U-ViT backbone ``F(x, sigma)`` (Bao et al. 2023; PAPER.md §5).
 
     Same call as :class:`~hourglass.models.hdit.HDiT`. The noise level enters as a time token
@@ -176,11 +162,11 @@ class UViT(nn.Module):
     """
 
     Spec = UViTSpec
+    test_preset = "uvit_test"
 
     def __init__(self, spec: UViTSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.gradient_checkpointing = False
         d = spec.width
         self.patch_in = MERGE.build(spec.merge, in_width=spec.in_channels, out_width=d, patch_size=spec.patch_size)
         self.cond_tokens = UViTConditionTokens(
@@ -188,11 +174,11 @@ class UViT(nn.Module):
             mlp_time_embed=spec.mlp_time_embed, time_scale=spec.time_scale,
         )
         self.n_extra = self.cond_tokens.n_tokens
-        pos_kind = getattr(POS_EMB.get(spec.pos_emb.type), "kind", None)
-        rope = spec.pos_emb if pos_kind == "rope" else None  # only relative encodings go to the attention
+        encoding = POS_EMB.get(spec.pos_emb.type).encoding
+        rope = spec.pos_emb if encoding == "relative" else None  # only relative encodings go to the attention
         self.abs_pos_emb = None
-        if pos_kind == "absolute":
-            self.abs_pos_emb = POS_EMB.build(spec.pos_emb, width=d, grid_size=self.grid_size())
+        if encoding == "absolute":
+            self.abs_pos_emb = POS_EMB.build(spec.pos_emb, width=d, grid_size=spec.token_grid)
         # U-ViT's one learned table covers the condition tokens too: their rows live here.
         self.extra_pos = None
         if spec.pos_emb.type == "learned":
@@ -219,28 +205,17 @@ class UViT(nn.Module):
             if part is not None:
                 _uvit_init_(part)
 
-    def grid_size(self, input_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
-        """Patch-token grid ``(h, w)`` for an image of ``input_size`` (default the spec's)."""
-        h, w = _pair(input_size if input_size is not None else self.spec.input_size)
-        ph, pw = _pair(self.spec.patch_size)
-        return h // ph, w // pw
-
-    def param_groups(self, lr: float = 5e-4, weight_decay: float = 1e-2, mapping_lr_scale: float = 1 / 3):
-        """AdamW groups (see :func:`hourglass.nn.param_groups`): decay only Linear weights.
-
-        U-ViT has no mapping network or adaptive norm, so every parameter trains at ``lr``.
-        """
-        return param_groups(self, lr, weight_decay, mapping_lr_scale)
-
-    def set_gradient_checkpointing(self, enabled: bool = True) -> UViT:
-        """Recompute each block in the backward pass instead of storing its activations."""
-        self.gradient_checkpointing = enabled
-        return self
+    def stages(self) -> list[Stage]:
+        """All ``depth + 1`` blocks over the condition tokens and the patch grid."""
+        spec = self.spec
+        return [Stage(
+            name="blocks", prefixes=("in_blocks.", "mid_block.", "out_blocks.", "skip_projs."), grid=spec.token_grid,
+            extra_tokens=self.n_extra, layers=spec.depth + 1, width=spec.width, d_ff=spec.ffn_width,
+            attention=spec.attention, dropout=spec.dropout,
+        )]
 
     def _block(self, layer: TransformerLayer, x: Tensor, pos: Tensor) -> Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(layer, x, pos, None, use_reentrant=False)
-        return layer(x, pos, None)
+        return self.run_layer(layer, x, pos, None)
 
     def forward(
         self,
@@ -262,7 +237,7 @@ class UViT(nn.Module):
         Returns:
             ``(B, C_out, H, W)``.
         """
-        sigma = check_model_inputs(self.spec, x, sigma, class_cond, aug_cond, mapping_cond)
+        sigma = self.check_inputs(x, sigma, class_cond, aug_cond, mapping_cond)
         x = self.patch_in(x.movedim(1, -1))  # (B, h, w, d)
         b, h, w, d = x.shape
         if self.abs_pos_emb is not None:

@@ -18,8 +18,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from hourglass.debug import should_check_values
 from hourglass.nn._init import tag_lr_group, zero_init
-from hourglass.nn.mapping import AUG_COND_DIM, FourierFeatures
+from hourglass.nn.mapping import AUG_COND_DIM, ConditioningMapping, FourierFeatures
 from hourglass.registry import MAPPING
 from hourglass.spec import Spec
 
@@ -35,10 +36,10 @@ def augmentation_applied(aug_cond: Tensor) -> bool:
     """Whether ``aug_cond (B, 9)`` describes any applied augmentation (all zeros: none).
 
     Models without an augmentation embedding accept the all-zero ``aug_cond`` a trainer passes when
-    augmentation is off, and refuse a non-zero one (the augmentation would leak into samples). On the meta device and while compiling the
-    values are not inspected (``False``).
+    augmentation is off, and refuse a non-zero one (the augmentation would leak into samples). The
+    values are read only where :func:`hourglass.debug.should_check_values` allows (else ``False``).
     """
-    if aug_cond.device.type == "meta" or torch.compiler.is_compiling():
+    if not should_check_values(aug_cond):
         return False
     return bool(aug_cond.any())
 
@@ -86,7 +87,7 @@ class DiTEmbedderSpec(Spec):
 
 
 @MAPPING.register("dit")
-class DiTEmbedder(nn.Module):
+class DiTEmbedder(ConditioningMapping, nn.Module):
     """DiT's timestep + class conditioning ``c = t_emb + y_emb (+ aug + extra)`` (PAPER.md §5).
 
     ``t_emb = Linear(d -> d)(SiLU(Linear(frequency_dim -> d)(timestep_embedding(time_scale * c_noise))))``
@@ -105,10 +106,14 @@ class DiTEmbedder(nn.Module):
 
     Spec = DiTEmbedderSpec
 
+    @classmethod
+    def embeds_aug(cls, spec: DiTEmbedderSpec) -> bool:
+        """With ``augment = true`` only."""
+        return bool(spec.augment)
+
     def __init__(self, spec: DiTEmbedderSpec | None = None, *, num_classes: int = 0, mapping_cond_dim: int = 0):
         super().__init__()
         self.spec = spec = spec or DiTEmbedderSpec()
-        self.embeds_aug = spec.augment
         d = self.width = spec.width
         self.num_classes = num_classes
         self.mapping_cond_dim = mapping_cond_dim

@@ -15,12 +15,34 @@ from torch import Tensor, nn
 
 from hourglass.nn._init import tag_lr_group, zero_init
 from hourglass.nn.norm import rms_norm
-from hourglass.registry import MAPPING
+from hourglass.registry import MAPPING, Contract
 from hourglass.spec import Spec
 
-__all__ = ["FourierFeatures", "MappingNetwork", "MappingNetworkSpec", "AUG_COND_DIM"]
+__all__ = ["ConditioningMapping", "FourierFeatures", "MappingNetwork", "MappingNetworkSpec", "AUG_COND_DIM"]
 
 AUG_COND_DIM = 9  # the non-leaking augmentation's description (PAPER.md §2)
+
+
+class ConditioningMapping(Contract):
+    """Contract of the ``mapping`` family: the network that turns the conditions into one vector.
+
+    Built with context ``num_classes`` and ``mapping_cond_dim``; called as
+    ``forward(sigma (B,), class_cond (B,) | None, aug_cond (B, 9) | None, mapping_cond (B, d) | None)
+    -> (B, width)``; instances expose ``width``, the width of that vector.
+    """
+
+    @classmethod
+    def embeds_aug(cls, spec: Spec) -> bool:
+        """Whether the mapping built from ``spec`` embeds ``aug_cond`` (else augmentation would leak)."""
+        return False
+
+    @classmethod
+    def facts(cls) -> dict[str, bool]:
+        """``{"embeds_aug": ...}`` for the default spec."""
+        return {"embeds_aug": cls.embeds_aug(cls.Spec())}  # type: ignore[attr-defined]
+
+
+MAPPING.set_contract(ConditioningMapping)
 
 
 class FourierFeatures(nn.Module):
@@ -71,7 +93,7 @@ class MappingNetworkSpec(Spec):
 
 
 @MAPPING.register("hdit")
-class MappingNetwork(nn.Module):
+class MappingNetwork(ConditioningMapping, nn.Module):
     """HDiT's conditioning (PAPER.md §1.3).
 
     ``cond = Mapping(time + aug + class + extra)`` where ``time = Linear(F_1(ln(sigma)/4))``,
@@ -85,6 +107,11 @@ class MappingNetwork(nn.Module):
     """
 
     Spec = MappingNetworkSpec
+
+    @classmethod
+    def embeds_aug(cls, spec: Spec) -> bool:
+        """Always: HDiT's mapping has an augmentation embedding."""
+        return True
 
     def __init__(self, spec: MappingNetworkSpec | None = None, *, num_classes: int = 0, mapping_cond_dim: int = 0):
         super().__init__()

@@ -1,8 +1,11 @@
-"""Token merges (down) and splits with skip connections (up) between levels (PAPER.md §1.1, §1.4).
+"""Token merges (down) and decoder skips (up) between levels (PAPER.md §1.1, §1.4).
 
-A merge turns a ``p x p`` patch of tokens into one token: ``(B, H, W, C) -> (B, H/p, W/p, C')``.
-A split undoes it with a projection and combines the result with the encoder's skip:
-``lerp`` (the paper's learnable interpolation), ``add`` or ``concat`` (the ablation's variants).
+``merge`` family: a *token merge* turns a ``k x k`` patch of tokens into one token,
+``(B, H, W, C) -> (B, H/k, W/k, C')``; it is both the patch embedding (``k = patch_size``, pixels
+to tokens) and the downsampling between levels (``k = 2``).
+``skip`` family: a *decoder skip* splits each coarse token back into ``2 x 2`` finer ones with a
+projection and combines the result with the encoder's skip at that level: ``lerp`` (the paper's
+learnable interpolation), ``add`` or ``concat`` (the ablation's variants).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from einops import rearrange
 from pydantic import Field
 from torch import Tensor, nn
 
-from hourglass.registry import MERGE, SPLIT
-from hourglass.spec import Spec
+from hourglass.registry import MERGE, SKIP
+from hourglass.spec import Spec, as_pair
 
 __all__ = [
     "TokenMerge",
@@ -28,10 +31,6 @@ __all__ = [
     "ConcatSkip",
     "ConcatSkipSpec",
 ]
-
-
-def _pair(p: int | tuple[int, int]) -> tuple[int, int]:
-    return (p, p) if isinstance(p, int) else (int(p[0]), int(p[1]))
 
 
 class TokenMergeSpec(Spec):
@@ -58,7 +57,7 @@ class TokenMerge(nn.Module):
     ) -> None:
         super().__init__()
         self.spec = spec = spec or TokenMergeSpec()
-        self.ph, self.pw = _pair(patch_size)
+        self.ph, self.pw = as_pair(patch_size)
         self.proj = nn.Linear(in_width * self.ph * self.pw, out_width, bias=spec.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,7 +74,7 @@ class Unpatch(nn.Module):
 
     def __init__(self, in_width: int, out_width: int, patch_size: int | tuple[int, int] = 2, bias: bool = False):
         super().__init__()
-        self.ph, self.pw = _pair(patch_size)
+        self.ph, self.pw = as_pair(patch_size)
         self.proj = nn.Linear(in_width, out_width * self.ph * self.pw, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -105,7 +104,7 @@ class LerpSkipSpec(_SkipSpec):
     init: float = Field(0.5, description="initial interpolation factor f")
 
 
-@SPLIT.register("lerp")
+@SKIP.register("lerp")
 class LerpSkip(_Split):
     """``x = skip + f * (up(x) - skip)`` with a learnable scalar ``f`` (PAPER.md §1.4)."""
 
@@ -125,7 +124,7 @@ class AddSkipSpec(_SkipSpec):
     type: Literal["add"] = "add"
 
 
-@SPLIT.register("add")
+@SKIP.register("add")
 class AddSkip(_Split):
     """``x = up(x) + skip`` (the ablation's addition skip)."""
 
@@ -140,7 +139,7 @@ class ConcatSkipSpec(_SkipSpec):
     type: Literal["concat"] = "concat"
 
 
-@SPLIT.register("concat")
+@SKIP.register("concat")
 class ConcatSkip(_Split):
     """``x = Linear(cat(up(x), skip))`` back to ``out_width`` (U-Net / U-ViT style long skip)."""
 

@@ -8,17 +8,18 @@ except for adaLN-Zero, whose gate multiplies the residual branch.
 from __future__ import annotations
 
 from functools import reduce
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from hourglass.nn._init import tag_lr_group, zero_init
-from hourglass.registry import NORM
+from hourglass.registry import NORM, Contract
 from hourglass.spec import Spec
 
 __all__ = [
+    "NormLayer",
     "rms_norm",
     "RMSNorm",
     "RMSNormSpec",
@@ -48,13 +49,32 @@ def _per_sample(cond: Tensor, x: Tensor) -> Tensor:
     return cond.view(cond.shape[0], *([1] * (x.ndim - 2)), cond.shape[-1])
 
 
+class NormLayer(Contract):
+    """Contract of the ``norm`` family: ``forward(x (B, *, C), cond (B, cond_dim)) -> (y, gate | None)``.
+
+    Class attributes:
+        conditional: it reads ``cond`` (an adaptive norm); it is then built with context
+            ``cond_dim > 0``, and models that condition through tokens (U-ViT) cannot use it.
+    """
+
+    conditional: ClassVar[bool] = False
+
+    @classmethod
+    def facts(cls) -> dict[str, bool]:
+        """``{"conditional": ...}``."""
+        return {"conditional": cls.conditional}
+
+
+NORM.set_contract(NormLayer)
+
+
 class RMSNormSpec(Spec):
     type: Literal["rms_norm"] = "rms_norm"
     eps: float = Field(1e-6, gt=0, description="added to the mean square")
 
 
 @NORM.register("rms_norm")
-class RMSNorm(nn.Module):
+class RMSNorm(NormLayer, nn.Module):
     """RMSNorm with a learnable gain (PAPER.md §1.7); ignores the conditioning."""
 
     Spec = RMSNormSpec
@@ -78,13 +98,14 @@ class AdaRMSNormSpec(Spec):
 
 
 @NORM.register("ada_rms_norm")
-class AdaRMSNorm(nn.Module):
+class AdaRMSNorm(NormLayer, nn.Module):
     """Adaptive RMSNorm: gain ``1 + Linear_nobias(cond)``, the Linear zero-initialised (PAPER.md §1.7).
 
     The projection trains at the mapping network's learning rate (lr/3).
     """
 
     Spec = AdaRMSNormSpec
+    conditional = True
 
     def __init__(self, spec: AdaRMSNormSpec | None = None, *, width: int, cond_dim: int) -> None:
         super().__init__()
@@ -103,7 +124,7 @@ class LayerNormSpec(Spec):
 
 
 @NORM.register("layer_norm")
-class LayerNorm(nn.Module):
+class LayerNorm(NormLayer, nn.Module):
     """Plain LayerNorm (pre-LN blocks of U-ViT); ignores the conditioning."""
 
     Spec = LayerNormSpec
@@ -124,7 +145,7 @@ class AdaLayerNormZeroSpec(Spec):
 
 
 @NORM.register("ada_layer_norm_zero")
-class AdaLayerNormZero(nn.Module):
+class AdaLayerNormZero(NormLayer, nn.Module):
     """DiT's adaLN-Zero (PAPER.md §5): LayerNorm without affine, then ``x * (1 + scale) + shift``.
 
     ``(shift, scale, gate) = Linear(SiLU(cond))``, zero-initialised, so each residual branch
@@ -132,6 +153,7 @@ class AdaLayerNormZero(nn.Module):
     """
 
     Spec = AdaLayerNormZeroSpec
+    conditional = True
 
     def __init__(self, spec: AdaLayerNormZeroSpec | None = None, *, width: int, cond_dim: int) -> None:
         super().__init__()

@@ -1,8 +1,9 @@
-"""Positional encodings (PAPER.md §1.2, §1.10, §5).
+"""Positional encodings (axial RoPE of HDiT, DiT's fixed sin-cos, U-ViT's learned table).
 
-Two kinds exist. *Relative* encodings (``kind == "rope"``) are built inside each attention
-module and rotate queries and keys. *Absolute* encodings (``kind == "absolute"``) are built once
-by the model and added to the tokens after patching. ``none`` adds nothing.
+Every encoding declares its :attr:`PositionalEncoding.encoding`. *Relative* encodings are built
+inside each attention module and rotate queries and keys (context ``d_head``, ``n_heads``);
+*absolute* encodings are built once by the model and added to the tokens after patching (context
+``width``, ``grid_size``); ``none`` adds nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from einops import rearrange
 from pydantic import Field
 from torch import Tensor, nn
 
-from hourglass.registry import POS_EMB
+from hourglass.registry import POS_EMB, Contract
 from hourglass.spec import Spec
 
 __all__ = [
+    "PositionalEncoding",
     "make_axial_pos",
     "downscale_pos",
     "apply_rotary_emb",
@@ -33,6 +35,28 @@ __all__ = [
     "NoPosEmb",
     "NoPosEmbSpec",
 ]
+
+
+class PositionalEncoding(Contract):
+    """Contract of the ``pos_emb`` family: where the encoding acts.
+
+    Class attributes:
+        encoding: ``"relative"``: built per attention module (context ``d_head``, ``n_heads``,
+            ``width``), called as ``theta = module(pos (..., 2))`` and applied to q and k with
+            :func:`apply_rotary_emb`; ``"absolute"``: built once per model (context ``width``,
+            ``grid_size``), called as ``x = module(x (B, H, W, C))`` after patching; ``"none"``:
+            nothing is built.
+    """
+
+    encoding: ClassVar[Literal["relative", "absolute", "none"]] = "none"
+
+    @classmethod
+    def facts(cls) -> dict[str, str]:
+        """``{"encoding": ...}``."""
+        return {"encoding": cls.encoding}
+
+
+POS_EMB.set_contract(PositionalEncoding)
 
 
 def make_axial_pos(h: int, w: int, *, dtype: torch.dtype | None = None, device=None) -> Tensor:
@@ -81,7 +105,7 @@ class AxialRoPESpec(Spec):
 
 
 @POS_EMB.register("axial_rope")
-class AxialRoPE(nn.Module):
+class AxialRoPE(PositionalEncoding, nn.Module):
     """2D axial rotary embedding on the first half of each head (PAPER.md §1.10).
 
     With ``f = d_head // 8``, ``n_heads * f`` log-spaced frequencies are laid out as
@@ -91,7 +115,7 @@ class AxialRoPE(nn.Module):
     """
 
     Spec = AxialRoPESpec
-    kind: ClassVar[str] = "rope"
+    encoding = "relative"
 
     def __init__(self, spec: AxialRoPESpec | None = None, *, d_head: int, n_heads: int, **_: object) -> None:
         super().__init__()
@@ -127,7 +151,7 @@ class SinCos2DSpec(Spec):
 
 
 @POS_EMB.register("sincos_2d")
-class SinCos2D(nn.Module):
+class SinCos2D(PositionalEncoding, nn.Module):
     """Fixed 2D sine-cosine positions over integer token indices (DiT, PAPER.md §5).
 
     The first half of the channels encodes the column, the second half the row, each as
@@ -135,7 +159,7 @@ class SinCos2D(nn.Module):
     """
 
     Spec = SinCos2DSpec
-    kind: ClassVar[str] = "absolute"
+    encoding = "absolute"
 
     def __init__(self, spec: SinCos2DSpec | None = None, *, width: int, **_: object) -> None:
         super().__init__()
@@ -162,7 +186,7 @@ class LearnedPosEmbSpec(Spec):
 
 
 @POS_EMB.register("learned")
-class LearnedPosEmb(nn.Module):
+class LearnedPosEmb(PositionalEncoding, nn.Module):
     """Learned absolute positions, one vector per token of the training grid (U-ViT, PAPER.md §5).
 
     At another grid size the table is resized bicubically, so a model still runs (with a
@@ -170,7 +194,7 @@ class LearnedPosEmb(nn.Module):
     """
 
     Spec = LearnedPosEmbSpec
-    kind: ClassVar[str] = "absolute"
+    encoding = "absolute"
 
     def __init__(
         self, spec: LearnedPosEmbSpec | None = None, *, width: int, grid_size: tuple[int, int], **_: object
@@ -197,11 +221,11 @@ class NoPosEmbSpec(Spec):
 
 
 @POS_EMB.register("none")
-class NoPosEmb(nn.Module):
+class NoPosEmb(PositionalEncoding, nn.Module):
     """No positional information."""
 
     Spec = NoPosEmbSpec
-    kind: ClassVar[str] = "none"
+    encoding = "none"
 
     def __init__(self, spec: NoPosEmbSpec | None = None, **_: object) -> None:
         super().__init__()

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "resolve_device", "init_distributed", "cleanup_distributed", "all_reduce_max", "barrier", "broadcast_object"]
+from hourglass.devices import resolve_device
+
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_reduce_max", "barrier", "broadcast_object"]
 
 
 @dataclass(frozen=True)
@@ -55,20 +57,6 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r} must be an integer (set by torchrun)") from None
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``"auto"``/None -> ``cuda`` when available, else ``cpu``; other strings pass through.
-
-    Raises:
-        ValueError: when CUDA is requested but not available.
-    """
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available; use device = \"cpu\" or \"auto\"")
-    return dev
 
 
 def init_distributed(device: str | None = "auto", timeout_s: float = 1800.0) -> DistInfo:

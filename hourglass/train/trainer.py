@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from hourglass.data import Augmented, create_dataloader, mix_seed
-from hourglass.recipe import Recipe, build_model, dump_recipe, plain_data, resolve_dtype
+from hourglass.devices import resolve_dtype
+from hourglass.recipe import Recipe, build_model, dump_recipe, plain_data
 from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, WEIGHTING
 from hourglass.train import checkpoint as ckpt
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed

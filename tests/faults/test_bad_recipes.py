@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hourglass import _recipe_toml as toml
+from hourglass.recipe import toml
 from hourglass.recipe import RecipeError, recipe_from_data
 
 ROOT = Path(__file__).resolve().parents[2]

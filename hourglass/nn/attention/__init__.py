@@ -1,6 +1,7 @@
-"""Attention: the shared module and the registered kinds."""
+"""Attention: the kind contract, the shared self-attention module and the registered kinds."""
 
 from hourglass.nn.attention._base import AttentionSpec, SelfAttention, counting_macs, scale_for_cosine_sim
+from hourglass.nn.attention.kind import AttentionKind, attention_kind, pin_backends
 from hourglass.nn.attention.kinds import (
     GlobalAttention,
     GlobalAttentionSpec,
@@ -13,9 +14,12 @@ from hourglass.nn.attention.kinds import (
 )
 
 __all__ = [
+    "AttentionKind",
     "AttentionSpec",
     "SelfAttention",
+    "attention_kind",
     "counting_macs",
+    "pin_backends",
     "scale_for_cosine_sim",
     "GlobalAttention",
     "GlobalAttentionSpec",

@@ -14,9 +14,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from hourglass.nn._init import zero_init
+from hourglass.nn.attention.kind import AttentionKind
 from hourglass.nn.pos_emb import apply_rotary_emb
 from hourglass.registry import POS_EMB
-from hourglass.spec import Spec
+from hourglass.spec import Problem, Spec
 
 __all__ = ["AttentionSpec", "SelfAttention", "scale_for_cosine_sim", "counting_macs"]
 
@@ -61,7 +62,7 @@ class AttentionSpec(Spec):
     zero_init: bool = Field(True, description="zero-initialise the output projection")
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(AttentionKind, nn.Module):
     """Multi-head self-attention over a token grid; subclasses define :meth:`attend`.
 
     ``qkv = Linear(w -> 3w)`` laid out ``(t n_heads d_head)``; optional cosine-sim scaling,
@@ -72,13 +73,11 @@ class SelfAttention(nn.Module):
 
     Context:
         width: channels of the level.
-        pos_emb: the model's positional-encoding spec; only ``kind == "rope"`` ones act here.
+        pos_emb: the model's positional-encoding spec; only relative encodings act here.
         layer_index: index of the layer within its level (decoder layers continue the count).
         dropout: dropout rate after the attention.
     """
 
-    backends: ClassVar[tuple[str, ...]] = ()
-    kind_name: ClassVar[str] = ""
     rope_pos_in_compute_dtype: ClassVar[bool] = False
 
     def __init__(
@@ -109,12 +108,25 @@ class SelfAttention(nn.Module):
         self.pos_emb = None
         if pos_emb is not None:
             pos_emb = POS_EMB.validate(pos_emb)
-            if getattr(POS_EMB.get(pos_emb.type), "kind", None) == "rope":
+            if POS_EMB.get(pos_emb.type).encoding == "relative":
                 self.pos_emb = POS_EMB.build(pos_emb, d_head=spec.d_head, n_heads=self.n_heads, width=width)
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(width, width, bias=spec.out_bias)
         if spec.zero_init:
             zero_init(self.out_proj)
+
+    @classmethod
+    def heads(cls, spec: AttentionSpec, width: int) -> int:
+        """``width // d_head``."""
+        return width // spec.d_head
+
+    @classmethod
+    def width_problems(cls, spec: AttentionSpec, width: int) -> list[Problem]:
+        """``width`` must split into heads of ``spec.d_head`` channels."""
+        if width % spec.d_head:
+            return [Problem("", f"{width} is not divisible by the attention's d_head {spec.d_head}",
+                            f"use a multiple of {spec.d_head} or change d_head")]
+        return []
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         """Token mixing of the kind: ``(B, H, W, n_heads, d_head)`` x3 -> same shape."""

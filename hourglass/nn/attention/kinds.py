@@ -1,12 +1,15 @@
 """Attention kinds: global, neighborhood, shifted window and none (PAPER.md §1.11).
 
 A kind changes the maths (and lives in the recipe); the backend that computes it is a runtime
-choice made in :mod:`hourglass.backends` and never changes the ``state_dict``.
+choice made in :mod:`hourglass.backends` and never changes the ``state_dict``. Each kind declares
+its kernel, grid rule, label and MACs (the :class:`~hourglass.nn.attention.kind.AttentionKind`
+contract).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -14,8 +17,9 @@ from torch import Tensor, nn
 
 from hourglass import backends
 from hourglass.nn.attention._base import AttentionSpec, SelfAttention
+from hourglass.nn.attention.kind import AttentionKind
 from hourglass.registry import ATTENTION
-from hourglass.spec import Spec
+from hourglass.spec import Problem, Spec
 
 __all__ = [
     "GlobalAttention",
@@ -38,7 +42,8 @@ class GlobalAttention(SelfAttention):
     """Every token attends to every token: O(tokens^2); used at the innermost level(s)."""
 
     Spec = GlobalAttentionSpec
-    backends = backends.BACKENDS["global"]
+    kernel = "global"
+    connects_all_tokens = True
     rope_pos_in_compute_dtype = True
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -63,7 +68,27 @@ class NeighborhoodAttention(SelfAttention):
     """
 
     Spec = NeighborhoodAttentionSpec
-    backends = backends.BACKENDS["neighborhood"]
+    kernel = "neighborhood"
+
+    @classmethod
+    def grid_problems(
+        cls, spec: NeighborhoodAttentionSpec, grid: tuple[int, int], layers: Iterable[int] = (0,)
+    ) -> list[Problem]:
+        """The ``k x k`` window (``k * dilation`` tokens wide) must fit inside the grid."""
+        span, side = spec.kernel_size * spec.dilation, min(grid)
+        if span <= side:
+            return []
+        dil = f" (x dilation {spec.dilation})" if spec.dilation != 1 else ""
+        return [Problem(
+            "kernel_size", f"{spec.kernel_size}{dil} does not fit the {grid[0]}x{grid[1]} token grid",
+            f"use kernel_size <= {max(side // spec.dilation, 1)} or an attention kind without a window "
+            "(e.g. global) at this level",
+        )]
+
+    @classmethod
+    def label(cls, spec: NeighborhoodAttentionSpec) -> str:
+        """``"neighborhood k7"`` (``" d2"`` appended for a dilation)."""
+        return f"neighborhood k{spec.kernel_size}" + (f" d{spec.dilation}" if spec.dilation != 1 else "")
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         return backends.neighborhood_attention(
@@ -84,7 +109,23 @@ class ShiftedWindowAttention(SelfAttention):
     """Swin-style windows of s x s tokens, shifted by s/2 on odd layers (PAPER.md §1.11)."""
 
     Spec = ShiftedWindowAttentionSpec
-    backends = backends.BACKENDS["shifted_window"]
+    kernel = "shifted_window"
+
+    @classmethod
+    def grid_problems(
+        cls, spec: ShiftedWindowAttentionSpec, grid: tuple[int, int], layers: Iterable[int] = (0,)
+    ) -> list[Problem]:
+        """The window side must divide both sides of the grid."""
+        s = spec.window_size
+        if grid[0] % s == 0 and grid[1] % s == 0:
+            return []
+        return [Problem("window_size", f"{s} does not divide the {grid[0]}x{grid[1]} token grid",
+                        f"use a divisor of {grid[0]} and {grid[1]}")]
+
+    @classmethod
+    def label(cls, spec: ShiftedWindowAttentionSpec) -> str:
+        """``"shifted_window s8"``."""
+        return f"shifted_window s{spec.window_size}"
 
     @property
     def shift(self) -> int:
@@ -108,11 +149,10 @@ class NoAttentionSpec(Spec):
 
 
 @ATTENTION.register("none")
-class NoAttention(nn.Module):
+class NoAttention(AttentionKind, nn.Module):
     """No token mixing: layers of this kind are FFN-only (the paper's "no attention" ablation)."""
 
     Spec = NoAttentionSpec
-    is_identity: ClassVar[bool] = True
 
     def __init__(self, spec: NoAttentionSpec | None = None, **_: object) -> None:
         super().__init__()

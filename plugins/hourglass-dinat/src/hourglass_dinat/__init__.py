@@ -6,8 +6,10 @@ neighborhood attention (dilation 1: local detail) with *dilated* neighborhood at
 a sparse global view) in consecutive layers. This plugin registers attention kind ``dinat``:
 layer ``i`` of a level uses ``dilations[i % len(dilations)]`` (decoder layers continue the
 count, as the model passes ``layer_index``), and computes through
-:func:`hourglass.plugin.neighborhood_attention`, so every neighborhood backend (pure PyTorch,
-NATTEN, flex) runs it and the weights are those of any hourglass attention kind.
+:func:`hourglass.plugin.neighborhood_attention`: its kernel is ``neighborhood``, so every
+neighborhood backend (pure PyTorch, NATTEN, flex) runs it, ``[runtime.backends] neighborhood``
+pins it, and the weights are those of any hourglass attention kind. Its grid rule (every layer's
+window must fit its level's token grid) is checked when a recipe is validated.
 
 Enable it in a recipe::
 
@@ -21,12 +23,13 @@ The plugin's entry point (group ``hourglass.plugins``) is :func:`register`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import field_validator
 from torch import Tensor
 
-from hourglass.plugin import BACKENDS, AttentionSpec, Field, SelfAttention, neighborhood_attention
+from hourglass.plugin import AttentionSpec, Field, Problem, SelfAttention, neighborhood_attention
 from hourglass.plugin import register as register_component
 
 __all__ = ["DilatedNeighborhoodAttention", "DilatedNeighborhoodAttentionSpec", "register", "__version__"]
@@ -73,7 +76,41 @@ class DilatedNeighborhoodAttention(SelfAttention):
     """
 
     Spec = DilatedNeighborhoodAttentionSpec
-    backends = BACKENDS["neighborhood"]
+    kernel = "neighborhood"
+
+    @staticmethod
+    def layer_dilation(spec: DilatedNeighborhoodAttentionSpec, layer_index: int, grid: tuple[int, int]) -> int:
+        """The dilation of layer ``layer_index`` on an ``h x w`` grid (after clamping, if enabled).
+
+        Returns:
+            ``d = dilations[layer_index % len(dilations)]``, or with ``clamp_dilation``
+            ``max(1, min(d, min(h, w) // kernel_size))``.
+        """
+        d = spec.dilations[layer_index % len(spec.dilations)]
+        if not spec.clamp_dilation:
+            return d
+        return max(1, min(d, min(grid) // spec.kernel_size))
+
+    @classmethod
+    def grid_problems(
+        cls, spec: DilatedNeighborhoodAttentionSpec, grid: tuple[int, int], layers: Iterable[int] = (0,)
+    ) -> list[Problem]:
+        """Every layer's ``k x k`` window, ``kernel_size * dilation`` tokens wide, must fit the grid."""
+        side = min(grid)
+        if spec.kernel_size > side:
+            return [Problem("kernel_size", f"{spec.kernel_size} does not fit the {grid[0]}x{grid[1]} token grid",
+                            f"use kernel_size <= {side} or global attention at this level")]
+        wide = sorted({d for i in layers if spec.kernel_size * (d := cls.layer_dilation(spec, i, grid)) > side})
+        if wide:
+            return [Problem("dilations", f"dilation {wide[0]} spreads the {spec.kernel_size}x{spec.kernel_size} "
+                            f"window over {spec.kernel_size * wide[0]} tokens, more than the {grid[0]}x{grid[1]} "
+                            "token grid", f"use dilations <= {side // spec.kernel_size} or clamp_dilation = true")]
+        return []
+
+    @classmethod
+    def label(cls, spec: DilatedNeighborhoodAttentionSpec) -> str:
+        """``"dinat k7 d1,2"``."""
+        return f"dinat k{spec.kernel_size} d{','.join(map(str, spec.dilations))}"
 
     @property
     def dilation(self) -> int:
@@ -82,17 +119,8 @@ class DilatedNeighborhoodAttention(SelfAttention):
         return dilations[self.layer_index % len(dilations)]
 
     def dilation_at(self, h: int, w: int) -> int:
-        """The dilation used on an ``h x w`` token grid (after clamping, if enabled).
-
-        Args:
-            h, w: token grid of the level.
-
-        Returns:
-            ``dilation``, or with ``clamp_dilation`` ``max(1, min(dilation, min(h, w) // kernel_size))``.
-        """
-        if not self.spec.clamp_dilation:
-            return self.dilation
-        return max(1, min(self.dilation, min(h, w) // self.spec.kernel_size))
+        """The dilation used on an ``h x w`` token grid (see :meth:`layer_dilation`)."""
+        return self.layer_dilation(self.spec, self.layer_index, (h, w))
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         """``q, k, v (B, H, W, n_heads, d_head)`` -> ``(B, H, W, n_heads, d_head)``.

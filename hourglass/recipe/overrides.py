@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from hourglass._recipe_toml import parse_value
+from hourglass.recipe.toml import parse_value
 
 __all__ = ["OverrideError", "parse_path", "format_path", "apply_override", "apply_overrides", "lookup"]
 

@@ -1,69 +1,32 @@
-"""Structured recipe problems: pydantic errors turned into ``path = value: rule; fix`` lines.
+"""Recipe problems: pydantic's errors turned into :class:`~hourglass.spec.Problem` s with recipe paths.
 
-Every problem carries the recipe path (``model.levels[1].attention.kernel_size``), the value
-found there and a message saying what rule it breaks and how to fix it. Messages of the form
-``"path: problem; path: problem"`` (raised by a spec's cross-field validator, e.g. HDiTSpec's
-grid rules) are split into one problem per part, with the paths made absolute.
+Every problem carries the recipe path (``model.levels[1].attention.kernel_size``), the value found
+there, the rule that is broken and how to fix it. Specs that check several fields together raise
+:class:`~hourglass.spec.SpecError` with their problems already structured (paths relative to the
+spec); pydantic keeps that exception in the error's context, so here the paths are only prefixed.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 import types
 import typing
-from dataclasses import dataclass
 from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from hourglass._recipe_overrides import format_path, lookup
-from hourglass.registry import Registry
+from hourglass.recipe.overrides import format_path, lookup
+from hourglass.registry import ComponentOf, Registry
+from hourglass.spec import NO_VALUE, Problem, SpecError
 
-__all__ = ["Problem", "RecipeError", "problems_from_validation", "model_at", "NO_VALUE"]
-
-
-class _NoValue:
-    def __repr__(self) -> str:
-        return "<no value>"
-
-
-NO_VALUE: Any = _NoValue()
-_PART_START = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*): (.+)$", re.S)
-_PART_SPLIT = re.compile(r"; (?=[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*: )")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a recipe.
-
-    Attributes:
-        path: dotted recipe path, e.g. ``"model.levels[1].attention.kernel_size"`` (``""``: the file).
-        value: the value found there (:data:`NO_VALUE` if the key is missing or unknown).
-        message: the rule that is broken and how to fix it.
-    """
-
-    path: str
-    value: Any
-    message: str
-
-    def __str__(self) -> str:
-        where = self.path or "(recipe)"
-        if self.value is NO_VALUE:
-            return f"{where}: {self.message}"
-        return f"{where} = {_show(self.value)}: {self.message}"
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+__all__ = ["Problem", "RecipeError", "problems_from_validation", "model_at", "NO_VALUE", "with_values"]
 
 
 class RecipeError(ValueError):
     """A recipe that cannot be used, with every problem found (not just the first).
 
     Attributes:
-        problems: the :class:`Problem` list, in recipe order.
+        problems: the :class:`~hourglass.spec.Problem` list (absolute recipe paths), in recipe order.
         source: the file (or ``"<string>"``) the recipe came from, if known.
     """
 
@@ -82,26 +45,29 @@ class RecipeError(ValueError):
         return self._text()
 
 
-# -- walking the schema ---------------------------------------------------------------------------
-def _registry_in(metadata: Any) -> Registry | None:
-    """The registry behind a ``Component(REG)`` validator (read from the validator's closure)."""
-    func = getattr(metadata, "func", None)
-    for cell in getattr(func, "__closure__", None) or ():
-        try:
-            content = cell.cell_contents
-        except ValueError:  # an empty cell
+def with_values(problems: list[Problem], data: Any) -> list[Problem]:
+    """``problems`` with the value found at each (absolute) path of ``data`` filled in."""
+    from hourglass.recipe.overrides import OverrideError, parse_path
+
+    out = []
+    for p in problems:
+        if p.value is not NO_VALUE or not p.path:
+            out.append(p)
             continue
-        if isinstance(content, Registry):
-            return content
-    return None
+        try:
+            found = lookup(data, parse_path(p.path))
+        except OverrideError:
+            found = None
+        out.append(Problem(p.path, p.message, p.hint, NO_VALUE if found is None else found))
+    return out
 
 
+# -- walking the schema ---------------------------------------------------------------------------
 def _descriptor(annotation: Any, metadata: Any = ()) -> Any:
     """What a field holds: a model class, a Registry, ``("seq", inner)``, ``("map", inner)`` or None."""
     for m in metadata or ():
-        reg = _registry_in(m)
-        if reg is not None:
-            return reg
+        if isinstance(m, ComponentOf):
+            return m.registry
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
@@ -159,6 +125,8 @@ def model_at(root: type[BaseModel], data: Any, parts: list[Any]) -> type[BaseMod
 # -- converting errors ----------------------------------------------------------------------------
 def _clean_loc(loc: tuple, data: Any, keep_last: bool) -> list[Any]:
     """Drop pydantic's union/validator tags (``'int'``, ``'function-wrap[...]'``) from a location."""
+    import re
+
     out: list[Any] = []
     node = data
     for i, part in enumerate(loc):
@@ -218,7 +186,7 @@ def _convert(err: dict, data: Any, root: type[BaseModel], prefix: list[Any]) -> 
         field = parent.model_fields.get(loc[-1]) if parent is not None and loc else None
         about = f" ({field.description})" if field is not None and field.description else ""
         where = format_path(loc[:-1]) or "the recipe"
-        return [Problem(path, NO_VALUE, f"required key is missing{about}; add {loc[-1]!s} = ... to {where}")]
+        return [Problem(path, f"required key is missing{about}", f"add {loc[-1]!s} = ... to {where}")]
     if kind == "extra_forbidden":
         parent = model_at(root, data, loc[:-1])
         names = _field_names(parent)
@@ -228,81 +196,21 @@ def _convert(err: dict, data: Any, root: type[BaseModel], prefix: list[Any]) -> 
         close = difflib.get_close_matches(str(loc[-1]), names, n=1)
         fix = f"did you mean {close[0]!r}? " if close else ""
         fix += f"valid keys: {', '.join(names)}" if names else "remove it"
-        return [Problem(path, value, f"{msg}; {fix}")]
+        return [Problem(path, msg, fix, value)]
     if kind in ("value_error", "assertion_error"):
         error = (err.get("ctx") or {}).get("error")
-        listed = getattr(error, "problems", None)
-        if isinstance(listed, (list, tuple)) and listed and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in listed
-        ):  # a validator that lists its problems as (relative path, message) pairs
-            return _split_listed(listed, loc, data, root, value)
+        if isinstance(error, SpecError):
+            return with_values([p.under(path) for p in error.problems], data)
         text = str(error) if error is not None else str(err["msg"]).removeprefix("Value error, ")
-        return _split_parts(text, loc, data, root, value)
-    msg = str(err["msg"])
-    fix = _FIXES.get(kind)
-    return [Problem(path, value, f"{msg}; {fix}" if fix else msg)]
-
-
-def _owner_fields(root: type[BaseModel], data: Any, loc: list[Any]) -> set[str]:
-    owner = model_at(root, data, loc)
-    return set(owner.model_fields) if owner is not None else set()
-
-
-def _absolute(text: str, loc: list[Any], fields: set[str]) -> list[Any] | None:
-    """``loc + path`` for a path relative to the spec at ``loc`` (or naming ``loc``'s own field), else None."""
-    from hourglass._recipe_overrides import OverrideError, parse_path
-
-    try:
-        sub = parse_path(text)
-    except OverrideError:
-        return None
-    if sub and sub[0] in fields:
-        return loc + sub  # relative to the spec that raised
-    if sub and loc and sub[0] == loc[-1]:
-        return loc[:-1] + sub  # a field validator naming its own field first
-    return None
-
-
-def _at(full: list[Any], data: Any, message: str) -> Problem:
-    found = lookup(data, full)
-    return Problem(format_path(full), NO_VALUE if found is None else found, message)
-
-
-def _split_listed(listed: Any, loc: list[Any], data: Any, root: type[BaseModel], value: Any) -> list[Problem]:
-    """Problems from an exception's ``problems`` list of ``(relative path, message)`` pairs."""
-    fields = _owner_fields(root, data, loc)
-    out = []
-    for path, message in listed:
-        full = _absolute(path, loc, fields) if path else None
-        if full is not None:
-            out.append(_at(full, data, message))
-        else:
-            prefix = f"{path}: " if path else ""
-            out.append(Problem(format_path(loc), NO_VALUE if isinstance(value, dict) else value, prefix + message))
-    return out
-
-
-def _split_parts(text: str, loc: list[Any], data: Any, root: type[BaseModel], value: Any) -> list[Problem]:
-    """Split ``"a.b: problem; c[1].d: problem"`` into problems at ``loc + a.b`` and ``loc + c[1].d``."""
-    fields = _owner_fields(root, data, loc)
-    problems: list[Problem] = []
-    for part in _PART_SPLIT.split(text):
-        match = _PART_START.match(part)
-        full = _absolute(match.group(1), loc, fields) if match else None
-        if full is not None:
-            problems.append(_at(full, data, match.group(2)))
-        elif problems:
-            last = problems.pop()  # a '; ' inside one message: glue it back
-            problems.append(Problem(last.path, last.value, f"{last.message}; {part}"))
-        else:
-            problems.append(Problem(format_path(loc), NO_VALUE if isinstance(value, dict) else value, part))
-    return problems
+        return [Problem(path, text, "", NO_VALUE if isinstance(value, dict) else value)]
+    fix = _FIXES.get(kind, "")
+    return [Problem(path, str(err["msg"]), fix, value)]
 
 
 def problems_from_validation(
     error: ValidationError, data: Any, root: type[BaseModel], prefix: list[Any] | tuple = ()
 ) -> list[Problem]:
-    """Every error of ``error`` as :class:`Problem` s with absolute recipe paths.
+    """Every error of ``error`` as :class:`~hourglass.spec.Problem` s with absolute recipe paths.
 
     Args:
         error: what validating the object at ``prefix`` inside ``data`` raised.
@@ -317,8 +225,9 @@ def problems_from_validation(
             if problem.path in seen:  # union alternatives: one problem listing what would do
                 i = seen[problem.path]
                 old = problems[i]
-                if problem.message not in old.message:
-                    problems[i] = Problem(old.path, old.value, f"{old.message}; or: {problem.message}")
+                if problem.text not in old.text:
+                    problems[i] = Problem(old.path, old.message, f"{old.hint + '; ' if old.hint else ''}or: "
+                                          f"{problem.text}", old.value)
                 continue
             seen[problem.path] = len(problems)
             problems.append(problem)

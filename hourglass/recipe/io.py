@@ -1,0 +1,191 @@
+"""Reading, overriding, writing and building recipes.
+
+:func:`load_recipe` reports *every* problem at once as a :class:`~hourglass.recipe.RecipeError`,
+each with its recipe path, the value found and how to fix it; :func:`apply_overrides` applies
+``--set`` overrides before validation; :func:`dump_recipe` writes the resolved recipe back as TOML;
+:func:`build_model` builds the backbone with the runtime's pinned attention backends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from hourglass.recipe import toml
+from hourglass.recipe.overrides import OverrideError
+from hourglass.recipe.overrides import apply_overrides as _apply_overrides
+from hourglass.recipe.problems import RecipeError, problems_from_validation, with_values
+from hourglass.recipe.schema import SECTIONS, Recipe, cross_field_problems
+from hourglass.registry import MODEL
+from hourglass.spec import NO_VALUE, Problem
+
+__all__ = [
+    "plain_data",
+    "dump_recipe",
+    "apply_overrides",
+    "recipe_from_data",
+    "loads_recipe",
+    "load_recipe",
+    "build_model",
+]
+
+
+def plain_data(value: Any) -> Any:
+    """Dicts/lists/scalars only (tuples -> lists, ``None`` entries dropped): what TOML can hold."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: kv[0] != "type")  # a component's type first
+        return {str(k): plain_data(v) for k, v in items if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dump_recipe(recipe: Recipe, header: str = "") -> str:
+    """Write ``recipe`` (defaults and overrides resolved) as TOML that loads to an equal recipe.
+
+    Args:
+        recipe: a validated :class:`Recipe`.
+        header: comment lines put at the top.
+    Returns:
+        TOML text.
+    """
+    return toml.dumps(recipe.to_data(), header=header)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple[str, Any]]) -> dict[str, Any]:
+    """Apply ``--set`` style overrides to plain recipe data (a copy is returned).
+
+    Args:
+        data: recipe data (e.g. from ``tomllib``) or a :class:`Recipe` (its resolved data is used).
+        overrides: ``"train.lr=1e-4"``, ``"model.levels[0].depth=3"``, ``"data.dataset.root=/x"``
+            strings (values read as TOML, else as plain strings) or ``(path, value)`` pairs.
+    Raises:
+        RecipeError: listing every malformed override.
+    """
+    if isinstance(data, Recipe):
+        data = data.to_data()
+    problems = []
+    out = _apply_overrides(data, ())
+    for item in overrides:
+        try:
+            out = _apply_overrides(out, (item,))
+        except OverrideError as exc:
+            problems.append(Problem(exc.path, exc.message, "", NO_VALUE if exc.value is None else exc.value))
+    if problems:
+        raise RecipeError(problems, source="--set overrides")
+    return out
+
+
+def recipe_from_data(
+    data: dict[str, Any], overrides: Iterable[str | tuple[str, Any]] = (), source: str | None = None
+) -> Recipe:
+    """Validate plain recipe data (after ``overrides``) into a :class:`Recipe`.
+
+    Raises:
+        RecipeError: with every problem found, each naming its recipe path.
+    """
+    if not isinstance(data, dict):
+        raise RecipeError([Problem("", f"a recipe must be a table, got {type(data).__name__}")], source)
+    try:
+        data = apply_overrides(data, overrides)
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, source) from None
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, data, Recipe)
+    problems += _partial_cross_problems(data, {p.path for p in problems})
+    raise RecipeError(problems, source)
+
+
+def _partial_cross_problems(data: dict[str, Any], known: set[str]) -> list[Problem]:
+    """Cross-section rules among the sections that did validate (so one run reports them too)."""
+    sections: dict[str, Any] = {}
+    for name in ("model", *SECTIONS):
+        value = data.get(name)
+        try:
+            if name == "model":
+                sections[name] = MODEL.validate(value) if value is not None else None
+            elif value is not None or not Recipe.model_fields[name].is_required():
+                sections[name] = SECTIONS[name].model_validate(value if value is not None else {})
+        except (ValidationError, ValueError, TypeError):
+            sections[name] = None
+    found = cross_field_problems(**{k: sections.get(k) for k in ("model", "diffusion", "data", "train", "sample")})
+    return [p for p in with_values(found, data) if p.path not in known]
+
+
+def loads_recipe(text: str, overrides: Iterable[str | tuple[str, Any]] = (), source: str = "<string>") -> Recipe:
+    """Parse TOML ``text`` and validate it (after ``overrides``) into a :class:`Recipe`.
+
+    Raises:
+        RecipeError: for TOML syntax errors (with line and column) and every schema problem.
+    """
+    try:
+        data = toml.loads(text)
+    except toml.TOMLDecodeError as exc:
+        where = toml.toml_location(exc)
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        if where is not None:
+            line, col = where
+            lines = text.splitlines()
+            shown = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+            message = f"TOML syntax error at line {line}, column {col}: {reason}"
+            if shown:
+                message += f" (the line reads: {shown!r})"
+        else:
+            message = f"TOML syntax error: {reason}"
+        hint = "fix the syntax there (strings need quotes, tables [name], arrays [a, b])"
+        raise RecipeError([Problem("", message, hint)], source) from None
+    return recipe_from_data(data, overrides, source)
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str | tuple[str, Any]] = ()) -> Recipe:
+    """Read, override and validate a recipe file.
+
+    Args:
+        path: a ``.toml`` recipe.
+        overrides: dotted overrides, e.g. ``["train.lr=1e-4", "model.levels[0].depth=3"]``.
+    Returns:
+        The validated, frozen :class:`Recipe`.
+    Raises:
+        RecipeError: listing every problem (missing file, TOML syntax, schema, cross-field rules).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise RecipeError(
+            [Problem("", f"cannot read the recipe file: {reason}", "check the path")], str(path)
+        ) from None
+    return loads_recipe(text, overrides, source=str(path))
+
+
+def build_model(recipe: Recipe, device: str = "meta") -> Any:
+    """Build the recipe's backbone (on ``device``; ``"meta"`` allocates no memory for weights).
+
+    The runtime's explicit attention backends (``[runtime.backends]``, by kernel) are pinned on
+    every attention module that kernel computes, plugin kinds included; ``auto`` kernels are left
+    for the backend resolver to pick at run time.
+
+    Args:
+        recipe: a validated :class:`~hourglass.recipe.Recipe`.
+        device: ``"meta"``, ``"cpu"``, ``"cuda"``, ...; ``"auto"`` follows :func:`hourglass.devices.resolve_device`.
+    Returns:
+        The ``nn.Module``; ``model.spec`` is ``recipe.model``.
+    """
+    import torch
+
+    from hourglass.devices import resolve_device
+    from hourglass.nn.attention import pin_backends
+
+    with torch.device(resolve_device(device)):
+        model = MODEL.build(recipe.model)
+    pin_backends(model, recipe.runtime.backends)
+    return model

@@ -1,0 +1,292 @@
+"""The recipe schema: six sections, each a frozen spec, and the rules that span sections.
+
+* ``[model]``: a registered model type and its component graph (``[[model.levels]]`` tables,
+  ``mapping``, ``pos_emb``, ``ffn``, ...), validated by the MODEL registry, so plugin components
+  need no schema change. ``preset = "hdit_s"`` starts from a preset; the other keys override it.
+* ``[diffusion]``: denoiser (with ``sigma_data``), loss weighting, training sigma density.
+* ``[data]``: the dataset component, batch size, loader workers, Karras augmentation.
+* ``[train]``: AdamW, EMA, clipping, class dropout, checkpoint/sample/log cadence, seed.
+* ``[sample]``: sampler, sigma schedule, steps, guidance scale, how many images.
+* ``[runtime]``: device, dtype, ``torch.compile``, attention backends (not the model's identity).
+
+Rules that span sections (classes and channels of model and data, guidance, batch splits, one
+``sigma_data``) live in :func:`cross_field_problems`; they ask the components' contracts (a
+dataset's declared classes and channels, the model's ``embeds_aug``), never their names.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from hourglass.data.augment import KarrasAugmentSpec
+from hourglass.registry import DATASET, DENOISER, MODEL, SAMPLER, SCHEDULE, SIGMA_DENSITY, WEIGHTING
+from hourglass.spec import Component, Problem, Spec, raise_problems
+
+__all__ = [
+    "Recipe",
+    "DiffusionSection",
+    "DataSection",
+    "TrainSection",
+    "EMASection",
+    "SampleSection",
+    "RuntimeSection",
+    "SECTIONS",
+    "cross_field_problems",
+    "class_problems",
+    "channel_problems",
+]
+
+
+class DiffusionSection(Spec):
+    """``[diffusion]``: preconditioning, loss weighting and training noise levels (PAPER.md §2)."""
+
+    denoiser: Component(DENOISER) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: DENOISER.validate("karras"),
+        description="preconditioning of the backbone (EDM / Karras 2022), including sigma_data",
+    )
+    weighting: Component(WEIGHTING) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: WEIGHTING.validate("soft_min_snr"), description="loss weighting w(sigma)"
+    )
+    sigma_density: Component(SIGMA_DENSITY) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: SIGMA_DENSITY.validate("cosine_interpolated"),
+        description="distribution of the training noise levels",
+    )
+
+
+class DataSection(Spec):
+    """``[data]``: what to train on. Images are loaded at ``model.input_size``."""
+
+    dataset: Component(DATASET) = Field(  # type: ignore[valid-type]
+        ..., description="dataset component, e.g. {type = \"imagefolder\", root = \"/data/ffhq\"}"
+    )
+    batch_size: int = Field(
+        256, ge=1, description="images per optimizer step, over all devices and accumulation steps together"
+    )
+    num_workers: int = Field(2, ge=0, description="data-loading worker processes (0: load in the main process)")
+    augment: KarrasAugmentSpec = Field(
+        default_factory=KarrasAugmentSpec, description="non-leaking Karras augmentation; p = 0 turns it off"
+    )
+
+
+class EMASection(Spec):
+    """``[train.ema]``: ``decay_t = min(decay_max, 1 - (1 + t)^(-power))`` (PAPER.md §2)."""
+
+    decay_max: float = Field(0.9999, gt=0, lt=1, description="largest EMA decay")
+    power: float = Field(0.75, gt=0, description="warm-up power (2/3 is the other common value)")
+
+
+class TrainSection(Spec):
+    """``[train]``: optimisation and bookkeeping (PAPER.md §2 defaults)."""
+
+    steps: int = Field(100_000, ge=1, description="optimizer steps to train for")
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate")
+    lr_schedule: Literal["constant", "linear_warmup", "cosine"] = Field(
+        "constant", description="learning-rate schedule after the warm-up (the paper: constant)"
+    )
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas, each in [0, 1)")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    weight_decay: float = Field(1e-2, ge=0, description="decoupled weight decay, on Linear weights only")
+    mapping_lr_scale: float = Field(1 / 3, gt=0, description="lr factor of the mapping network and adaptive norms")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up (0: none)")
+    grad_clip: float = Field(1.0, ge=0, description="gradient-norm clip (0: no clipping)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step; data.batch_size is split into them")
+    ema: EMASection = Field(default_factory=EMASection, description="EMA of the weights")
+    class_dropout: float = Field(0.1, ge=0, lt=1, description="probability of dropping the class (for CFG)")
+    checkpoint_every: int = Field(10_000, ge=1, description="steps between checkpoints")
+    keep_last: int = Field(3, ge=0, description="checkpoints kept on disk (0: keep all)")
+    sample_every: int = Field(5_000, ge=0, description="steps between sample grids (0: never)")
+    log_every: int = Field(100, ge=1, description="steps between log lines")
+    seed: int = Field(0, description="seed of initialisation, data order, noise and augmentation")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (saves memory)")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"each AdamW beta must be in [0, 1), got {list(value)}; the paper uses [0.9, 0.95]")
+        return value
+
+
+class SampleSection(Spec):
+    """``[sample]``: how images are drawn (during training and by ``hourglass sample``)."""
+
+    sampler: Component(SAMPLER) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: SAMPLER.validate("dpmpp_3m_sde"), description="ODE/SDE sampler"
+    )
+    schedule: Component(SCHEDULE) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: SCHEDULE.validate("karras"), description="sigma schedule (sigma_min, sigma_max)"
+    )
+    steps: int = Field(50, ge=1, description="denoiser evaluations per image (per guidance branch)")
+    cfg_scale: float = Field(1.0, ge=0, description="classifier-free guidance w; 1 = no guidance")
+    n: int = Field(64, ge=1, description="images to generate")
+    batch_size: int = Field(64, ge=1, description="images per sampling batch")
+    seed: int = Field(0, description="seed of the initial noise and the SDE noise")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class RuntimeSection(Spec):
+    """``[runtime]``: where and how to run; never changes the weights or the maths."""
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (auto: cuda if available, else cpu)")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)"
+    )
+    compile: bool = Field(False, description="torch.compile the model")
+    backends: dict[str, str] = Field(
+        default_factory=dict,
+        description="backend per attention kernel, e.g. {neighborhood = \"natten\"}; every attention kind "
+        "computed by that kernel (plugin kinds included) uses it; unlisted kernels use auto",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N; use e.g. \"cuda:0\"")
+        return value
+
+    @field_validator("backends")
+    @classmethod
+    def _backends(cls, value: dict[str, str]) -> dict[str, str]:
+        from hourglass.backends import check_backend_choice
+
+        problems = []
+        for kernel, name in value.items():
+            reason = check_backend_choice(kernel, name)
+            if reason is not None:
+                problems.append(Problem(kernel, reason, "use a listed name, or remove the line for auto"))
+        raise_problems(problems)
+        return value
+
+
+def _sigma_data_of(spec: Any) -> float | None:
+    value = spec.model_dump().get("sigma_data")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def class_problems(model_classes: int, data_classes: int, dataset: str) -> list[Problem]:
+    """The one rule between the model's and the data's classes, at path ``model.num_classes``.
+
+    Args:
+        model_classes: ``model.num_classes`` (0: unconditional).
+        data_classes: the dataset's classes (0: unlabelled).
+        dataset: the dataset's type, for the message.
+    """
+    if model_classes and not data_classes:
+        return [Problem("model.num_classes", f"the model has {model_classes} classes but data.dataset ({dataset}) "
+                        "is unlabelled", "set model.num_classes = 0 or use labelled data")]
+    if data_classes and model_classes and model_classes != data_classes:
+        return [Problem("model.num_classes", f"{model_classes} does not match the {data_classes} classes of "
+                        f"data.dataset ({dataset})", f"set model.num_classes = {data_classes}")]
+    return []
+
+
+def channel_problems(model_channels: int, data_channels: int) -> list[Problem]:
+    """The one rule between the model's input channels and the data's, at path ``model.in_channels``."""
+    if model_channels != data_channels:
+        return [Problem("model.in_channels", f"{model_channels} does not match the data's {data_channels} channels",
+                        f"set model.in_channels = {data_channels} or change data.dataset.channels")]
+    return []
+
+
+def cross_field_problems(
+    model: Any = None, diffusion: Any = None, data: Any = None, train: Any = None, sample: Any = None
+) -> list[Problem]:
+    """Rules that span sections, with absolute recipe paths; sections given as None are skipped.
+
+    Checked: model classes and channels vs what the dataset declares (:meth:`classes_of`,
+    :meth:`channels_of` of its contract; unknown until loading is checked by the trainer with the
+    same rules), augmentation needs a model that embeds ``aug_cond``, guidance needs classes, the
+    batch splits into ``grad_accum`` micro-batches, one ``sigma_data``.
+    """
+    problems: list[Problem] = []
+    if model is not None and data is not None:
+        dataset = DATASET.get(data.dataset.type)
+        data_classes = dataset.classes_of(data.dataset)
+        if data_classes is not None:
+            problems += class_problems(model.num_classes, data_classes, data.dataset.type)
+        data_channels = dataset.channels_of(data.dataset)
+        if data_channels is not None:
+            problems += channel_problems(model.in_channels, data_channels)
+        if data.augment.p > 0 and not model.embeds_aug:
+            problems.append(Problem(
+                "data.augment.p", f"{data.augment.p} augments the data, but this {model.type} model does not embed "
+                "aug_cond, so the augmentations would leak into its samples",
+                "set data.augment.p = 0, or use a model whose conditioning embeds aug_cond (e.g. an hdit mapping, "
+                "or augment = true where the model has it)",
+            ))
+    if model is not None and sample is not None and sample.cfg_scale != 1.0 and not model.num_classes:
+        problems.append(Problem("sample.cfg_scale", f"{sample.cfg_scale} needs a class-conditional model "
+                                "(model.num_classes > 0)", "set sample.cfg_scale = 1.0"))
+    if data is not None and train is not None and data.batch_size % train.grad_accum:
+        problems.append(Problem(
+            "data.batch_size", f"{data.batch_size} does not split into train.grad_accum = {train.grad_accum} equal "
+            "micro-batches", f"use a multiple of {train.grad_accum}",
+        ))
+    if diffusion is not None:
+        sd = _sigma_data_of(diffusion.denoiser)
+        for name in ("weighting", "sigma_density"):
+            other = _sigma_data_of(getattr(diffusion, name))
+            if sd is not None and other is not None and other != sd:
+                problems.append(Problem(f"diffusion.{name}.sigma_data", f"{other} differs from "
+                                        f"diffusion.denoiser.sigma_data {sd}", f"use the same value ({sd})"))
+    return problems
+
+
+class Recipe(Spec):
+    """A whole experiment: ``model``, ``diffusion``, ``data``, ``train``, ``sample``, ``runtime``.
+
+    Build one with :func:`~hourglass.recipe.load_recipe` (a TOML file),
+    :func:`~hourglass.recipe.loads_recipe` (TOML text) or ``Recipe.model_validate(data)``; write it
+    back with :meth:`to_toml`.
+    """
+
+    model: Component(MODEL) = Field(..., description="backbone spec: a registered model type and its components")  # type: ignore[valid-type]
+    diffusion: DiffusionSection = Field(default_factory=DiffusionSection, description="diffusion recipe")
+    data: DataSection = Field(..., description="training data")
+    train: TrainSection = Field(default_factory=TrainSection, description="optimisation and bookkeeping")
+    sample: SampleSection = Field(default_factory=SampleSection, description="sampling settings")
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection, description="device, dtype, backends")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _expand_preset(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "preset" in value:
+            from hourglass.models.factory import get_preset
+
+            rest = {k: v for k, v in value.items() if k != "preset"}
+            if not isinstance(value["preset"], str):
+                raise ValueError(f"preset: must be a preset name (a string), got {value['preset']!r}")
+            return {**get_preset(value["preset"]), **rest}
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Recipe:
+        raise_problems(cross_field_problems(
+            model=self.model, diffusion=self.diffusion, data=self.data, train=self.train, sample=self.sample
+        ))
+        return self
+
+    def to_toml(self, header: str = "") -> str:
+        """This recipe, fully resolved, as TOML text (see :func:`~hourglass.recipe.dump_recipe`)."""
+        from hourglass.recipe.io import dump_recipe
+
+        return dump_recipe(self, header=header)
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain data (dicts, lists, numbers, strings) that validates back to an equal recipe."""
+        from hourglass.recipe.io import plain_data
+
+        return plain_data(self.model_dump(mode="python"))
+
+
+#: section name -> its spec class (``model`` validates through the MODEL registry)
+SECTIONS: dict[str, Any] = {
+    "diffusion": DiffusionSection, "data": DataSection, "train": TrainSection,
+    "sample": SampleSection, "runtime": RuntimeSection,
+}
