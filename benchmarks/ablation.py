@@ -50,7 +50,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, fmt, machine_description, markdown_table  # noqa: E402
 
-from hourglass.recipe import toml  # noqa: E402
 from hourglass.evaluation import (  # noqa: E402
     DatasetImages,
     FeatureStats,
@@ -63,7 +62,10 @@ from hourglass.evaluation import (  # noqa: E402
     validation_loss,
 )
 from hourglass.flops import count_gmacs  # noqa: E402
-from hourglass.recipe import recipe_from_data  # noqa: E402
+from hourglass.recipe import (
+    recipe_from_data,  # noqa: E402
+    toml,  # noqa: E402
+)
 from hourglass.registry import DATASET  # noqa: E402
 
 __all__ = ["RUNGS", "DEFAULT_RUNGS", "rung_overrides", "rung_recipe", "run_rung", "main"]

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from hourglass.nn.attention import counting_macs
+from hourglass.nn.attention import AttentionKind, counting_macs
 
 __all__ = ["count_macs", "count_gmacs", "macs_by_module"]
 
@@ -68,14 +68,14 @@ def macs_by_module(
             hooks.append(module.register_forward_hook(linear_hook(name)))
         elif isinstance(module, nn.Conv2d):
             hooks.append(module.register_forward_hook(conv_hook(name)))
-        if hasattr(module, "attention_macs"):
+        if isinstance(module, AttentionKind):
             hooks.append(module.register_forward_hook(attention_hook(name)))
     b = input_shape[0]
     x = torch.empty(input_shape, device="meta")
     kwargs: dict[str, Any] = {}
-    if getattr(spec, "num_classes", 0):
+    if spec.num_classes:
         kwargs["class_cond"] = torch.zeros(b, dtype=torch.long, device="meta")
-    if getattr(spec, "mapping_cond_dim", 0):
+    if spec.mapping_cond_dim:
         kwargs["mapping_cond"] = torch.zeros(b, spec.mapping_cond_dim, device="meta")
     try:
         with torch.no_grad(), counting_macs():

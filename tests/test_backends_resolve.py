@@ -1,7 +1,8 @@
-"""Backend resolution: precedence, errors users hit, auto fallback, probe caching."""
+"""Backend resolution: precedence, errors users hit, auto fallback, probe caching, registration."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import sys
@@ -11,31 +12,52 @@ import pytest
 import torch
 
 from hourglass.backends import (
+    BACKEND,
     BACKENDS,
+    KERNEL,
     BackendUnavailableError,
-    _resolve,
     available_backends,
+    call_kernel,
     clear_backend_cache,
     neighborhood_attention,
+    register_backend,
+    register_kernel,
     resolve_backend,
     use_backends,
 )
+from hourglass.registry import RegistryError
 
 F32 = torch.float32
 
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch):
-    for kind in BACKENDS:
-        monkeypatch.delenv(f"HOURGLASS_BACKEND_{kind.upper()}", raising=False)
+    for kernel in BACKENDS:
+        monkeypatch.delenv(f"HOURGLASS_BACKEND_{kernel.upper()}", raising=False)
     clear_backend_cache()
     yield
     clear_backend_cache()
 
 
+@pytest.fixture
+def patch_backend():
+    """``patch_backend(kernel, name, probe=..., auto=...)`` swaps fields of a registered backend for one test."""
+    saved = []
+
+    def patch(kernel: str, name: str, **changes):
+        key = f"{kernel}:{name}"
+        old = BACKEND.get(key)
+        saved.append((key, old))
+        BACKEND.add(key, dataclasses.replace(old, **changes), override=True)
+
+    yield patch
+    for key, old in reversed(saved):
+        BACKEND.add(key, old, override=True)
+
+
 def test_backend_table():
-    assert BACKENDS == {
-        "neighborhood": ("torch", "natten", "flex"),
+    assert dict(BACKENDS) == {
+        "neighborhood": ("torch", "flex", "natten"),
         "shifted_window": ("torch", "flex"),
         "global": ("torch", "sdpa", "xformers"),
     }
@@ -75,7 +97,7 @@ def test_context_is_per_thread():
 
 
 def test_unknown_backend_name_lists_known_ones():
-    with pytest.raises(ValueError, match=r"unknown neighborhood backend 'nattn'.*torch, natten, flex.*'natten'\?"):
+    with pytest.raises(ValueError, match=r"unknown neighborhood backend 'nattn'.*torch, flex, natten.*'natten'\?"):
         resolve_backend("neighborhood", "cpu", F32, False, explicit="nattn")
     with pytest.raises(ValueError, match="known global backends: torch, sdpa, xformers"):
         with use_backends(**{"global": "flash"}):
@@ -88,10 +110,10 @@ def test_unknown_environment_value_names_the_variable(monkeypatch):
         resolve_backend("neighborhood", "cpu", F32, False)
 
 
-def test_unknown_kind_lists_known_kinds():
-    with pytest.raises(ValueError, match="known kinds: neighborhood, shifted_window, global"):
+def test_unknown_kernel_lists_known_kernels():
+    with pytest.raises(ValueError, match="known kernels: global, neighborhood, shifted_window"):
         resolve_backend("axial", "cpu", F32, False)
-    with pytest.raises(ValueError, match="unknown attention kind 'local'"):
+    with pytest.raises(ValueError, match="unknown attention kernel 'local'"):
         with use_backends(local="torch"):
             pass
 
@@ -115,7 +137,7 @@ def test_context_choice_that_cannot_run_is_raised_at_call_time():
 
 def test_available_backends_reports_reasons():
     avail = available_backends("neighborhood", "cpu", F32, requires_grad=True)
-    assert list(avail) == ["torch", "natten", "flex"]
+    assert list(avail) == ["torch", "flex", "natten"]
     assert avail["torch"] is None
     assert "backward" in avail["flex"]
     assert "backward" in avail["natten"] or "not importable" in avail["natten"]
@@ -134,17 +156,16 @@ def test_natten_forward_usable_on_cpu_but_not_backward():
     assert "backward failed on cpu" in available_backends("neighborhood", "cpu", F32, True)["natten"]
 
 
-def test_auto_logs_what_it_skipped(monkeypatch, caplog):
-    monkeypatch.setitem(_resolve.AUTO_ORDER, ("neighborhood", "cpu"), ("flex", "torch"))
+def test_auto_logs_what_it_skipped(patch_backend, caplog):
+    patch_backend("neighborhood", "flex", auto={"cpu": -1})  # before torch on the CPU
     with caplog.at_level(logging.DEBUG, logger="hourglass.backends"):
         assert resolve_backend("neighborhood", "cpu", F32, True) == "torch"
     assert "skipped flex: flex_attention has no backward on CPU" in caplog.text
     assert resolve_backend("neighborhood", "cpu", F32, False) == "flex"
 
 
-def test_auto_moves_on_when_a_backend_cannot_take_the_inputs(monkeypatch, caplog):
-    monkeypatch.setitem(_resolve.AUTO_ORDER, ("neighborhood", "cpu"), ("natten", "torch"))
-    monkeypatch.setitem(_resolve._probes, ("neighborhood", "natten"), lambda *a: None)
+def test_auto_moves_on_when_a_backend_cannot_take_the_inputs(patch_backend, caplog):
+    patch_backend("neighborhood", "natten", auto={"cpu": -1}, probe=None)
     q = torch.randn(1, 8, 8, 1, 12)  # natten needs head dims divisible by 8
     with caplog.at_level(logging.DEBUG, logger="hourglass.backends"):
         out = neighborhood_attention(q, q, q, 3)
@@ -154,14 +175,14 @@ def test_auto_moves_on_when_a_backend_cannot_take_the_inputs(monkeypatch, caplog
         neighborhood_attention(q, q, q, 3, backend="natten")
 
 
-def test_probes_are_cached_per_key(monkeypatch):
+def test_probes_are_cached_per_key(patch_backend):
     calls = []
 
     def probe(device_type, dtype, requires_grad):
         calls.append((device_type, dtype, requires_grad))
         return None
 
-    monkeypatch.setitem(_resolve._probes, ("global", "torch"), probe)
+    patch_backend("global", "torch", probe=probe)
     for _ in range(3):
         resolve_backend("global", "cpu", F32, False, explicit="torch")
     resolve_backend("global", "cpu", F32, True, explicit="torch")
@@ -169,17 +190,17 @@ def test_probes_are_cached_per_key(monkeypatch):
     assert calls == [("cpu", F32, False), ("cpu", F32, True), ("cpu", torch.float64, True)]
 
 
-def test_a_probe_that_crashes_makes_the_backend_unavailable(monkeypatch):
+def test_a_probe_that_crashes_makes_the_backend_unavailable(patch_backend):
     def probe(*args):
         raise OSError("broken shared library")
 
-    monkeypatch.setitem(_resolve._probes, ("global", "sdpa"), probe)
+    patch_backend("global", "sdpa", probe=probe)
     assert "probe failed: OSError: broken shared library" in available_backends("global")["sdpa"]
     assert resolve_backend("global", "cpu", F32, False) == "torch"  # auto falls back
 
 
-def test_auto_veto_skips_a_backend_only_for_auto(monkeypatch, caplog):
-    monkeypatch.setitem(_resolve._auto_vetoes, ("global", "sdpa"), lambda *a: "slow fallback here")
+def test_auto_veto_skips_a_backend_only_for_auto(patch_backend, caplog):
+    patch_backend("global", "sdpa", auto_veto=lambda *a: "slow fallback here")
     with caplog.at_level(logging.DEBUG, logger="hourglass.backends"):
         assert resolve_backend("global", "cpu", F32, False) == "torch"
     assert "skipped sdpa: slow fallback here" in caplog.text
@@ -195,3 +216,41 @@ def test_natten_without_compiled_kernels_is_not_auto_on_cuda(monkeypatch):
     monkeypatch.setattr(natten, "HAS_LIBNATTEN", False)
     assert "HAS_LIBNATTEN=False" in _natten._auto_veto("cuda", F32, True)
     assert _natten._auto_veto("cpu", F32, False) is None
+
+
+@pytest.fixture
+def axial_kernel():
+    """A kernel registered the way a plugin registers one (removed afterwards)."""
+
+    register_kernel("axial_test", doc="test kernel")  # stand-in maths: each backend marks its output
+    register_backend("axial_test", "torch", lambda q, k, v, scale: q * scale, auto={"*": 0})
+    register_backend("axial_test", "fast", lambda q, k, v, scale: q * scale + 1, auto={"cuda": 0})
+    yield
+    for key in ("axial_test:torch", "axial_test:fast"):
+        BACKEND.unregister(key)
+    KERNEL.unregister("axial_test")
+
+
+def test_a_registered_kernel_resolves_pins_and_lists_like_a_built_in(axial_kernel):
+    assert BACKENDS["axial_test"] == ("torch", "fast")
+    assert resolve_backend("axial_test", "cpu", F32, True) == "torch"  # "fast" has no CPU rank: never auto there
+    assert resolve_backend("axial_test", "cpu", F32, True, explicit="fast") == "fast"
+    q = torch.ones(1, 2, 2, 1, 4)
+    assert torch.equal(call_kernel("axial_test", q, q, q, scale=2.0), 2 * q)
+    with use_backends(axial_test="fast"):
+        assert torch.equal(call_kernel("axial_test", q, q, q, scale=2.0), 3 * q)
+
+
+def test_a_backend_of_an_unknown_kernel_is_refused():
+    with pytest.raises(RegistryError, match="no kernel 'nope' is registered; register it first"):
+        register_backend("nope", "torch", lambda *a: None)
+
+
+def test_registering_a_backend_clears_the_auto_cache(axial_kernel):
+    assert resolve_backend("axial_test", "cpu", F32, False) == "torch"
+    register_backend("axial_test", "cpu_fast", lambda q, k, v, s: q, auto={"cpu": -1})
+    try:
+        assert resolve_backend("axial_test", "cpu", F32, False) == "cpu_fast"
+    finally:
+        BACKEND.unregister("axial_test:cpu_fast")
+    assert resolve_backend("axial_test", "cpu", F32, False) == "torch"

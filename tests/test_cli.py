@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hourglass.recipe import toml
 from hourglass.cli import COMMANDS, main
+from hourglass.recipe import toml
 from tests._tiny import SMALL_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def test_show_preset_is_loadable_toml(capsys):
 
 def test_show_component_fields(capsys):
     code, out, _ = run(capsys, "show", "neighborhood")
-    assert code == 0 and "kernel_size" in out and "7" in out and "backends:" in out and "provided by hourglass" in out
+    assert code == 0 and "kernel_size" in out and "7" in out and "backends of its kernel: torch" in out and "provided by hourglass" in out
     code, out, _ = run(capsys, "show", "hdit")  # a model and a mapping network share the name
     assert "model 'hdit'" in out and "mapping 'hdit'" in out
     code, out, _ = run(capsys, "show", "mapping:hdit", "--json")

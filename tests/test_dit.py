@@ -287,8 +287,8 @@ def test_dit_mapping_follows_the_model_width_unless_given():
     [
         ({"attention": {"type": "shifted_window", "window_size": 3, "d_head": 16}}, "window_size: 3 does not divide"),
         ({"attention": {"type": "neighborhood", "kernel_size": 9, "d_head": 16}}, "kernel_size: 9"),
-        ({"width": 40}, "width: 40 is not divisible by attention.d_head 16"),
-        ({"input_size": 15}, "not divisible by patch_size 2x2"),
+        ({"width": 40}, "width: 40 is not divisible by the attention's d_head 16"),
+        ({"input_size": 15}, "input_size: 15x15 is not divisible by the model's stride 2x2"),
         ({"depth": 0}, "depth"),
         ({"attention": {"type": "global", "d_head": 4}, "pos_emb": "axial_rope"}, "d_head divisible by 8"),
     ],

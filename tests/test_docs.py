@@ -87,7 +87,9 @@ def test_catalogue_names_provider_and_backends(catalogue):
 
     section = catalogue.split("{#attention-neighborhood}")[1].split("\n### ")[0]
     assert "built in" in section
-    for backend in ATTENTION.describe("neighborhood")["backends"]:
+    facts = ATTENTION.describe("neighborhood")["facts"]
+    assert "**Kernel:** `neighborhood`" in section
+    for backend in facts["backends"]:
         assert f"`{backend}`" in section
     for registry in REGISTRIES.values():
         for name in registry.names():

@@ -114,7 +114,7 @@ def test_bad_inputs_give_clear_errors(call, match):
 @pytest.mark.parametrize(
     "levels,match",
     [
-        ([{"depth": 1, "width": 96}, {"depth": 1, "width": 64}], "not divisible by levels\\[0\\].attention.d_head"),
+        ([{"depth": 1, "width": 96}, {"depth": 1, "width": 64}], "levels\\[0\\].width: 96 is not divisible by the attention's d_head 64"),
         ([{"depth": 1, "width": 64, "attention": {"type": "neighborhood", "kernel_size": 9}},
           {"depth": 1, "width": 64}], "kernel_size: 9"),
         ([{"depth": 1, "width": 64, "attention": {"type": "shifted_window", "window_size": 3}},

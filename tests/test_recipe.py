@@ -10,7 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError, model_validator
 
-from hourglass.recipe import toml
+from hourglass.data import DatasetComponent
 from hourglass.recipe import (
     Recipe,
     RecipeError,
@@ -21,9 +21,10 @@ from hourglass.recipe import (
     loads_recipe,
     parse_path,
     recipe_from_data,
+    toml,
 )
-from hourglass.registry import DATASET
-from hourglass.spec import Spec
+from hourglass.registry import DATASET, RegistryError
+from hourglass.spec import Problem, Spec, raise_problems
 from tests._tiny import SMALL_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,22 +232,22 @@ def test_overrides_go_through_validation():
 def test_wrong_types():
     problems = problems_of(SMALL, ["train.lr='fast'", "model.levels[0].depth=two", "runtime.compile=3"])
     by_path = {p.path: p for p in problems}
-    assert by_path["train.lr"].value == "fast" and "number" in by_path["train.lr"].message
-    assert "whole number" in by_path["model.levels[0].depth"].message
-    assert "true or false" in by_path["runtime.compile"].message
+    assert by_path["train.lr"].value == "fast" and "number" in by_path["train.lr"].text
+    assert "whole number" in by_path["model.levels[0].depth"].text
+    assert "true or false" in by_path["runtime.compile"].text
 
 
 def test_missing_fields():
     text = SMALL.replace("depth = 1\nwidth = 64", "width = 64").replace('dataset = { type = "shapes", size = 64 }', "")
     problems = problems_of(text)
     assert {p.path for p in problems} == {"model.levels[1].depth", "data.dataset"}
-    assert all("required key is missing" in p.message and "add" in p.message for p in problems)
+    assert all("required key is missing" in p.text and "add" in p.text for p in problems)
     assert paths_of(SMALL.split("[data]")[0]) == ["data"]
 
 
 def test_unknown_keys_suggest_the_right_one():
     problems = problems_of(SMALL, ["train.learning_rate=1", "model.levels[0].attention.kernel=3"])
-    by_path = {p.path: p.message for p in problems}
+    by_path = {p.path: p.text for p in problems}
     assert "valid keys" in by_path["train.learning_rate"]
     assert "did you mean 'kernel_size'?" in by_path["model.levels[0].attention.kernel"]
     assert paths_of(SMALL + "\n[trainer]\nsteps = 1\n") == ["trainer"]
@@ -255,10 +256,10 @@ def test_unknown_keys_suggest_the_right_one():
 def test_unknown_component_lists_the_known_ones():
     (p,) = problems_of(SMALL, ["model.levels[0].attention.type=neighbourhood"])
     assert p.path == "model.levels[0].attention"
-    assert "known: " in p.message and "Did you mean 'neighborhood'" in p.message
-    assert all(name in p.message for name in ("global", "neighborhood", "none", "shifted_window"))
+    assert "known: " in p.text and "Did you mean 'neighborhood'" in p.text
+    assert all(name in p.text for name in ("global", "neighborhood", "none", "shifted_window"))
     (p,) = problems_of(SMALL, ["diffusion.weighting=soft-min-snr"])
-    assert p.path == "diffusion.weighting" and "soft_min_snr" in p.message
+    assert p.path == "diffusion.weighting" and "soft_min_snr" in p.text
 
 
 def test_impossible_shapes_are_split_into_problems():
@@ -268,12 +269,12 @@ def test_impossible_shapes_are_split_into_problems():
     by_path = {p.path: p for p in problems}
     assert set(by_path) == {"model.levels[0].attention.kernel_size", "model.levels[1].width"}
     assert by_path["model.levels[0].attention.kernel_size"].value == 9
-    assert "8x8 token grid" in by_path["model.levels[0].attention.kernel_size"].message
-    assert by_path["model.levels[1].width"].value == 72 and "d_head" in by_path["model.levels[1].width"].message
+    assert "8x8 token grid" in by_path["model.levels[0].attention.kernel_size"].text
+    assert by_path["model.levels[1].width"].value == 72 and "d_head" in by_path["model.levels[1].width"].text
     (p,) = problems_of(SMALL, ["model.input_size=36"])
-    assert p.path == "model.input_size" and p.value == 36 and "divisible" in p.message
+    assert p.path == "model.input_size" and p.value == 36 and "divisible" in p.text
     (p,) = problems_of(SMALL, ["model.levels[0].attention={type = 'shifted_window', window_size = 3, d_head = 16}"])
-    assert p.path == "model.levels[0].attention.window_size" and "divide" in p.message
+    assert p.path == "model.levels[0].attention.window_size" and "divide" in p.text
 
 
 def test_cross_section_rules():
@@ -299,20 +300,21 @@ class _LabelledSpec(Spec):
     classes: int = 4
     channels: int = 3
 
-    @property
-    def num_classes(self) -> int:
-        return self.classes
-
 
 @pytest.fixture
 def labelled_dataset():
-    class Labelled:
-        """A dataset spec that knows its class count (for the class-count rule)."""
+    class Labelled(DatasetComponent):
+        """A dataset that declares its class count and channels (for the cross-section rules)."""
 
         Spec = _LabelledSpec
 
-        def __init__(self, spec, **_):
-            self.spec = spec
+        @classmethod
+        def classes_of(cls, spec):
+            return spec.classes
+
+        @classmethod
+        def channels_of(cls, spec):
+            return spec.channels
 
     DATASET.add("labelled_test", Labelled)
     yield
@@ -322,17 +324,29 @@ def labelled_dataset():
 def test_class_count_must_match_the_data(labelled_dataset):
     assert small(data__dataset={"type": "labelled_test"}, model__num_classes=4).model.num_classes == 4
     (p,) = problems_of(SMALL, ["data.dataset={type = 'labelled_test'}", "model.num_classes=10"])
-    assert p.path == "model.num_classes" and p.value == 10 and "set model.num_classes = 4" in p.message
+    assert p.path == "model.num_classes" and p.value == 10 and "set model.num_classes = 4" in p.text
     (p,) = problems_of(SMALL, ["data.dataset={type = 'labelled_test', classes = 0}", "model.num_classes=10"])
-    assert "unlabelled" in p.message
+    assert "unlabelled" in p.text
     small(data__dataset={"type": "labelled_test"}, model__num_classes=0)  # unconditional on labelled data is fine
+    (p,) = problems_of(SMALL, ["data.dataset={type = 'labelled_test', channels = 1}"])
+    assert p.path == "model.in_channels" and p.value == 3 and "set model.in_channels = 1" in p.text
+
+
+def test_a_dataset_must_subclass_the_dataset_contract():
+    class NoContract:
+        """Declares nothing."""
+
+        Spec = _LabelledSpec
+
+    with pytest.raises(RegistryError, match="must subclass hourglass.data._base.DatasetComponent"):
+        DATASET.add("labelled_test", NoContract)
 
 
 def test_bad_toml_reports_line_and_column():
     text = SMALL.replace("depth = 1\nwidth = 32", "depth = 1\nwidth 32")
     line = text.splitlines().index("width 32") + 1
     (p,) = problems_of(text)
-    assert f"line {line}," in p.message and "column" in p.message and "width 32" in p.message
+    assert f"line {line}," in p.text and "column" in p.text and "width 32" in p.text
 
 
 def test_missing_file(tmp_path):
@@ -356,12 +370,6 @@ def test_build_model_on_cpu_sets_explicit_backends():
     assert next(model.parameters()).device == torch.device("cpu")
 
 
-class _ListedError(ValueError):
-    def __init__(self, problems):
-        super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
-        self.problems = problems
-
-
 class _PickySpec(Spec):
     type: Literal["picky_test"] = "picky_test"
     low: int = 0
@@ -369,15 +377,16 @@ class _PickySpec(Spec):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.low >= self.high:
-            raise _ListedError([("low", f"{self.low} is not below high; lower it"),
-                                ("high", f"{self.high} is not above low; raise it; or both")])
+        raise_problems([
+            Problem("low", f"{self.low} is not below high", "lower it"),
+            Problem("high", f"{self.high} is not above low; it must be", "raise it; or both"),
+        ] if self.low >= self.high else [])
         return self
 
 
-def test_validators_may_list_problems_as_pairs():
-    class Picky:
-        """A dataset whose spec validator reports (path, message) pairs."""
+def test_validators_report_structured_problems_that_keep_path_message_and_hint():
+    class Picky(DatasetComponent):
+        """A dataset whose spec validator reports two problems."""
 
         Spec = _PickySpec
 
@@ -387,4 +396,4 @@ def test_validators_may_list_problems_as_pairs():
     finally:
         DATASET.unregister("picky_test")
     assert [(p.path, p.value) for p in problems] == [("data.dataset.low", 3), ("data.dataset.high", 2)]
-    assert problems[1].message == "2 is not above low; raise it; or both"
+    assert (problems[1].message, problems[1].hint) == ("2 is not above low; it must be", "raise it; or both")

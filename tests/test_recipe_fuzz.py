@@ -8,8 +8,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hourglass.recipe import toml
-from hourglass.recipe import RecipeError, loads_recipe, recipe_from_data
+from hourglass.recipe import RecipeError, loads_recipe, recipe_from_data, toml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {p.name: toml.loads(p.read_text()) for p in sorted((ROOT / "recipes").glob("**/*.toml"))}

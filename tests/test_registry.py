@@ -40,11 +40,16 @@ def test_register_get_build_names_describe():
 
 
 def test_duplicate_refused_unless_override():
+    class _Other(_Demo):
+        """Another class with the same spec."""
+
     r = Registry("widget")
     r.add("demo", _Demo)
+    r.add("demo", _Demo)  # the very same class again (an entry point that runs twice): no conflict
     with pytest.raises(RegistryError, match="already registered"):
-        r.add("demo", _Demo)
-    r.add("demo", _Demo, override=True)
+        r.add("demo", _Other)
+    r.add("demo", _Other, override=True)
+    assert r.get("demo") is _Other
 
 
 def test_spec_type_must_match_name():

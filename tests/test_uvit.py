@@ -233,14 +233,16 @@ def test_component_swaps_build_train_and_reach_every_parameter(swap):
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"attention": {"type": "neighborhood", "kernel_size": 3, "d_head": 16}}, "never the condition tokens"),
-        ({"attention": {"type": "shifted_window", "window_size": 4, "d_head": 16}}, "'shifted_window' does not work"),
-        ({"attention": "none"}, "'none' does not work in U-ViT"),
+        ({"attention": {"type": "neighborhood", "kernel_size": 3, "d_head": 16}},
+         "attention.type: 'neighborhood' does not connect every token in one layer"),
+        ({"attention": {"type": "shifted_window", "window_size": 4, "d_head": 16}},
+         "'shifted_window' does not connect every token"),
+        ({"attention": "none"}, "'none' does not connect every token.*ignore the noise level and class"),
         ({"depth": 5}, "depth: 5 is odd"),
         ({"norm": "ada_rms_norm"}, "conditions through tokens"),
         ({"norm": "ada_layer_norm_zero"}, "conditions through tokens"),
-        ({"width": 40}, "width: 40 is not divisible by attention.d_head 16"),
-        ({"input_size": 15}, "not divisible by patch_size 2x2"),
+        ({"width": 40}, "width: 40 is not divisible by the attention's d_head 16"),
+        ({"input_size": 15}, "input_size: 15x15 is not divisible by the model's stride 2x2"),
     ],
 )
 def test_impossible_configurations_are_refused(overrides, match):

@@ -17,32 +17,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KIND_COLOURS", "level_rows", "draw", "main"]
+__all__ = ["kind_colour", "level_rows", "draw", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDTH = 15.0  # data units across the figure
 DEFAULT_OUT = ROOT / "docs" / "assets" / "hdit_architecture.svg"
 
-#: fill colour per attention kind (unknown plugin kinds get grey)
-KIND_COLOURS = {
-    "neighborhood": "#9cc9f0",
-    "global": "#f6b98a",
-    "shifted_window": "#a8dca0",
-    "none": "#dddddd",
-}
+GLOBAL_COLOUR, NO_MIXING_COLOUR = "#f6b98a", "#dddddd"
+LOCAL_COLOURS = ("#9cc9f0", "#a8dca0", "#c9b3e6", "#f2d98c")
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
+def kind_colour(kind: str) -> str:
+    """Fill colour of an attention kind, from what it declares: warm if one layer connects every
+    token, grey if it mixes none, else a cool colour per kernel (so kinds sharing a kernel match)."""
+    from hourglass.backends import kernel_names
+    from hourglass.registry import ATTENTION
 
-
-def _kind_label(attention: Any) -> str:
-    kind = attention.type
-    if kind == "neighborhood":
-        return f"neighborhood {attention.kernel_size}x{attention.kernel_size}"
-    if kind == "shifted_window":
-        return f"shifted window {attention.window_size}x{attention.window_size}"
-    return kind
+    cls = ATTENTION.get(kind)
+    if not cls.mixes_tokens():
+        return NO_MIXING_COLOUR
+    if cls.connects_all_tokens:
+        return GLOBAL_COLOUR
+    return LOCAL_COLOURS[kernel_names().index(cls.kernel) % len(LOCAL_COLOURS)]
 
 
 def level_rows(preset: str) -> tuple[list[dict[str, Any]], Any]:
@@ -51,24 +47,23 @@ def level_rows(preset: str) -> tuple[list[dict[str, Any]], Any]:
     Returns:
         ``(rows, spec)``: one dict per level (outermost first) and the validated model spec.
     """
-    from hourglass.models import model_spec
+    from hourglass.models import HDiTSpec, model_spec
+    from hourglass.registry import ATTENTION
 
     spec = model_spec(preset)
-    if spec.type != "hdit":
+    if not isinstance(spec, HDiTSpec):
         raise SystemExit(f"{preset!r} is a {spec.type} preset; pick an hdit preset, e.g. hdit_ffhq1024")
-    (h, w), (ph, pw) = _pair(spec.input_size), _pair(spec.patch_size)
-    gh, gw = h // ph, w // pw
     rows = []
     for i, level in enumerate(spec.levels):
         attention = level.attention
         rows.append({
             "index": i,
-            "grid": (gh >> i, gw >> i),
+            "grid": spec.level_grid(i),
             "depth": level.depth,
             "width": level.width,
             "dropout": level.dropout,
             "kind": attention.type,
-            "label": _kind_label(attention),
+            "label": ATTENTION.get(attention.type).label(attention),
         })
     return rows, spec
 
@@ -97,6 +92,8 @@ def draw(preset: str, out: Path) -> Path:
     """Draw ``preset``'s hourglass and save it to ``out`` (format from the suffix: .svg or .png)."""
     import matplotlib
 
+    from hourglass.spec import as_pair
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -118,7 +115,7 @@ def draw(preset: str, out: Path) -> Path:
     ax.set_ylim(bottom, top + 1.4)
     ax.axis("off")
 
-    (h, w), (ph, pw) = _pair(spec.input_size), _pair(spec.patch_size)
+    (h, w), (ph, pw) = as_pair(spec.input_size), as_pair(spec.patch_size)
     c_in = spec.in_channels
     c_out = spec.out_channels or c_in
     y0 = top - row_h
@@ -139,7 +136,7 @@ def draw(preset: str, out: Path) -> Path:
         y = y0 - i * row_h
         xl = 0.3 + i * step
         xr = WIDTH - 0.3 - box_w - i * step
-        colour = KIND_COLOURS.get(row["kind"], "#cccccc")
+        colour = kind_colour(row["kind"])
         _box(ax, xl, y, box_w, box_h, text_of(row, "encoder"), colour)
         _box(ax, xr, y, box_w, box_h, text_of(row, "decoder"), colour)
         _arrow(ax, (xl + box_w, y + box_h / 2), (xr, y + box_h / 2),
@@ -155,7 +152,7 @@ def draw(preset: str, out: Path) -> Path:
     drop = f", dropout {inner['dropout']:g}" if inner["dropout"] else ""
     _box(ax, xi, yi, wi, box_h,
          f"level {inner['index']} (middle): {gh}x{gw} tokens\n{inner['depth']} layers, width {inner['width']}{drop}\n"
-         f"{inner['label']} attention", KIND_COLOURS.get(inner["kind"], "#cccccc"))
+         f"{inner['label']} attention", kind_colour(inner["kind"]))
     # merges and splits
     for i, (xl, xr, y) in enumerate(lefts):
         nxt = rows[i + 1]
@@ -185,7 +182,7 @@ def draw(preset: str, out: Path) -> Path:
              "cosine-sim attention + 2D axial RoPE")
     _box(ax, WIDTH - 0.3 - 6.6, yb, 6.6, 1.2, layer, "#eeeeee", size=7.5)
     kinds = sorted({r["kind"] for r in rows})
-    ax.legend(handles=[Patch(facecolor=KIND_COLOURS.get(k, "#cccccc"), edgecolor="#333333", label=f"{k} attention")
+    ax.legend(handles=[Patch(facecolor=kind_colour(k), edgecolor="#333333", label=f"{k} attention")
                        for k in kinds], loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=len(kinds),
               fontsize=8, frameon=False)
     ax.set_title(f"HDiT preset {preset}: {n} levels, {h}x{w} pixels", fontsize=11, pad=4)

@@ -16,17 +16,19 @@ __all__ = ["FAMILY_NOTES", "component_id", "catalogue_markdown", "backends_table
 #: what each family is for and where a recipe sets it (families without a note still get listed)
 FAMILY_NOTES: dict[str, str] = {
     "attention": "How tokens of a level mix. The *kind* (set per level: `[[model.levels]] attention = ...`) "
-    "is the maths and the weights; the *backend* that computes it is a runtime choice "
-    "(`[runtime] backends`), see [kinds vs backends](concepts.md#kinds-and-backends).",
+    "is the maths and the weights; it names the *kernel* that computes it, and the kernel's *backend* is a "
+    "runtime choice (`[runtime] backends`, keyed by kernel), see "
+    "[kinds, kernels and backends](concepts.md#kinds-and-backends).",
     "pos_emb": "Positional information: HDiT rotates queries and keys (2D axial RoPE); DiT and U-ViT add "
     "position vectors to the tokens. Set with `[model] pos_emb = ...`.",
     "ffn": "The feed-forward half of every layer (`[model] ffn = ...`); receives `width`, `d_ff` and `dropout` "
     "from its level.",
     "norm": "The pre-norm of every attention and FFN block, and how the conditioning vector enters "
     "(`[model] norm = ...`).",
-    "merge": "Downsampling between levels: 2x2 tokens into one (`[model] merge = ...`).",
-    "split": "Upsampling between levels and how the encoder's skip is combined with the decoder's input "
-    "(`[model] split = ...`).",
+    "merge": "Token merges: k x k tokens into one; the patch embedding (k = patch size) and the downsampling "
+    "between levels (k = 2) (`[model] merge = ...`).",
+    "skip": "Decoder skips: each token split back into 2x2 finer ones and combined with the encoder's skip "
+    "(`[model] skip = ...`; the older key `split` still loads, with a deprecation message).",
     "mapping": "The conditioning network: noise level, class and augmentation labels into one vector "
     "(`[model] mapping = ...`).",
     "model": "Whole backbones: `[model] type = ...`, or `preset = ...` to start from a preset.",
@@ -88,8 +90,9 @@ def _component_section(registry: Any, name: str, statuses: list[Any]) -> list[st
     qualname = getattr(obj, "__qualname__", getattr(obj, "__name__", ""))
     if module and qualname:
         facts.append(f"**Class:** `{module}.{qualname}`")
-    if info.get("backends"):
-        facts.append("**Backends:** " + ", ".join(f"`{b}`" for b in info["backends"]))
+    for key, value in info.get("facts", {}).items():
+        shown = ", ".join(f"`{v}`" for v in value) if isinstance(value, list) else f"`{value}`"
+        facts.append(f"**{key.replace('_', ' ').capitalize()}:** {shown or '-'}")
     lines += ["  \n".join(facts), ""]
     spec_cls = getattr(obj, "Spec", None)
     if spec_cls is not None:
@@ -108,7 +111,7 @@ def _presets_section() -> list[str]:
     import torch
 
     from hourglass.models import list_models, model_spec
-    from hourglass.registry import MODEL
+    from hourglass.registry import ATTENTION, MODEL
 
     lines = [
         "### Model presets {#model-presets}",
@@ -123,20 +126,14 @@ def _presets_section() -> list[str]:
     for name in list_models():
         spec = model_spec(name)
         with torch.device("meta"):
-            params = sum(p.numel() for p in MODEL.build(spec).parameters())
-        levels = getattr(spec, "levels", None)
-        if levels:
-            kinds = []
-            for level in levels:
-                att = level.attention
-                k = getattr(att, "kernel_size", None) or getattr(att, "window_size", None)
-                kinds.append(f"{att.type} {k}" if k else att.type)
-            layout = (f"depths {[lv.depth for lv in levels]}, widths {[lv.width for lv in levels]}, "
-                      f"attention {', '.join(kinds)}")
-        else:
-            layout = f"depth {getattr(spec, 'depth', '?')}, width {getattr(spec, 'width', '?')}"
-        patch = toml_value(getattr(spec, "patch_size", "?"))
-        size = toml_value(getattr(spec, "input_size", "?"))
+            model = MODEL.build(spec)
+        params = sum(p.numel() for p in model.parameters())
+        layout = "; ".join(
+            f"{stage.layers} x {stage.width} {ATTENTION.get(stage.attention.type).label(stage.attention)}"
+            for stage in model.stages()
+        )
+        patch = toml_value(spec.patch_size)
+        size = toml_value(spec.input_size)
         lines.append(
             f"| <a id=\"{anchor('preset', name)}\"></a>`{name}` | [{spec.type}](#{component_id('model', spec.type)}) "
             f"| {size} | patch {patch}; {md_cell(layout)} | {getattr(spec, 'num_classes', 0)} | {params / 1e6:.1f}M |"
@@ -177,12 +174,12 @@ def catalogue_markdown() -> str:
 
 
 def backends_table() -> str:
-    """Kinds x backends, with what runs on this machine's CPU (probed by ``available_backends``)."""
+    """Kernels x backends, with what runs on this machine's CPU (probed by ``available_backends``)."""
     import torch
 
     from hourglass.backends import BACKENDS, available_backends
 
-    lines = ["| kind | backend | trains on CPU here | runs forward on CPU here |", "|---|---|---|---|"]
+    lines = ["| kernel | backend | trains on CPU here | runs forward on CPU here |", "|---|---|---|---|"]
     for kind, names in BACKENDS.items():
         train = available_backends(kind, device="cpu", dtype=torch.float32, requires_grad=True)
         infer = available_backends(kind, device="cpu", dtype=torch.float32, requires_grad=False)

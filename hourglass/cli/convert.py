@@ -124,11 +124,14 @@ def recipe_data_from_k_diffusion(config: dict[str, Any]) -> tuple[dict[str, Any]
             notes.append(note)
     kind = dcfg.get("type")
     dataset: dict[str, Any] = {"type": "imagefolder", "root": dcfg.get("location") or _ROOT_PLACEHOLDER}
-    if kind == "imagefolder-class":
-        dataset["classes"] = "subfolders"
-    elif kind != "imagefolder":
+    if kind not in ("imagefolder", "imagefolder-class"):
         dataset["root"] = _ROOT_PLACEHOLDER
         notes.append(f"dataset type {kind!r} is not an image folder: set data.dataset.root=... before training")
+    if kind == "imagefolder-class" or model.num_classes:
+        dataset["classes"] = "subfolders"
+        if kind != "imagefolder-class":
+            notes.append(f"the model has {model.num_classes} classes, so data.dataset reads them from class "
+                         "subfolders of its root (classes = \"subfolders\")")
     dataset["channels"] = model.in_channels if model.in_channels in (1, 3) else 3
     train: dict[str, Any] = {}
     for ours, theirs in (("lr", "lr"), ("eps", "eps"), ("weight_decay", "weight_decay"), ("betas", "betas")):

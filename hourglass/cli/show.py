@@ -95,8 +95,12 @@ def run(args: argparse.Namespace) -> int:
         lines = [f"{info['family']} {info['name']!r} (provided by {info['provider']})"]
         if info.get("doc"):
             lines.append(info["doc"])
-        if info.get("backends"):
-            lines.append(f"backends: {', '.join(info['backends'])} (chosen at run time: [runtime.backends])")
+        facts = info.get("facts", {})
+        if facts:
+            lines.append("declares: " + "; ".join(f"{k} = {_fact(v)}" for k, v in facts.items()))
+        if facts.get("kernel"):
+            lines.append(f"backends of its kernel: {', '.join(facts['backends'])} (chosen at run time: "
+                         f"[runtime.backends] {facts['kernel']} = \"NAME\")")
         rows = [
             [f, d["type"], "(required)" if d["required"] else _value(d["default"]), d["description"]]
             for f, d in info["fields"].items()
@@ -110,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
         blocks.append("\n".join(lines))
     print("\n\n".join(blocks))
     return 0
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _value(v: Any) -> str:

@@ -7,7 +7,7 @@ Importing this package registers the built-in datasets in :data:`hourglass.regis
 """
 
 from hourglass.data import augment, bundled, imagefolder, loader, shapes
-from hourglass.data._base import ImageDataset, mix_seed
+from hourglass.data._base import DatasetComponent, ImageDataset, mix_seed
 from hourglass.data.augment import (
     Augmented,
     AugmentParams,
@@ -32,6 +32,7 @@ __all__ = [
     "SHAPE_NAMES",
     "AugmentParams",
     "Augmented",
+    "DatasetComponent",
     "DigitsDataset",
     "DigitsDatasetSpec",
     "ImageDataset",

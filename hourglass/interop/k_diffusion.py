@@ -6,7 +6,6 @@ so checkpoints trained with the authors' code run on current NATTEN, on CPU, or 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +15,8 @@ from torch import Tensor
 
 from hourglass.models.factory import model_spec
 from hourglass.models.hdit import HDiT, HDiTSpec
-from hourglass.registry import MODEL
+from hourglass.registry import ATTENTION, MODEL
+from hourglass.spec import as_pair
 
 __all__ = ["spec_from_k_diffusion", "convert_state_dict", "from_k_diffusion"]
 
@@ -54,50 +54,55 @@ def _model_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], int | 
     return model, num_classes
 
 
+#: the keys of a ``self_attns`` entry that k-diffusion's ``make_model`` reads (it ignores others,
+#: e.g. a neighborhood ``dilation``); every other option keeps its hourglass default, which equals
+#: k-diffusion's
+_KDIFF_ATTENTION_KEYS = ("d_head", "kernel_size", "window_size")
+#: keys k-diffusion requires (it reads them without a default) per k-diffusion attention type
+_KDIFF_REQUIRED = {"shifted-window": ("window_size",)}
+
+
 def _attention(entry: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """One ``self_attns`` entry, read as k-diffusion's ``make_model`` reads it (other keys are ignored)."""
+    """One ``self_attns`` entry, read as k-diffusion's ``make_model`` reads it.
+
+    k-diffusion's type names are hourglass's attention kinds with ``-`` for ``_``
+    (``shifted-window`` is ``shifted_window``); the options it reads are passed to the kind's spec.
+    """
     if not isinstance(entry, Mapping):
         raise ValueError(f"{path} must be a table such as {{\"type\": \"global\"}}, got {entry!r}")
-    kind = entry.get("type")
-    d_head = int(entry.get("d_head", 64))
-    if kind == "global":
-        return {"type": "global", "d_head": d_head}
-    if kind == "neighborhood":  # k-diffusion has no dilation: a "dilation" key there changes nothing
-        return {"type": "neighborhood", "d_head": d_head, "kernel_size": int(entry.get("kernel_size", 7))}
-    if kind == "shifted-window":
-        if "window_size" not in entry:
-            raise ValueError(f"{path}.window_size is missing (k-diffusion requires it for shifted-window)")
-        return {"type": "shifted_window", "d_head": d_head, "window_size": int(entry["window_size"])}
-    if kind == "none":
-        return {"type": "none"}
-    raise ValueError(
-        f"{path}.type: unknown k-diffusion attention type {kind!r}; "
-        "expected global, neighborhood, shifted-window or none"
-    )
+    kd_type = entry.get("type")
+    name = str(kd_type).replace("-", "_")
+    if not isinstance(kd_type, str) or name not in ATTENTION:
+        known = ", ".join(n.replace("_", "-") for n in ATTENTION.names())
+        raise ValueError(f"{path}.type: unknown k-diffusion attention type {kd_type!r}; expected one of {known}")
+    for key in _KDIFF_REQUIRED.get(kd_type, ()):
+        if key not in entry:
+            raise ValueError(f"{path}.{key} is missing (k-diffusion requires it for {kd_type})")
+    fields = ATTENTION.spec_class(name).model_fields
+    return {"type": name, **{k: entry[k] for k in _KDIFF_ATTENTION_KEYS if k in entry and k in fields}}
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    return (int(value[0]), int(value[1])) if isinstance(value, (list, tuple)) else (int(value), int(value))
-
-
-def _fitting_input_size(levels: list[dict[str, Any]], patch: tuple[int, int], start: int = 256) -> tuple[int, int]:
-    """The smallest side ``>= start`` (per axis) whose token grids fit every level's attention.
+def _fitting_input_size(data: dict[str, Any], start: int = 256, tries: int = 128) -> tuple[int, int]:
+    """The smallest ``(H, W)``, each ``>= start`` and a multiple of the model's stride, that every level fits.
 
     k-diffusion's model takes images of any fitting size and its config need not say one; hourglass
-    validates a spec at its ``input_size``, so a config without one gets a size that every level fits:
-    a multiple of ``patch x 2^level x window`` and at least ``patch x 2^level x kernel``.
+    validates a spec at its ``input_size``, so a config without one gets a size whose token grids
+    every level's attention kind accepts (asked through the spec's own validation).
     """
-    side = []
-    for p in patch:
-        step, least = 1, 1
-        for i, level in enumerate(levels):
-            att, scale = level["attention"], p * 2**i
-            window = att.get("window_size", 1)
-            step = math.lcm(step, scale * window)
-            least = max(least, scale * max(att.get("kernel_size", 1), window))
-        size = max(start, least)
-        side.append(-(-size // step) * step)
-    return side[0], side[1]
+    sh, sw = HDiTSpec.model_construct(**data).stride  # stride needs only patch_size and the level count
+    h0, w0 = -(-start // sh) * sh, -(-start // sw) * sw
+    for total in range(tries):
+        for i in range(total + 1):
+            size = (h0 + i * sh, w0 + (total - i) * sw)
+            try:
+                model_spec({**data, "input_size": list(size)})
+            except ValueError:  # pydantic's ValidationError: this size does not fit some level
+                continue
+            return size
+    raise ValueError(
+        f"no input_size from {start} to {start + tries * max(sh, sw)} px fits every level of this config; "
+        "add model.input_size to the k-diffusion config"
+    )
 
 
 def spec_from_k_diffusion(config: Mapping[str, Any]) -> HDiTSpec:
@@ -132,8 +137,7 @@ def spec_from_k_diffusion(config: Mapping[str, Any]) -> HDiTSpec:
         {"depth": d, "width": w, "d_ff": f, "dropout": p, "attention": _attention(a, f"model.self_attns[{i}]")}
         for i, (d, w, f, a, p) in enumerate(zip(depths, widths, d_ffs, attns, dropouts, strict=True))
     ]
-    patch = _pair(model.get("patch_size", [4, 4]))
-    size = _pair(model["input_size"]) if model.get("input_size") else _fitting_input_size(levels, patch)
+    patch = as_pair(model.get("patch_size", [4, 4]))
     mapping_width = int(model.get("mapping_width") or 256)
     depth = model.get("mapping_depth")
     data = {
@@ -150,8 +154,8 @@ def spec_from_k_diffusion(config: Mapping[str, Any]) -> HDiTSpec:
         "in_channels": model.get("input_channels", 3),
         "num_classes": num_classes or 0,
         "mapping_cond_dim": int(model.get("mapping_cond_dim") or 0),
-        "input_size": size,
     }
+    data["input_size"] = as_pair(model["input_size"]) if model.get("input_size") else _fitting_input_size(data)
     spec = model_spec(data)
     if not isinstance(spec, HDiTSpec):  # pragma: no cover - MODEL "hdit" is always HDiT
         raise TypeError(f"expected an HDiT spec, got {type(spec).__name__}")

@@ -101,6 +101,9 @@ class TrainSection(Spec):
     log_every: int = Field(100, ge=1, description="steps between log lines")
     seed: int = Field(0, description="seed of initialisation, data order, noise and augmentation")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (saves memory)")
+    max_bad_steps: int = Field(
+        10, ge=1, description="consecutive steps with a non-finite loss or gradient before the run stops"
+    )
 
     @field_validator("betas")
     @classmethod
@@ -179,10 +182,10 @@ def class_problems(model_classes: int, data_classes: int, dataset: str) -> list[
     """
     if model_classes and not data_classes:
         return [Problem("model.num_classes", f"the model has {model_classes} classes but data.dataset ({dataset}) "
-                        "is unlabelled", "set model.num_classes = 0 or use labelled data")]
+                        "is unlabelled", "set model.num_classes = 0 or use labelled data", model_classes)]
     if data_classes and model_classes and model_classes != data_classes:
         return [Problem("model.num_classes", f"{model_classes} does not match the {data_classes} classes of "
-                        f"data.dataset ({dataset})", f"set model.num_classes = {data_classes}")]
+                        f"data.dataset ({dataset})", f"set model.num_classes = {data_classes}", model_classes)]
     return []
 
 
@@ -190,7 +193,7 @@ def channel_problems(model_channels: int, data_channels: int) -> list[Problem]:
     """The one rule between the model's input channels and the data's, at path ``model.in_channels``."""
     if model_channels != data_channels:
         return [Problem("model.in_channels", f"{model_channels} does not match the data's {data_channels} channels",
-                        f"set model.in_channels = {data_channels} or change data.dataset.channels")]
+                        f"set model.in_channels = {data_channels} or change data.dataset.channels", model_channels)]
     return []
 
 

@@ -78,7 +78,9 @@ def create_optimizer(
     Returns:
         The optimizer.
     """
-    if hasattr(model, "param_groups"):
+    from hourglass.models.base import Backbone
+
+    if isinstance(model, Backbone):
         groups = model.param_groups(lr=lr, weight_decay=weight_decay, mapping_lr_scale=mapping_lr_scale)
     else:
         params = [p for p in model.parameters() if p.requires_grad]

@@ -28,8 +28,9 @@ from torch import Tensor
 
 from hourglass.data import Augmented, create_dataloader, mix_seed
 from hourglass.devices import resolve_dtype
-from hourglass.recipe import Recipe, build_model, dump_recipe, plain_data
-from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, WEIGHTING
+from hourglass.recipe import Recipe, build_model, channel_problems, class_problems, dump_recipe, plain_data
+from hourglass.registry import DATASET, DENOISER, MODEL, SIGMA_DENSITY, WEIGHTING
+from hourglass.spec import as_pair
 from hourglass.train import checkpoint as ckpt
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from hourglass.train.ema import EMA
@@ -39,9 +40,6 @@ from hourglass.train.optim import create_optimizer, lr_factor, set_lr
 from hourglass.train.sampling import autocast_context, class_labels, generate_images
 
 __all__ = ["Trainer", "TrainResult", "TrainingDiverged", "TrainConfigError", "train", "progress_enabled"]
-
-DEFAULT_MAX_BAD_STEPS = 10
-
 
 class TrainingDiverged(RuntimeError):
     """The loss (or gradient norm) was NaN/inf for ``max_bad_steps`` consecutive steps."""
@@ -84,10 +82,6 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 class Trainer:
     """Train the recipe's model in ``run_dir``, resuming from its newest valid checkpoint.
 
@@ -97,8 +91,7 @@ class Trainer:
     Args:
         recipe: a validated :class:`hourglass.recipe.Recipe`.
         run_dir: where ``recipe.toml``, ``metrics.jsonl``, ``checkpoints/`` and ``samples/`` go.
-        max_bad_steps: consecutive non-finite steps before giving up (default: ``train.max_bad_steps``
-            when the recipe has it, else 10).
+        max_bad_steps: consecutive non-finite steps before giving up (default: ``train.max_bad_steps``).
         report: prints a message (rank 0 only); default ``print`` (through tqdm when a bar shows).
         progress: show a tqdm bar (default: :func:`progress_enabled`).
 
@@ -118,7 +111,7 @@ class Trainer:
     ) -> None:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
-        self.max_bad_steps = int(max_bad_steps or getattr(recipe.train, "max_bad_steps", DEFAULT_MAX_BAD_STEPS))
+        self.max_bad_steps = int(max_bad_steps or recipe.train.max_bad_steps)
         self._report = report
         self._progress_on = progress_enabled() if progress is None else progress
         self._bar: Any = None
@@ -138,10 +131,6 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = build_model(recipe, device="cpu").to(self.device)
         if t.gradient_checkpointing:
-            if not hasattr(self.model, "set_gradient_checkpointing"):
-                raise TrainConfigError(
-                    f"{type(self.model).__name__} has no gradient checkpointing; set train.gradient_checkpointing = false"
-                )
             self.model.set_gradient_checkpointing(True)
         self.model.train()
         self.ema = EMA(self.model, power=t.ema.power, decay_max=t.ema.decay_max)
@@ -161,11 +150,11 @@ class Trainer:
         self.denoiser = DENOISER.build(recipe.diffusion.denoiser, model=net)
         self.ema_denoiser = DENOISER.build(recipe.diffusion.denoiser, model=self.ema.model)
         self.weighting = WEIGHTING.build(recipe.diffusion.weighting)
-        self.sigma_data = float(getattr(self.denoiser, "sigma_data", getattr(recipe.diffusion.denoiser, "sigma_data", 0.5)))
+        self.sigma_data = float(self.denoiser.sigma_data)
         spec = self.model.spec
-        self.image_size = _pair(spec.input_size)
-        self.channels = int(getattr(spec, "in_channels", 3))
-        self.num_classes = int(getattr(spec, "num_classes", 0) or 0)
+        self.image_size = as_pair(spec.input_size)
+        self.channels = spec.in_channels
+        self.num_classes = spec.num_classes
         self.density = SIGMA_DENSITY.build(
             recipe.diffusion.sigma_density, sigma_data=self.sigma_data, image_size=self.image_size
         )
@@ -196,22 +185,12 @@ class Trainer:
     def _build_dataset(self) -> Any:
         data = self.recipe.data
         dataset = DATASET.build(data.dataset, resolution=self.image_size, split="train")
-        got = int(getattr(dataset, "num_classes", 0) or 0)
-        if self.num_classes and not got:
-            raise TrainConfigError(
-                f"the model has {self.num_classes} classes but data.dataset ({data.dataset.type}) is unlabelled; "
-                "set model.num_classes = 0 or use labelled data"
-            )
-        if self.num_classes and got != self.num_classes:
-            raise TrainConfigError(
-                f"model.num_classes is {self.num_classes} but data.dataset ({data.dataset.type}) has {got} classes; "
-                f"set model.num_classes = {got}"
-            )
-        channels = int(getattr(dataset, "channels", self.channels))
-        if channels != self.channels:
-            raise TrainConfigError(
-                f"model.in_channels is {self.channels} but the data has {channels} channels; set one to match the other"
-            )
+        # Validation checked what the dataset declares; what it learns only from its files is checked
+        # here, by the same rules.
+        problems = class_problems(self.num_classes, dataset.num_classes, data.dataset.type)
+        problems += channel_problems(self.channels, dataset.channels)
+        if problems:
+            raise TrainConfigError("; ".join(str(p) for p in problems))
         if data.augment.p > 0:
             dataset = Augmented(dataset, data.augment, seed=self.recipe.train.seed)
         return dataset
@@ -227,6 +206,14 @@ class Trainer:
         else:
             print(message, flush=True)
 
+    def _same_model(self, saved: dict[str, Any]) -> bool:
+        """Whether a checkpoint's model spec is this run's (compared as validated specs, so renamed
+        keys of older checkpoints still match)."""
+        try:
+            return MODEL.validate(saved) == self.model.spec
+        except ValueError:  # pydantic's ValidationError included: not even a valid spec
+            return False
+
     def _model_data(self) -> dict[str, Any]:
         return plain_data(self.model.spec.model_dump())
 
@@ -237,7 +224,7 @@ class Trainer:
         found = ckpt.find_latest_checkpoint(self.run_dir, report=self.say if self.dist.is_main else None)
         if found is None:
             return
-        if found.model_spec and found.model_spec != self._model_data():
+        if found.model_spec and not self._same_model(found.model_spec):
             raise TrainConfigError(
                 f"{found.path} holds a different model than recipe's [model]; resume with the recipe that run was "
                 "started with (its copy is the run directory's recipe.toml) or choose another --run-dir"

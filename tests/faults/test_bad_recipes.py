@@ -16,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hourglass.recipe import toml
-from hourglass.recipe import RecipeError, recipe_from_data
+from hourglass.recipe import RecipeError, recipe_from_data, toml
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = {str(p.relative_to(ROOT / "recipes")): toml.loads(p.read_text())

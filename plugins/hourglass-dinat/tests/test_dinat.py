@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hourglass_dinat import DilatedNeighborhoodAttention
 from pydantic import ValidationError
 
 from hourglass.plugin import ATTENTION, check_component, neighborhood_attention
@@ -49,7 +50,9 @@ def _dense_dilated_neighborhood(q, k, v, kernel_size, dilation, scale):
 def test_registered_by_this_distribution():
     assert ATTENTION.provider("dinat") == "hourglass-dinat"
     info = ATTENTION.describe("dinat")
-    assert info["fields"]["dilations"]["default"] == (1, 2) and "torch" in info["backends"]
+    assert info["fields"]["dilations"]["default"] == (1, 2)
+    assert info["facts"]["kernel"] == "neighborhood" and "torch" in info["facts"]["backends"]
+    assert info["facts"]["connects_all_tokens"] is False
 
 
 @pytest.mark.parametrize(
@@ -153,9 +156,54 @@ def test_example_recipe_builds_trains_a_step_and_uses_both_dilations():
     assert all(p.grad is not None for m in layers for p in m.parameters())
 
 
-def test_hourglass_build_reports_the_recipe(capsys):
+def test_hourglass_build_reports_the_recipe_with_the_pinned_neighborhood_backend(capsys):
+    import json
+
     from hourglass.cli import main
 
-    assert main(["build", str(RECIPE), "--json"]) == 0
-    out = capsys.readouterr().out
-    assert '"dinat"' in out
+    assert main(["build", str(RECIPE), "--json", "--set", 'runtime.backends.neighborhood="flex"', "--inference"]) == 0
+    level = json.loads(capsys.readouterr().out)["levels"][0]
+    assert level["attention_kind"] == "dinat" and level["attention"] == "dinat k7 d1,2"
+    assert level["kernel"] == "neighborhood" and level["backend"] == "flex"
+
+
+def test_pinned_neighborhood_backend_reaches_the_dinat_layers():
+    from hourglass.recipe import build_model, load_recipe
+
+    model = build_model(load_recipe(RECIPE, ['runtime.backends.neighborhood="torch"']))
+    layers = [m for m in model.modules() if isinstance(m, DilatedNeighborhoodAttention)]
+    assert layers and all(m.backend == "torch" for m in layers)
+
+
+@pytest.mark.parametrize("options,grid,layers,path,match", [
+    ({"kernel_size": 17}, (16, 16), (0,), "kernel_size", "17 does not fit the 16x16 token grid"),
+    ({"kernel_size": 7, "dilations": [1, 3], "clamp_dilation": False}, (16, 16), (0, 1), "dilations",
+     "dilation 3 spreads the 7x7 window over 21 tokens"),
+])
+def test_grid_rule_reports_what_does_not_fit(options, grid, layers, path, match):
+    spec = ATTENTION.validate({"type": "dinat", **options})
+    (problem,) = DilatedNeighborhoodAttention.grid_problems(spec, grid, layers)
+    assert problem.path == path and match in problem.message
+
+
+def test_grid_rule_accepts_what_fits_and_what_clamps():
+    spec = ATTENTION.validate({"type": "dinat", "kernel_size": 7, "dilations": [1, 3]})
+    assert DilatedNeighborhoodAttention.grid_problems(spec, (16, 16), (0, 1)) == []  # 3 clamps to 2
+    only_even = ATTENTION.validate({"type": "dinat", "kernel_size": 7, "dilations": [1, 3], "clamp_dilation": False})
+    assert DilatedNeighborhoodAttention.grid_problems(only_even, (16, 16), (0, 2)) == []  # layers using dilation 1
+
+
+def test_validation_refuses_a_window_larger_than_the_grid():
+    from hourglass.recipe import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError) as info:
+        load_recipe(RECIPE, ["model.levels[0].attention.kernel_size=17"])
+    (problem,) = info.value.problems
+    assert problem.path == "model.levels[0].attention.kernel_size" and "16x16 token grid" in problem.message
+
+
+def test_uvit_refuses_dinat_because_it_is_local():
+    from hourglass.models import model_spec
+
+    with pytest.raises(ValidationError, match="'dinat' does not connect every token in one layer"):
+        model_spec("uvit_test", attention={"type": "dinat", "kernel_size": 3, "d_head": 16})
