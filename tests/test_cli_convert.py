@@ -1,31 +1,19 @@
-"""``hourglass convert k-diffusion``: against the authors' reference outputs in ../shared/reference."""
+"""``hourglass convert k-diffusion``: against the authors' reference outputs in tests/data/k_diffusion."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from hourglass.cli import main
-
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "kdiff_hdit_public.safetensors"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason=f"reference vectors not found at {REFERENCE}")
-
-
-def _reference() -> tuple[dict, dict[str, torch.Tensor]]:
-    from safetensors import safe_open
-
-    with safe_open(str(REFERENCE), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return config, tensors
+from tests._reference import load_reference
 
 
 @pytest.fixture(scope="module")
 def reference():
-    return _reference()
+    return load_reference()
 
 
 def _convert(capsys, tmp_path, config, checkpoint, *extra) -> tuple[int, str, str]:
@@ -36,7 +24,6 @@ def _convert(capsys, tmp_path, config, checkpoint, *extra) -> tuple[int, str, st
     return code, out, err
 
 
-@needs_reference
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_convert_writes_recipe_and_weights_that_reproduce_the_reference(capsys, tmp_path, reference, fmt):
     import safetensors.torch
@@ -69,7 +56,6 @@ def test_convert_writes_recipe_and_weights_that_reproduce_the_reference(capsys, 
     assert (out - tensors["output"]).abs().max() < 1e-4
 
 
-@needs_reference
 def test_convert_refuses_mismatched_weights_and_existing_files(capsys, tmp_path, reference):
     config, tensors = reference
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -136,7 +122,6 @@ def test_recipe_data_maps_the_diffusion_settings():
     assert (r.sample.schedule.sigma_min, r.sample.schedule.sigma_max) == (1e-2, 160.0)
 
 
-@needs_reference
 def test_sample_draws_from_a_converted_folder_and_its_weights_file(capsys, tmp_path, reference):
     config, tensors = reference
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}

@@ -5,6 +5,8 @@ Each family has a harness: the structural context a parent passes and an input t
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -148,3 +150,50 @@ def test_rope_positions_dtype_under_bf16_autocast_follows_k_diffusion(kind, expe
     with torch.autocast("cpu", dtype=torch.bfloat16):
         attn(torch.randn(1, 8, 8, 64), make_axial_pos(8, 8))
     assert seen == [expected]
+
+
+# -- exact formulas of the FFNs and the lerp skip, computed by hand -------------------------------------
+def _linear(x, layer):
+    return x @ layer.weight.T + (0 if layer.bias is None else layer.bias)
+
+
+def _silu(g):
+    return g / (1 + torch.exp(-g))
+
+
+def _gelu_erf(g):
+    return 0.5 * g * (1 + torch.erf(g / math.sqrt(2)))
+
+
+def _gelu_tanh(g):
+    return 0.5 * g * (1 + torch.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3)))
+
+
+@pytest.mark.parametrize("name,act", [("swiglu", _silu), ("geglu", _gelu_erf)])
+def test_gated_ffns_follow_their_formula(name, act):
+    """SwiGLU is ``Down(value * SiLU(gate))``, GEGLU ``Down(value * GELU_erf(gate))``, ``Up -> [value, gate]``."""
+    d_ff = 10
+    ffn = FFN.build({"type": name, "bias": True, "zero_init": False}, width=6, d_ff=d_ff, dropout=0.0).double()
+    x = torch.randn(2, 3, 6, dtype=torch.float64) * 2
+    hidden = _linear(x, ffn.up_proj)
+    value, gate = hidden[..., :d_ff], hidden[..., d_ff:]
+    expected = _linear(value * act(gate), ffn.down_proj)
+    torch.testing.assert_close(ffn(x), expected)
+
+
+@pytest.mark.parametrize("approximate,act", [("tanh", _gelu_tanh), ("none", _gelu_erf)])
+def test_gelu_mlp_follows_its_formula(approximate, act):
+    """The GELU MLP is ``Down(GELU(Up(x)))`` with the tanh (DiT) or the exact erf GELU."""
+    spec = {"type": "gelu_mlp", "bias": True, "zero_init": False, "approximate": approximate}
+    mlp = FFN.build(spec, width=6, d_ff=10, dropout=0.0).double()
+    x = torch.randn(2, 3, 6, dtype=torch.float64) * 2
+    torch.testing.assert_close(mlp(x), _linear(act(_linear(x, mlp.up_proj)), mlp.down_proj))
+
+
+def test_lerp_skip_moves_from_the_skip_towards_the_upsampled_tokens():
+    """``skip + f * (up(x) - skip)`` at f = 0.2 (at the default 0.5 swapped lerp arguments would not show)."""
+    split = SPLIT.build({"type": "lerp", "init": 0.2}, in_width=8, out_width=4).double()
+    assert split.fac.item() == pytest.approx(0.2)
+    x, skip = torch.randn(2, 2, 3, 8, dtype=torch.float64), torch.randn(2, 4, 6, 4, dtype=torch.float64)
+    up = split.up(x)
+    torch.testing.assert_close(split(x, skip), skip + 0.2 * (up - skip))

@@ -223,6 +223,36 @@ def test_churn_is_bounded_and_limited_to_the_window():
         assert ratio == pytest.approx(math.sqrt(2) if inside else 1.0)
 
 
+def test_euler_with_churn_evaluates_the_model_at_sigma_hat():
+    """Karras et al. 2022 Algorithm 2 with Euler steps: with churn, D is called at sigma_hat, not at sigma."""
+    n, s_churn, s_tmin, s_tmax, s_noise = 6, 1.2, 0.05, 5.0, 1.1
+    sigmas = SCHEDULE.build({"type": "karras", "sigma_min": 0.01, "sigma_max": 10.0})(n).tolist()
+    eps = [torch.randn(2, 1, 2, 2, dtype=torch.float64) for _ in range(n)]
+    x0 = torch.randn(2, 1, 2, 2, dtype=torch.float64) * sigmas[0]
+    called, drawn = [], iter(eps)
+
+    def denoiser(x, sigma):
+        called.append(sigma[0].item())
+        return GaussianToy()(x, sigma)
+
+    out = sample("euler", denoiser, x0, sigmas, noise=lambda like: next(drawn),
+                 s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
+    # Algorithm 2: gamma_i = min(S_churn / N, sqrt(2) - 1) inside [S_tmin, S_tmax], else 0
+    x, expected, noise = x0.clone(), [], iter(eps)
+    for i in range(n):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
+        sigma_hat = sigma + gamma * sigma
+        if gamma > 0:
+            x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * next(noise)
+        expected.append(sigma_hat)
+        d = (x - GaussianToy()(x, torch.full((2,), sigma_hat, dtype=torch.float64))) / sigma_hat
+        x = x + (sigma_next - sigma_hat) * d
+    assert 0 < sum(expected[i] != sigmas[i] for i in range(n)) < n  # some steps churn, some do not
+    assert called == pytest.approx(expected, rel=1e-12)
+    torch.testing.assert_close(out, x, rtol=1e-10, atol=1e-10)
+
+
 def test_lms_coefficients_integrate_polynomials_exactly():
     sigmas = [10.0, 6.0, 3.5, 2.0, 1.1, 0.5, 0.0]
     coeffs = lms_coefficients(sigmas, 4)

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from hourglass.backends import use_backends
 from hourglass.interop.k_diffusion import convert_state_dict, from_k_diffusion, spec_from_k_diffusion
-
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "kdiff_hdit_public.safetensors"
+from tests._reference import load_reference
 
 
 @pytest.fixture(scope="module")
 def reference():
-    if not REFERENCE.exists():
-        pytest.fail(f"reference vectors missing at {REFERENCE}: ../shared must sit beside the checkout")
-    tensors = load_file(str(REFERENCE))
-    with safe_open(str(REFERENCE), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-    return config, tensors
+    return load_reference()
 
 
 def _run(config, tensors, **backends):

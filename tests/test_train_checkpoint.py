@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,6 +172,38 @@ def test_killed_writer_leaves_the_previous_checkpoint_intact(tmp_path):
     assert found.step == 1 and torch.equal(found.model["w"], torch.full((256, 256), 1.0))
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
     assert remove_stale_temp_files(tmp_path)
+
+
+def test_save_renames_the_fully_written_temp_file_into_place(tmp_path, monkeypatch):
+    """A save is atomic: the final file is the fully written temp file of the same folder, renamed (same inode),
+    never a copy of it, and a previous checkpoint at that path is replaced, never truncated or rewritten."""
+    import hourglass.train.checkpoint as ckpt_module
+
+    original, written = ckpt_module._write_chunks, []
+
+    def recording(f, data):
+        original(f, data)
+        f.flush()
+        st = os.fstat(f.fileno())
+        written.append((Path(f.name), st.st_ino, st.st_size, len(data)))
+
+    monkeypatch.setattr(ckpt_module, "_write_chunks", recording)
+    path, keep = checkpoint_path(tmp_path, 1), tmp_path / "keep"
+    keep.mkdir()
+    before = None
+    for step in (1, 2):  # the first save creates the file, the second replaces it
+        if path.exists():
+            os.link(path, keep / "previous")  # a second name for the old file's inode
+            before = path.read_bytes()
+        save_checkpoint(path, step=step, model={"w": torch.full((64, 64), float(step))})
+        assert len(written) == step
+        temp, inode, size, length = written[-1]
+        assert temp.parent == path.parent and temp != path, f"not written through a temp file beside it: {temp}"
+        assert size == length
+        assert os.stat(path).st_ino == inode, "the checkpoint is not the renamed temp file (copied into place?)"
+        assert not temp.exists() and [p.name for p in path.parent.iterdir()] == [path.name]
+        assert read_checkpoint(path).step == step
+    assert (keep / "previous").read_bytes() == before, "the previous checkpoint was rewritten in place"
 
 
 def test_load_checkpoint_for_inference(tmp_path):

@@ -1,4 +1,4 @@
-"""Two CPU processes with the gloo backend: DDP keeps the ranks' weights identical."""
+"""Two CPU processes with the gloo backend: DDP keeps the ranks' weights identical; each rank draws its own noise."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hourglass.train import list_checkpoints, read_checkpoint
-from tests.test_train_loop import REPO, TINY_RECIPE, one_thread  # noqa: F401 (fixture)
+from hourglass.train import Trainer, list_checkpoints, read_checkpoint
+from hourglass.train import trainer as trainer_module
+from hourglass.train.distributed import DistInfo
+from tests.test_train_loop import REPO, TINY_RECIPE, one_thread, quiet, tiny_recipe  # noqa: F401 (fixture)
 
 
 def _free_port() -> int:
@@ -59,6 +61,39 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     saved = read_checkpoint(path)
     assert step == 3 and saved.extra["world_size"] == 2
     assert all(torch.equal(saved.model[k[len("model."):]], v) for k, v in r0.items() if k.startswith("model."))
+
+
+class _Recording(Trainer):
+    """A trainer that records what each micro-step draws: sigmas, noise and the model-dropout RNG state."""
+
+    def _compute_loss(self, x0, noise, sigma, cond):
+        self.drawn.append((sigma.clone(), noise.clone(), torch.get_rng_state()))
+        return super()._compute_loss(x0, noise, sigma, cond)
+
+
+def test_ranks_draw_different_noise_and_sigmas_reproducibly(tmp_path, monkeypatch):
+    """Rank 0 and rank 1 of 2 draw different training noise, sigmas and model-dropout seeds (the same draws
+    on every rank would waste the extra ranks), and a rank's draws replay exactly."""
+    recipe = tiny_recipe("model.levels[1].dropout=0.1")
+    draws, batch = {}, None
+    for rank in (0, 1):  # no process group: only the rank the trainer sees changes
+        monkeypatch.setattr(trainer_module, "init_distributed", lambda device, r=rank: DistInfo(rank=r, world_size=2))
+        trainer = _Recording(recipe, tmp_path / f"rank{rank}", report=quiet)
+        trainer.drawn = []
+        assert trainer.dist.rank == rank and trainer.micro_batch == 4
+        if batch is None:
+            batch = next(trainer.loader.iterate())  # the same images on both ranks
+        for micro in (0, 1, 0):
+            trainer._micro_step(batch, micro, last=True)
+        draws[rank] = trainer.drawn
+    for rank, (first, other_micro, again) in draws.items():
+        for a, b in zip(first, again, strict=True):
+            assert torch.equal(a, b), f"rank {rank} does not replay its draws"
+        assert not torch.equal(first[0], other_micro[0]), "micro-batches share their sigmas"
+    (sigma0, noise0, rng0), (sigma1, noise1, rng1) = draws[0][0], draws[1][0]
+    assert not torch.equal(sigma0, sigma1), "ranks 0 and 1 draw the same sigmas"
+    assert not torch.equal(noise0, noise1), "ranks 0 and 1 draw the same noise"
+    assert not torch.equal(rng0, rng1), "ranks 0 and 1 seed the model dropout alike"
 
 
 @pytest.mark.slow
