@@ -24,7 +24,7 @@ def _attention(name):
 
 def _pos_emb(name):
     context = {"width": WIDTH, "d_head": 64, "n_heads": 2, "grid_size": (H, W)}
-    if getattr(POS_EMB.get(name), "kind", None) == "rope":
+    if POS_EMB.get(name).encoding == "relative":
         return context, (make_axial_pos(H, W),), (H, W, 2, 64 // 4)
     x = torch.randn(B, H, W, WIDTH)
     return context, (x,), x.shape
@@ -192,7 +192,7 @@ def test_gelu_mlp_follows_its_formula(approximate, act):
 
 def test_lerp_skip_moves_from_the_skip_towards_the_upsampled_tokens():
     """``skip + f * (up(x) - skip)`` at f = 0.2 (at the default 0.5 swapped lerp arguments would not show)."""
-    split = SPLIT.build({"type": "lerp", "init": 0.2}, in_width=8, out_width=4).double()
+    split = SKIP.build({"type": "lerp", "init": 0.2}, in_width=8, out_width=4).double()
     assert split.fac.item() == pytest.approx(0.2)
     x, skip = torch.randn(2, 2, 3, 8, dtype=torch.float64), torch.randn(2, 4, 6, 4, dtype=torch.float64)
     up = split.up(x)
