@@ -1,4 +1,4 @@
-"""Recipes: a whole experiment as one typed TOML file (DESIGN.md "Recipes").
+"""Recipes: a whole experiment as one typed TOML file (docs/concepts.md, "Recipes").
 
 A recipe has six sections, each a frozen pydantic spec that refuses unknown keys:
 
@@ -61,7 +61,10 @@ __all__ = [
 
 
 class DiffusionSection(Spec):
-    """``[diffusion]``: preconditioning, loss weighting and training noise levels (PAPER.md §2)."""
+    """``[diffusion]``: preconditioning, loss weighting and training noise levels.
+
+    The defaults are HDiT's (Crowson et al. 2024, arXiv 2401.11605; Sec. 3.1, App. C and Table 7).
+    """
 
     denoiser: Component(DENOISER) = Field(  # type: ignore[valid-type]
         default_factory=lambda: DENOISER.validate("karras"),
@@ -92,14 +95,14 @@ class DataSection(Spec):
 
 
 class EMASection(Spec):
-    """``[train.ema]``: ``decay_t = min(decay_max, 1 - (1 + t)^(-power))`` (PAPER.md §2)."""
+    """``[train.ema]``: ``decay_t = min(decay_max, 1 - (1 + t)^(-power))`` (HDiT paper, Table 7: 0.9999)."""
 
     decay_max: float = Field(0.9999, gt=0, lt=1, description="largest EMA decay")
     power: float = Field(0.75, gt=0, description="warm-up power (2/3 is the other common value)")
 
 
 class TrainSection(Spec):
-    """``[train]``: optimisation and bookkeeping (PAPER.md §2 defaults)."""
+    """``[train]``: optimisation and bookkeeping (optimiser defaults: HDiT paper, Sec. 5.1 and Table 7)."""
 
     steps: int = Field(100_000, ge=1, description="optimizer steps to train for")
     lr: float = Field(5e-4, gt=0, description="AdamW learning rate")

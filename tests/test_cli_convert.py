@@ -1,4 +1,4 @@
-"""``hourglass convert k-diffusion``: against the authors' reference outputs in ../shared/reference."""
+"""``hourglass convert k-diffusion``: against the authors' reference outputs (see ``REFERENCE``)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" 
 @pytest.fixture(scope="module")
 def reference():
     if not REFERENCE.exists():
-        pytest.fail(f"reference vectors missing at {REFERENCE}: ../shared must sit beside the checkout")
+        pytest.fail(f"reference vectors missing: the k-diffusion reference outputs must be at {REFERENCE}")
     tensors = load_file(str(REFERENCE))
     with safe_open(str(REFERENCE), "pt") as f:
         config = json.loads(f.metadata()["config"])

@@ -136,7 +136,7 @@ def neighborhood_attention(
 def shifted_window_attention(
     q: Tensor, k: Tensor, v: Tensor, window_size: int, shift: int, scale: float = 1.0, backend: str | None = None
 ) -> Tensor:
-    """Shifted-window attention as in the authors' HDiT code (PAPER.md §1.11).
+    """Shifted-window attention as in the authors' HDiT code (k-diffusion's ``apply_window_attention``).
 
     ``q``, ``k``, ``v`` are rolled by ``(+shift, +shift)`` over ``(H, W)``, cut into ``s x s``
     windows and attended within each window, then un-cut and rolled back. In the first window

@@ -1,4 +1,6 @@
-"""The Hourglass Diffusion Transformer (PAPER.md §1) and its presets (§3).
+"""The Hourglass Diffusion Transformer and its presets.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605): the architecture of Sec. 4 and Fig. 3; the presets of Table 7.
 
 Levels ``0..L-1``: the encoder runs each outer level's layers, keeps a skip and merges 2x2
 tokens; the innermost level runs in the middle; the decoder splits, combines the skip (lerp)
@@ -103,7 +105,7 @@ class HDiTSpec(Spec):
 
 @MODEL.register("hdit")
 class HDiT(nn.Module):
-    """Hourglass Diffusion Transformer backbone ``F(x, sigma)`` (PAPER.md §1).
+    """Hourglass Diffusion Transformer backbone ``F(x, sigma)`` (HDiT paper, Sec. 4, Fig. 3).
 
     Args:
         spec: the model's spec; a preset name goes through :func:`hourglass.create_model`.
@@ -206,7 +208,7 @@ class HDiT(nn.Module):
         return self.patch_out(x).movedim(-1, 1)
 
 
-# -- presets (PAPER.md §3) -----------------------------------------------------------------------
+# -- presets (HDiT paper, Table 7) ---------------------------------------------------------------
 def _levels(depths, widths, attentions, dropouts=None) -> list[dict[str, Any]]:
     dropouts = dropouts or [0.0] * len(depths)
     return [
@@ -228,13 +230,13 @@ def _imagenet256_like(depths, widths) -> dict[str, Any]:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Table 7, ablation step E (= HDiT at 128 px): 117.0M params, 31.4 GMAC.
+    # Table 7, ablation step E (= HDiT at 128 px; printed 117M, 31 GFLOP): 117.0M params, 31.4 GMAC.
     "hdit_imagenet128": {
         "levels": _levels([2, 11], [384, 768], [_NA7, _GLOBAL]),
         "mapping": {"type": "hdit", "depth": 1, "width": 768, "d_ff": 2304},
         "num_classes": 1000, "input_size": 128, "patch_size": 4,
     },
-    # Table 7, FFHQ-1024: 85.1M params, 206.1 GMAC; dropout 0.1 on the innermost level.
+    # Table 7, FFHQ-1024 (printed 85M, 206 GFLOP): 85.1M params, 206.1 GMAC; dropout 0.1 on the innermost level.
     "hdit_ffhq1024": {
         "levels": _levels(
             [2, 2, 2, 2, 2], [128, 256, 384, 768, 1024], [_NA7, _NA7, _NA7, _GLOBAL, _GLOBAL],
@@ -242,7 +244,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
         "mapping": _BIG_MAPPING, "num_classes": 0, "input_size": 1024, "patch_size": 4,
     },
-    # Table 7, ImageNet-256: 557.4M params, 197.6 GMAC.
+    # Table 7, ImageNet-256 (printed 557M, 198 GFLOP): 557.4M params, 197.6 GMAC.
     "hdit_imagenet256": _imagenet256_like([2, 2, 16], [384, 768, 1536]),
     # A size family on the ImageNet-256 layout (NA7, NA7, global); hdit_l is the paper's model.
     "hdit_s": _imagenet256_like([2, 2, 8], [192, 384, 768]),

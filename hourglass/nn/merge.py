@@ -1,4 +1,7 @@
-"""Token merges (down) and splits with skip connections (up) between levels (PAPER.md §1.1, §1.4).
+"""Token merges (down) and splits with skip connections (up) between levels.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605): patching and the 2x2 merges and splits (Sec. 4.1,
+Fig. 3; App. E.4), the learnable lerp skip (Sec. 4.1, Eq. 2) and its ablation (Table 2).
 
 A merge turns a ``p x p`` patch of tokens into one token: ``(B, H, W, C) -> (B, H/p, W/p, C')``.
 A split undoes it with a projection and combines the result with the encoder's skip:
@@ -107,7 +110,11 @@ class LerpSkipSpec(_SkipSpec):
 
 @SPLIT.register("lerp")
 class LerpSkip(_Split):
-    """``x = skip + f * (up(x) - skip)`` with a learnable scalar ``f`` (PAPER.md §1.4)."""
+    """``x = skip + f * (up(x) - skip)`` with a learnable scalar ``f`` (HDiT paper, Sec. 4.1, Eq. 2).
+
+    The paper writes ``f x_skip + (1 - f) x_up``; here, as in k-diffusion, ``f`` (initially 0.5) weights
+    the upsampled branch.
+    """
 
     Spec = LerpSkipSpec
 

@@ -1,4 +1,8 @@
-"""Positional encodings (PAPER.md §1.2, §1.10, §5).
+"""Positional encodings.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) uses 2D axial RoPE (Su et al. 2022) on half of each head
+(Sec. 4.2; App. E.2, Fig. 11); the token coordinates and the frequencies follow the authors' k-diffusion
+code. DiT adds fixed sin-cos positions (Peebles & Xie 2023), U-ViT learned ones (Bao et al. 2023).
 
 Two kinds exist. *Relative* encodings (``kind == "rope"``) are built inside each attention
 module and rotate queries and keys. *Absolute* encodings (``kind == "absolute"``) are built once
@@ -36,7 +40,7 @@ __all__ = [
 
 
 def make_axial_pos(h: int, w: int, *, dtype: torch.dtype | None = None, device=None) -> Tensor:
-    """Token-centre coordinates of an ``h x w`` grid, ``(h, w, 2)`` as ``(y, x)`` (PAPER.md §1.2).
+    """Token-centre coordinates of an ``h x w`` grid, ``(h, w, 2)`` as ``(y, x)`` (k-diffusion's ``make_axial_pos``).
 
     Cell centres of ``[-1, 1]`` along the longer side; the shorter side spans ``[-r, r]`` with
     ``r`` the aspect ratio, so a 16x32 grid spans ``[-0.5, 0.5] x [-1, 1]``.
@@ -51,7 +55,7 @@ def make_axial_pos(h: int, w: int, *, dtype: torch.dtype | None = None, device=N
 
 
 def downscale_pos(pos: Tensor) -> Tensor:
-    """Mean of each 2x2 block of positions: ``(2h, 2w, 2) -> (h, w, 2)`` (PAPER.md §1.2)."""
+    """Mean of each 2x2 block of positions: ``(2h, 2w, 2) -> (h, w, 2)`` (k-diffusion's ``downscale_pos``)."""
     pos = rearrange(pos, "(h nh) (w nw) e -> h w (nh nw) e", nh=2, nw=2)
     return pos.mean(dim=-2)
 
@@ -82,7 +86,7 @@ class AxialRoPESpec(Spec):
 
 @POS_EMB.register("axial_rope")
 class AxialRoPE(nn.Module):
-    """2D axial rotary embedding on the first half of each head (PAPER.md §1.10).
+    """2D axial rotary embedding on the first half of each head (HDiT paper, App. E.2, Fig. 11).
 
     With ``f = d_head // 8``, ``n_heads * f`` log-spaced frequencies are laid out as
     ``(f, n_heads)`` and transposed, so each head gets its own ``f`` frequencies;
@@ -128,7 +132,7 @@ class SinCos2DSpec(Spec):
 
 @POS_EMB.register("sincos_2d")
 class SinCos2D(nn.Module):
-    """Fixed 2D sine-cosine positions over integer token indices (DiT, PAPER.md §5).
+    """Fixed 2D sine-cosine positions over integer token indices (DiT, Peebles & Xie 2023).
 
     The first half of the channels encodes the column, the second half the row, each as
     ``[sin, cos]`` of ``index * 10000^(-2i/d)``.
@@ -163,7 +167,7 @@ class LearnedPosEmbSpec(Spec):
 
 @POS_EMB.register("learned")
 class LearnedPosEmb(nn.Module):
-    """Learned absolute positions, one vector per token of the training grid (U-ViT, PAPER.md §5).
+    """Learned absolute positions, one vector per token of the training grid (U-ViT, Bao et al. 2023).
 
     At another grid size the table is resized bicubically, so a model still runs (with a
     quality cost) at resolutions it was not trained on.
