@@ -1,10 +1,12 @@
 """Helpers shared by the benchmark scripts (private): the model ladders, clocks, process memory, tables.
 
 The HDiT ladder is grown exactly as ``hourglass flops --grow`` grows a model
-(:func:`hourglass.models.grow`, PAPER.md §4): start from ``hdit_imagenet128``
-(levels ``[NA7 384 x 2, global 768 x 11]`` at 128 px) and, for every doubling of the image side,
-add one outer neighborhood level (width 384, depth 2, k = 7) in front of the outermost one. The
-innermost (global) level therefore always sees the same 16 x 16 token grid.
+(:func:`hourglass.models.grow`), the rule by which HDiT (Crowson et al. 2024, arXiv 2401.11605)
+prices its ablation at 256 and 512 px (Sec. 5.2 and Table 1; one more local-attention level per doubling,
+Sec. 4.1 and Fig. 3): start from ``hdit_imagenet128`` (levels ``[NA7 384 x 2, global 768 x 11]`` at
+128 px) and, for every doubling of the image side, add one outer neighborhood level (width 384, depth 2,
+k = 7) in front of the outermost one. The innermost (global) level therefore always sees the same
+16 x 16 token grid.
 """
 
 from __future__ import annotations

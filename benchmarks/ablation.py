@@ -1,4 +1,8 @@
-"""The paper's architecture ablation (PAPER.md §4), shrunk to CPU size, at equal training compute.
+"""The paper's architecture ablation, shrunk to CPU size, at equal training compute.
+
+The ladder is the ImageNet-128 ablation of HDiT (Crowson et al. 2024, arXiv 2401.11605), Sec. 5.2 and
+Table 1: pixel-space DiT-B/4 (row R1) and the hourglass steps A, B1, B2, C, D and E; the U-ViT rung is
+ours (the paper has no U-ViT row).
 
 Usage::
 
@@ -308,7 +312,8 @@ def _markdown(results: list[dict[str, Any]], args: argparse.Namespace, command: 
     return "\n".join([
         "# Architecture ablation at equal compute (CPU, `shapes` 32x32)",
         "",
-        "Written by `benchmarks/ablation.py`; rerun it to refresh. The ladder of PAPER.md §4, each rung derived",
+        "Written by `benchmarks/ablation.py`; rerun it to refresh. The ladder of the HDiT paper's ablation",
+        "(Crowson et al. 2024, arXiv 2401.11605, Sec. 5.2 and Table 1), each rung derived",
         "from its recipe by size/data overrides only (see the script's docstring), trained at the same forward",
         "compute (GMAC per image x steps x batch).",
         "",

@@ -8,7 +8,8 @@ Usage::
     python3 benchmarks/scaling.py --save-raw r.json      # keep the raw measurements ...
     python3 benchmarks/scaling.py --load-raw r.json      # ... and re-render the report from them
 
-Models (PAPER.md §4): the HDiT ladder grows as the paper grows it, one outer neighborhood level
+Models: the HDiT ladder grows as HDiT (Crowson et al. 2024, arXiv 2401.11605) grows it for the
+resolutions of its ablation (Sec. 5.2 and Table 1; Sec. 4.1 and Fig. 3), one outer neighborhood level
 (NA7, width 384, depth 2 + 2) per doubling on top of ``hdit_imagenet128`` (see
 ``benchmarks/_common.py``); the baseline is ``dit_b_4`` with ``input_size`` set (global attention
 over all ``(side / 4)^2`` tokens).
@@ -60,7 +61,7 @@ from _common import (  # noqa: E402
 )
 
 MODELS = {"hdit": "HDiT (grown ladder)", "dit": "DiT-B/4 (pixel space)"}
-#: the paper's ablation table (PAPER.md §4): GMAC at 128 / 256 / 512 px
+#: the HDiT paper's ablation table (Table 1, R1 and step E): GMAC at 128 / 256 / 512 px
 PAPER_GMACS = {"hdit": {128: 31, 256: 65, 512: 198}, "dit": {128: 106, 256: 657, 512: 6341}}
 GMAC_TOL = 0.03
 GMAC_FLAT_TOL = 0.20

@@ -1,4 +1,7 @@
-"""Multiply-accumulate counting, the unit the paper (like DiT) calls "GFLOPs" (PAPER.md §3).
+"""Multiply-accumulate counting, the unit the HDiT paper (like DiT) reports as "GFLOP".
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605): Table 1 (GFLOP at 128, 256 and 512 px) and Table 7
+(GFLOP/forward).
 
 The model is rebuilt on the meta device from its spec, so counting needs no memory for
 weights and no compute. Linear layers count ``tokens x in x out``; attention counts

@@ -165,7 +165,7 @@ def test_flops_grow_matches_the_paper_ladder(capsys):
     got = _gmacs(capsys, str(RECIPES / "hdit_imagenet128.toml"), "--resolution", "128", "256", "512", "--grow")
     for value, paper in zip(got, (31, 65, 198), strict=True):
         assert abs(value - paper) / paper < 0.03
-    # the global-only rung grows global levels: quadratic cost (PAPER.md §4: 32 / 114 / 1060)
+    # the global-only rung grows global levels: quadratic cost (arXiv 2401.11605, Table 1, step A: 32 / 114 / 1060)
     got = _gmacs(capsys, str(RECIPES / "ablation" / "1_global_only.toml"), "-r", "128", "256", "512", "--grow")
     for value, paper in zip(got, (32, 114, 1060), strict=True):
         assert abs(value - paper) / paper < 0.03

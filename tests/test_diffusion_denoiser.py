@@ -1,4 +1,4 @@
-"""Preconditioning (PAPER.md §2), the training loss and the loss weightings."""
+"""Preconditioning (EDM, Karras et al. 2022, Table 1), the training loss and the loss weightings."""
 
 from __future__ import annotations
 

@@ -71,7 +71,11 @@ def test_cosine_interpolated_bounds_and_shift():
 
 
 def _paper_cosine_interpolated(t: float, image_d: float, sd: float = 0.5) -> float:
-    """PAPER.md §2 written out with scalars."""
+    """The cosine-interpolated density written out with scalars.
+
+    Simple diffusion's shifted and interpolated cosine schedule (Hoogeboom et al. 2023), HDiT's training
+    density (Crowson et al. 2024, arXiv 2401.11605, Table 7), as k-diffusion's ``rand_cosine_interpolated``.
+    """
     lmax, lmin = -2 * math.log(1e-3 / sd), -2 * math.log(1e3 / sd)
 
     def cosine(t, a, b):

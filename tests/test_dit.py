@@ -1,4 +1,4 @@
-"""DiT: the paper's sizes, DiT's equations, training, component swaps and errors (PAPER.md §5)."""
+"""DiT: the paper's sizes, DiT's equations, training, component swaps and errors (Peebles & Xie 2023)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from hourglass import count_gmacs, create_model, list_models
 from hourglass.backends import use_backends
 from tests.conftest import unzero_
 
-# PAPER.md §3: (params in millions, GMAC at the native resolution)
+# HDiT (Crowson et al. 2024, arXiv 2401.11605), Table 7: (params in millions, GMAC at the native resolution),
+# to one decimal; the table prints them rounded (117M / 31, 85M / 206, 557M / 198 GFLOP).
 PAPER = {"hdit_imagenet128": (117.0, 31.4), "hdit_ffhq1024": (85.1, 206.1), "hdit_imagenet256": (557.4, 197.6)}
 
 

@@ -1,4 +1,4 @@
-"""U-ViT: the paper's sizes, U-ViT's equations, long skips, training, swaps and errors (PAPER.md §5)."""
+"""U-ViT: the paper's sizes, U-ViT's equations, long skips, training, swaps and errors (Bao et al. 2023)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shifted-window attention (the authors' Swin variant, PAPER.md §1.11), ``torch`` backend.
+"""Shifted-window attention (the authors' Swin variant in k-diffusion's HDiT code), ``torch`` backend.
 
 ``q``, ``k``, ``v`` are rolled by ``(+shift, +shift)`` over ``(H, W)``, cut into ``s x s``
 windows and attended within each window, then un-cut and rolled back by ``-shift``. In the

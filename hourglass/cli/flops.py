@@ -1,7 +1,8 @@
 """``hourglass flops``: GMACs of one forward pass at several resolutions.
 
 Without ``--grow`` the same model is counted at every size. With ``--grow`` the model grows the
-way the paper scales HDiT (PAPER.md §4): for each doubling above the recipe's native resolution
+way the paper scales HDiT (Crowson et al. 2024, arXiv 2401.11605, Sec. 4.1, Fig. 3 and Sec. 5.2,
+Table 1; App. A): for each doubling above the recipe's native resolution
 one more level is added outside the outermost one, with the outermost level's width and
 attention (neighborhood k=7 for HDiT) and depth 2 (2 + 2 layers), so the cost stays linear in
 pixels. GMAC = multiply-accumulates, the unit the paper (like DiT) calls "GFLOPs".

@@ -1,4 +1,7 @@
-"""Non-leaking augmentation of Karras et al. 2022 (EDM, App. C; PAPER.md §2).
+"""Non-leaking augmentation (Karras et al. 2020, "ADA"), as EDM (Karras et al. 2022) trains diffusion with it.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) applies it to FFHQ-1024 with probability 0.12 (Sec. 5.1 and
+Table 7) and feeds the augmentation parameters to the mapping network (App. E.3).
 
 Each geometric transform is applied with probability ``p`` (x-flip: with probability 1/2 whenever
 augmentation is on), and the model is told what was applied through the 9-number conditioning

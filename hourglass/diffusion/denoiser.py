@@ -1,4 +1,6 @@
-"""EDM preconditioning (Karras et al. 2022) as used by HDiT (PAPER.md §2).
+"""EDM preconditioning (Karras et al. 2022, Table 1) as used by HDiT.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) adopts it in Sec. 3.1 and Sec. 5.1 (sigma_data 0.5: Table 7).
 
 ``D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x; sigma)`` with
 
@@ -7,8 +9,9 @@
 - ``c_in   = 1 / sqrt(sigma^2 + sigma_data^2)``
 
 The backbone ``F`` receives ``sigma`` itself and computes ``c_noise = ln(sigma) / 4`` inside
-(PAPER.md §1.3). Training minimises ``w(sigma) * mean((F - (x0 - c_skip x_s) / c_out)^2)`` with
-``x_s = x0 + sigma * noise``, ``w`` an F-space weighting (see :mod:`hourglass.diffusion.weighting`).
+(EDM, Table 1; HDiT paper, App. E.3). Training minimises
+``w(sigma) * mean((F - (x0 - c_skip x_s) / c_out)^2)`` with ``x_s = x0 + sigma * noise``, ``w`` an
+F-space weighting (see :mod:`hourglass.diffusion.weighting`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class KarrasDenoiserSpec(Spec):
 
 @DENOISER.register("karras")
 class KarrasDenoiser(nn.Module):
-    """Karras et al. (2022) preconditioned denoiser around a backbone ``F`` (PAPER.md §2).
+    """Karras et al. (2022) preconditioned denoiser around a backbone ``F`` (EDM, Table 1).
 
     Args:
         spec: the denoiser spec (``sigma_data``).
@@ -108,7 +111,7 @@ class KarrasDenoiser(nn.Module):
         weighting: WeightingLike = "soft_min_snr",
         **cond: Any,
     ) -> Tensor:
-        """Per-sample weighted training loss (PAPER.md §2).
+        """Per-sample weighted training loss (HDiT paper, Sec. 3.1, Eq. 1, written in F-space).
 
         ``w(sigma) * mean_{C,H,W}((F(c_in x_s; sigma) - (x0 - c_skip x_s) / c_out)^2)`` with
         ``x_s = x0 + noise * sigma``. The weighting is in F-space (k-diffusion's convention): ``edm``

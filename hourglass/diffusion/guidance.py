@@ -1,4 +1,7 @@
-"""Classifier-free guidance (Ho & Salimans 2022; PAPER.md §2).
+"""Classifier-free guidance (Ho & Salimans 2022), as HDiT (Crowson et al. 2024, arXiv 2401.11605) applies it.
+
+The scale follows the HDiT paper's App. D.2 (after Saharia et al. 2022): 1 is no guidance; the
+ImageNet-256 model's best FID, 3.21, is around 1.3 (Fig. 10). The conditioning dropout is 0.1 (Table 7).
 
 ``D_guided = D_uncond + scale (D_cond - D_uncond)``; ``scale = 1`` is no guidance. The model is
 trained with class dropout, and the "no class" is one extra class index (``num_classes``).

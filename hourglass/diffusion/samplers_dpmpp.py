@@ -112,7 +112,7 @@ class DPMPP3MSDESamplerSpec(SamplerSpec):
 
 @SAMPLER.register("dpmpp_3m_sde")
 class DPMPP3MSDESampler(Sampler):
-    """DPM-Solver++(3M) SDE: HDiT's evaluation sampler (50 steps, PAPER.md §2).
+    """DPM-Solver++(3M) SDE: HDiT's evaluation sampler (50 steps; arXiv 2401.11605, Sec. 5.1 and Table 7).
 
     A three-step multistep method (the first two steps use one and two past values), with
     k-diffusion's coefficients kept exactly for parity with the paper's evaluation. Note: with

@@ -1,4 +1,4 @@
-"""Training noise-level densities (PAPER.md §2).
+"""Training noise-level densities (HDiT, Crowson et al. 2024, arXiv 2401.11605: Sec. 3.1 and Table 7).
 
 Every density maps uniform numbers ``u`` in ``(0, 1)`` to noise levels through its inverse CDF
 (:meth:`icdf`). :meth:`sample` draws ``u`` **stratified** over the batch, ``u_i = (i + U_i) / n``
@@ -8,7 +8,10 @@ stratum of width ``1/n``), which lowers the variance of the loss estimate.
 HDiT trains with the **cosine-interpolated** density of simple diffusion (Hoogeboom et al. 2023):
 the log-SNR of a cosine schedule, shifted for a noise resolution ``n`` at image size ``D`` by
 ``h = 2 ln(n / D)``, interpolated from ``n = 32`` at ``t = 0`` to ``n = D`` at ``t = 1``; its median
-sigma is 0.50 at 32 px, 1.41 at 256 px and 2.81 at 1024 px.
+sigma is 0.50 at 32 px, 1.41 at 256 px and 2.81 at 1024 px. The HDiT paper names the density
+("interpolated cosine", sigma in [1e-3, 1e3], sigma_data 0.5: Table 7); the formulas and the defaults
+``noise_d_low = 32``, ``noise_d_high = D`` are those of the authors' k-diffusion
+(``rand_cosine_interpolated``).
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ class CosineInterpolatedDensitySpec(_RangeSpec):
     sigma_max: float = Field(1e3, gt=0, description="highest noise level (sets logsnr_min)")
     noise_d_low: float = Field(32.0, gt=0, description="noise resolution at t = 0")
     noise_d_high: float | None = Field(
-        None, gt=0, description="noise resolution at t = 1; None = the image size (PAPER.md §2)"
+        None, gt=0, description="noise resolution at t = 1; None = the image size (k-diffusion's default)"
     )
 
 
@@ -158,7 +161,7 @@ def _image_side(image_size: Any) -> float:
 
 @SIGMA_DENSITY.register("cosine_interpolated")
 class CosineInterpolatedDensity(_Density):
-    """Cosine-interpolated noise density (simple diffusion; HDiT's training density, PAPER.md §2).
+    """Cosine-interpolated noise density (simple diffusion; HDiT's training density, HDiT paper Table 7).
 
     Context at build: ``sigma_data`` (default 0.5) and ``image_size`` (the image side ``D``; a
     ``(height, width)`` pair uses the geometric mean of the two sides). ``image_size`` is required

@@ -1,4 +1,4 @@
-"""Loss weightings over noise levels (PAPER.md §2).
+"""Loss weightings over noise levels (HDiT, Crowson et al. 2024, arXiv 2401.11605: Sec. 3.1 and App. C).
 
 **Convention.** ``weighting(sigma, sigma_data)`` returns the weight applied to the *F-space* loss
 that :meth:`KarrasDenoiser.loss <hourglass.diffusion.denoiser.KarrasDenoiser.loss>` computes,
@@ -19,7 +19,7 @@ the tests check ``w_F == x0_weight * c_out^2`` for each.
 
 (``s`` = sigma, ``sd`` = sigma_data; SNR = ``1/sigma^2`` for the variance-exploding process.)
 Soft-Min-SNR is the harmonic soft minimum of SNR and ``gamma``: ``1 / (1/SNR + 1/gamma)`` with
-``gamma = 1/sigma_data^2`` (= 4 at sigma_data 0.5), HDiT's weighting.
+``gamma = 1/sigma_data^2`` (= 4 at sigma_data 0.5), HDiT's weighting (HDiT paper, App. C, Eq. 5, gamma = 4).
 """
 
 from __future__ import annotations
@@ -97,13 +97,13 @@ class EDMWeighting(_Weighting):
 class SoftMinSNRWeightingSpec(Spec):
     type: Literal["soft_min_snr"] = "soft_min_snr"
     gamma: float | None = Field(
-        None, gt=0, description="SNR cap; None = 1 / sigma_data^2 (HDiT, PAPER.md §2)"
+        None, gt=0, description="SNR cap; None = 1 / sigma_data^2 (4 at sigma_data 0.5: HDiT paper, App. C)"
     )
 
 
 @WEIGHTING.register("soft_min_snr")
 class SoftMinSNRWeighting(_Weighting):
-    """Soft-Min-SNR (HDiT, PAPER.md §2): ``(s sd)^2 / (s^2 + sd^2)^2`` in F-space.
+    """Soft-Min-SNR (HDiT paper, App. C, Eq. 5): ``(s sd)^2 / (s^2 + sd^2)^2`` in F-space.
 
     In x0-space it is ``1 / (s^2 + 1/gamma)``, a soft minimum of the SNR ``1/s^2`` and ``gamma``.
     With the default ``gamma = 1/sd^2`` both forms equal the paper's; another ``gamma`` gives the

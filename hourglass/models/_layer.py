@@ -1,4 +1,8 @@
-"""The transformer layer every model is built from (PAPER.md §1.6)."""
+"""The transformer layer every model is built from.
+
+HDiT's block (Crowson et al. 2024, arXiv 2401.11605, Sec. 4.2, Fig. 4); DiT's and U-ViT's blocks are the same
+layer with other components.
+"""
 
 from __future__ import annotations
 

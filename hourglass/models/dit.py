@@ -1,4 +1,7 @@
-"""DiT, the Diffusion Transformer of Peebles & Xie (2023), built from hourglass parts (PAPER.md §5).
+"""DiT, the Diffusion Transformer of Peebles & Xie (2023), built from hourglass parts.
+
+DiT-B/4 in pixel space is the baseline of HDiT's ablation (Crowson et al. 2024, arXiv 2401.11605, Sec. 5.2
+and Table 1, row R1).
 
 ``x (B, C, H, W)`` is cut into ``p x p`` patches (:class:`~hourglass.nn.merge.TokenMerge` with a
 bias, i.e. DiT's stride-``p`` convolution), fixed 2D sin-cos positions are added, ``depth``
@@ -108,7 +111,7 @@ class DiTSpec(BackboneSpec):
 
 
 class AdaLNFinalLayer(nn.Module):
-    """DiT's final layer: ``Linear(LN(x) * (1 + scale) + shift)`` then unpatch (PAPER.md §5).
+    """DiT's final layer: ``Linear(LN(x) * (1 + scale) + shift)`` then unpatch (Peebles & Xie 2023).
 
     ``(shift, scale) = Linear(cond_dim -> 2 width)(SiLU(cond))`` and the output ``Linear(width ->
     p*p*C_out)`` (with bias) are both zero-initialised, so a fresh DiT outputs exactly zero.
@@ -133,7 +136,7 @@ class AdaLNFinalLayer(nn.Module):
 
 
 def _dit_init_(module: nn.Module) -> None:
-    """DiT's initialisation: Xavier-uniform Linear weights and zero biases (PAPER.md §5).
+    """DiT's initialisation: Xavier-uniform Linear weights and zero biases (DiT's reference code).
 
     A Linear that its component zero-initialised (an HDiT-style FFN or attention output, say) stays
     zero; nothing is done on the meta device.
@@ -147,7 +150,7 @@ def _dit_init_(module: nn.Module) -> None:
 
 @MODEL.register("dit")
 class DiT(Backbone):
-    """Diffusion Transformer backbone ``F(x, sigma)`` (Peebles & Xie 2023; PAPER.md §5).
+    """Diffusion Transformer backbone ``F(x, sigma)`` (Peebles & Xie 2023).
 
     Same call as :class:`~hourglass.models.hdit.HDiT`, so the Karras denoiser, samplers and trainer
     take either. The noise level reaches the timestep embedding as ``c_noise = ln(sigma) / 4``.
@@ -231,7 +234,7 @@ class DiT(Backbone):
         return self.final_layer(x, cond).movedim(-1, 1)
 
 
-# -- presets (PAPER.md §5; DiT's Table 1) -------------------------------------------------------
+# -- presets (DiT's Table 1, Peebles & Xie 2023) ------------------------------------------------
 _SIZES = {"s": (12, 384, 6), "b": (12, 768, 12), "l": (24, 1024, 16), "xl": (28, 1152, 16)}
 
 

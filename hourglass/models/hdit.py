@@ -1,4 +1,6 @@
-"""The Hourglass Diffusion Transformer (PAPER.md §1) and its presets (§3).
+"""The Hourglass Diffusion Transformer and its presets.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605): the architecture of Sec. 4 and Fig. 3; the presets of Table 7.
 
 Levels ``0..L-1``: the encoder runs each outer level's layers, keeps a skip and merges 2x2
 tokens; the innermost level runs in the middle; the decoder splits, combines the skip (lerp)
@@ -124,7 +126,7 @@ class HDiTSpec(BackboneSpec):
 
 @MODEL.register("hdit")
 class HDiT(Backbone):
-    """Hourglass Diffusion Transformer backbone ``F(x, sigma)`` (PAPER.md §1).
+    """Hourglass Diffusion Transformer backbone ``F(x, sigma)`` (HDiT paper, Sec. 4, Fig. 3).
 
     Args:
         spec: the model's spec; a preset name goes through :func:`hourglass.create_model`.
@@ -228,7 +230,7 @@ GROW_DEPTH = 2
 
 
 def grow(spec: HDiTSpec | dict[str, Any], resolution: int) -> dict[str, Any]:
-    """The HDiT that runs at ``resolution`` the way the paper scales one (PAPER.md §4).
+    """The HDiT that runs at ``resolution`` the way the paper scales one (HDiT paper, Sec. 4.1, Fig. 3).
 
     For each doubling of the image side above the spec's ``input_size``, one level is added outside
     the outermost one: a copy of it with depth 2 (2 + 2 layers) and no dropout, so the cost stays
@@ -264,7 +266,7 @@ def grow(spec: HDiTSpec | dict[str, Any], resolution: int) -> dict[str, Any]:
     return data
 
 
-# -- presets (PAPER.md §3) -----------------------------------------------------------------------
+# -- presets (HDiT paper, Table 7) ---------------------------------------------------------------
 def _levels(depths, widths, attentions, dropouts=None) -> list[dict[str, Any]]:
     dropouts = dropouts or [0.0] * len(depths)
     return [

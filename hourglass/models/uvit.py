@@ -1,4 +1,4 @@
-"""U-ViT, the ViT with long skips of Bao et al. (2023), built from hourglass parts (PAPER.md §5).
+"""U-ViT, the ViT with long skips of Bao et al. (2023), built from hourglass parts.
 
 The noise level and the class are *tokens* (:class:`~hourglass.nn.uvit_tokens.UViTConditionTokens`)
 in front of the ``h*w`` patch tokens; learned positions cover all of them. ``depth = D`` (even)
@@ -151,7 +151,7 @@ def _uvit_init_(module: nn.Module) -> None:
 
 @MODEL.register("uvit")
 class UViT(Backbone):
-    """U-ViT backbone ``F(x, sigma)`` (Bao et al. 2023; PAPER.md §5).
+    """U-ViT backbone ``F(x, sigma)`` (Bao et al. 2023).
 
     Same call as :class:`~hourglass.models.hdit.HDiT`. The noise level enters as a time token
     embedding ``ln(sigma) / 4`` (EDM's ``c_noise``), the class as a class token.
@@ -263,7 +263,7 @@ class UViT(Backbone):
         return self.final_conv(x) if self.final_conv is not None else x
 
 
-# -- presets (PAPER.md §5; U-ViT's configs) ------------------------------------------------------
+# -- presets (U-ViT's configs, Bao et al. 2023) -------------------------------------------------
 def _preset(depth: int, width: int, heads: int, patch: int, **extra: Any) -> dict[str, Any]:
     attention = {"type": "global", "d_head": width // heads, "qk_norm": "none", "qkv_bias": False,
                  "out_bias": True, "zero_init": False}

@@ -1,4 +1,8 @@
-"""Optimiser parameter groups shared by every model (PAPER.md §2)."""
+"""Optimiser parameter groups shared by every model.
+
+As in the authors' HDiT code (k-diffusion's ``image_transformer_v2.param_groups``; HDiT, Crowson et al.
+2024, arXiv 2401.11605, Table 7 gives the base lr 5e-4 and weight decay 1e-2).
+"""
 
 from __future__ import annotations
 

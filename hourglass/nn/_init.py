@@ -1,4 +1,8 @@
-"""Parameter initialisation and optimiser tags shared by the leaf components."""
+"""Parameter initialisation and optimiser tags shared by the leaf components.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) zero-initialises the output projections of its attention and
+FFN blocks (Sec. 4.2) and the adaptive-norm projections (App. E.3).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ __all__ = ["zero_init", "tag_lr_group", "lr_group_of"]
 
 
 def zero_init(layer: nn.Module) -> nn.Module:
-    """Zero a layer's weight (and bias) in place and return it (PAPER.md §1.6: Out and Down)."""
+    """Zero a layer's weight (and bias) in place and return it (HDiT paper, Sec. 4.2: output projections)."""
     nn.init.zeros_(layer.weight)
     if getattr(layer, "bias", None) is not None:
         nn.init.zeros_(layer.bias)
@@ -18,7 +22,8 @@ def zero_init(layer: nn.Module) -> nn.Module:
 def tag_lr_group(module: nn.Module, group: str) -> nn.Module:
     """Mark every parameter of ``module`` as belonging to optimiser group ``group``.
 
-    HDiT trains the mapping network and every AdaRMSNorm projection at lr/3 (PAPER.md §2);
+    HDiT's code (k-diffusion's ``image_transformer_v2.param_groups``) trains the mapping network and every
+    AdaRMSNorm projection at lr/3;
     ``group="mapping"`` marks them for :func:`hourglass.nn.param_groups`.
     """
     module._hg_lr_group = group  # type: ignore[attr-defined]

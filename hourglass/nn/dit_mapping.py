@@ -1,4 +1,4 @@
-"""DiT's conditioning: timestep MLP plus class table, registered as MAPPING ``"dit"`` (PAPER.md §5).
+"""DiT's conditioning (Peebles & Xie 2023): timestep MLP plus class table, registered as MAPPING ``"dit"``.
 
 ``c = t_emb + y_emb`` with ``t_emb = Linear(SiLU(Linear(sinusoidal_256(t))))`` and
 ``y_emb = Embedding(num_classes + 1, d)`` (the last row is the "no class" of classifier-free
@@ -28,7 +28,7 @@ __all__ = ["timestep_embedding", "c_noise_of", "augmentation_applied", "DiTEmbed
 
 
 def c_noise_of(sigma: Tensor) -> Tensor:
-    """EDM's noise conditioning ``c_noise = ln(sigma) / 4`` (PAPER.md §1.3, §2): ``(B,) -> (B,)``."""
+    """EDM's noise conditioning ``c_noise = ln(sigma) / 4`` (Karras et al. 2022, Table 1): ``(B,) -> (B,)``."""
     return torch.log(sigma) / 4
 
 
@@ -88,7 +88,7 @@ class DiTEmbedderSpec(Spec):
 
 @MAPPING.register("dit")
 class DiTEmbedder(ConditioningMapping, nn.Module):
-    """DiT's timestep + class conditioning ``c = t_emb + y_emb (+ aug + extra)`` (PAPER.md §5).
+    """DiT's timestep + class conditioning ``c = t_emb + y_emb (+ aug + extra)`` (Peebles & Xie 2023).
 
     ``t_emb = Linear(d -> d)(SiLU(Linear(frequency_dim -> d)(timestep_embedding(time_scale * c_noise))))``
     with ``c_noise = ln(sigma) / 4`` (EDM's continuous noise conditioning instead of DiT's discrete

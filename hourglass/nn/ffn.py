@@ -1,4 +1,7 @@
-"""Feed-forward networks (PAPER.md §1.8, §5).
+"""Feed-forward networks.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) uses GEGLU (Shazeer 2020) with ``d_ff = 3 width``
+(Sec. 4.2, Fig. 5; Sec. 5.2, step C); DiT and U-ViT use a GELU MLP with ``d_ff = 4 width``.
 
 Every FFN maps ``(B, *, width) -> (B, *, width)`` through a hidden size ``d_ff`` given by its
 level; dropout sits on the hidden activations, and the output projection is zero-initialised
@@ -52,7 +55,7 @@ class GEGLUSpec(_FFNSpec):
 
 @FFN.register("geglu")
 class GEGLU(_GatedFFN):
-    """GEGLU (Shazeer 2020): ``value * GELU(gate)`` with exact erf GELU (PAPER.md §1.8)."""
+    """GEGLU (Shazeer 2020): ``value * GELU(gate)`` with exact erf GELU (HDiT paper, Sec. 4.2, Fig. 5)."""
 
     Spec = GEGLUSpec
 
@@ -81,7 +84,7 @@ class GELUMLPSpec(_FFNSpec):
 
 @FFN.register("gelu_mlp")
 class GELUMLP(nn.Module):
-    """Two-layer MLP ``Down(Drop(GELU(Up(x))))`` (DiT / U-ViT, PAPER.md §5)."""
+    """Two-layer MLP ``Down(Drop(GELU(Up(x))))`` (DiT, Peebles & Xie 2023; U-ViT, Bao et al. 2023)."""
 
     Spec = GELUMLPSpec
 

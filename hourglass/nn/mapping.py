@@ -1,4 +1,8 @@
-"""Conditioning: Fourier features and the mapping network (PAPER.md §1.3).
+"""Conditioning: Fourier features and the mapping network.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605), App. E.3 and Fig. 12: random Fourier features (after
+Karras et al. 2022) for the noise level and the augmentation, a learned class embedding, and mapping
+blocks shaped like the GEGLU FFN block.
 
 The mapping turns the noise level (and optional class, augmentation and extra conditioning)
 into one vector per sample that every adaptive norm of the backbone reads.
@@ -20,7 +24,7 @@ from hourglass.spec import Spec
 
 __all__ = ["ConditioningMapping", "FourierFeatures", "MappingNetwork", "MappingNetworkSpec", "AUG_COND_DIM"]
 
-AUG_COND_DIM = 9  # the non-leaking augmentation's description (PAPER.md §2)
+AUG_COND_DIM = 9  # the non-leaking augmentation's description (see hourglass.data.augment)
 
 
 class ConditioningMapping(Contract):
@@ -94,7 +98,7 @@ class MappingNetworkSpec(Spec):
 
 @MAPPING.register("hdit")
 class MappingNetwork(ConditioningMapping, nn.Module):
-    """HDiT's conditioning (PAPER.md §1.3).
+    """HDiT's conditioning (HDiT paper, App. E.3, Fig. 12).
 
     ``cond = Mapping(time + aug + class + extra)`` where ``time = Linear(F_1(ln(sigma)/4))``,
     ``aug = Linear(F_9(aug_cond))``, ``class = Embedding(num_classes + 1, m)`` (the last row is the

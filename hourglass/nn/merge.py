@@ -1,4 +1,7 @@
-"""Token merges (down) and decoder skips (up) between levels (PAPER.md §1.1, §1.4).
+"""Token merges (down) and decoder skips (up) between levels.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605): patching and the 2x2 merges and splits (Sec. 4.1,
+Fig. 3; App. E.4), the learnable lerp skip (Sec. 4.1, Eq. 2) and its ablation (Table 2).
 
 ``merge`` family: a *token merge* turns a ``k x k`` patch of tokens into one token,
 ``(B, H, W, C) -> (B, H/k, W/k, C')``; it is both the patch embedding (``k = patch_size``, pixels
@@ -106,7 +109,7 @@ class LerpSkipSpec(_SkipSpec):
 
 @SKIP.register("lerp")
 class LerpSkip(_Split):
-    """``x = skip + f * (up(x) - skip)`` with a learnable scalar ``f`` (PAPER.md §1.4)."""
+    """``x = skip + f * (up(x) - skip)`` with a learnable scalar ``f`` (HDiT paper, Sec. 4.1, Eq. 2)."""
 
     Spec = LerpSkipSpec
 

@@ -1,4 +1,7 @@
-"""Normalisation and conditioning layers (PAPER.md §1.7, §5).
+"""Normalisation and conditioning layers.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) uses RMSNorm (Zhang & Sennrich 2019) with an adaptive gain
+(Sec. 4.2; App. E.3, Eq. 9); DiT uses adaLN-Zero (Peebles & Xie 2023).
 
 Every norm is called as ``norm(x, cond) -> (y, gate)``: ``x`` is ``(B, *, C)`` channels-last,
 ``cond`` is ``(B, cond_dim)`` (ignored by the unconditional norms) and ``gate`` is ``None``
@@ -75,7 +78,7 @@ class RMSNormSpec(Spec):
 
 @NORM.register("rms_norm")
 class RMSNorm(NormLayer, nn.Module):
-    """RMSNorm with a learnable gain (PAPER.md §1.7); ignores the conditioning."""
+    """RMSNorm with a learnable gain (Zhang & Sennrich 2019); ignores the conditioning."""
 
     Spec = RMSNormSpec
 
@@ -99,7 +102,7 @@ class AdaRMSNormSpec(Spec):
 
 @NORM.register("ada_rms_norm")
 class AdaRMSNorm(NormLayer, nn.Module):
-    """Adaptive RMSNorm: gain ``1 + Linear_nobias(cond)``, the Linear zero-initialised (PAPER.md §1.7).
+    """Adaptive RMSNorm: gain ``1 + Linear_nobias(cond)``, the Linear zero-initialised (HDiT paper, App. E.3).
 
     The projection trains at the mapping network's learning rate (lr/3).
     """
@@ -146,7 +149,7 @@ class AdaLayerNormZeroSpec(Spec):
 
 @NORM.register("ada_layer_norm_zero")
 class AdaLayerNormZero(NormLayer, nn.Module):
-    """DiT's adaLN-Zero (PAPER.md §5): LayerNorm without affine, then ``x * (1 + scale) + shift``.
+    """DiT's adaLN-Zero (Peebles & Xie 2023): LayerNorm without affine, then ``x * (1 + scale) + shift``.
 
     ``(shift, scale, gate) = Linear(SiLU(cond))``, zero-initialised, so each residual branch
     starts closed. Equivalent to one ``Linear(d -> 6d)`` per DiT block split per sub-layer.

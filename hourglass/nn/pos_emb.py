@@ -1,5 +1,8 @@
 """Positional encodings (axial RoPE of HDiT, DiT's fixed sin-cos, U-ViT's learned table).
 
+HDiT (Crowson et al. 2024, arXiv 2401.11605) rotates queries and keys with 2D axial RoPE (Sec. 4.2,
+App. E.2); DiT (Peebles & Xie 2023) and U-ViT (Bao et al. 2023) add position vectors to the tokens.
+
 Every encoding declares its :attr:`PositionalEncoding.encoding`. *Relative* encodings are built
 inside each attention module and rotate queries and keys (context ``d_head``, ``n_heads``);
 *absolute* encodings are built once by the model and added to the tokens after patching (context
@@ -60,7 +63,7 @@ POS_EMB.set_contract(PositionalEncoding)
 
 
 def make_axial_pos(h: int, w: int, *, dtype: torch.dtype | None = None, device=None) -> Tensor:
-    """Token-centre coordinates of an ``h x w`` grid, ``(h, w, 2)`` as ``(y, x)`` (PAPER.md §1.2).
+    """Token-centre coordinates of an ``h x w`` grid, ``(h, w, 2)`` as ``(y, x)`` (k-diffusion's ``make_axial_pos``).
 
     Cell centres of ``[-1, 1]`` along the longer side; the shorter side spans ``[-r, r]`` with
     ``r`` the aspect ratio, so a 16x32 grid spans ``[-0.5, 0.5] x [-1, 1]``.
@@ -75,7 +78,7 @@ def make_axial_pos(h: int, w: int, *, dtype: torch.dtype | None = None, device=N
 
 
 def downscale_pos(pos: Tensor) -> Tensor:
-    """Mean of each 2x2 block of positions: ``(2h, 2w, 2) -> (h, w, 2)`` (PAPER.md §1.2)."""
+    """Mean of each 2x2 block of positions: ``(2h, 2w, 2) -> (h, w, 2)`` (k-diffusion's ``downscale_pos``)."""
     pos = rearrange(pos, "(h nh) (w nw) e -> h w (nh nw) e", nh=2, nw=2)
     return pos.mean(dim=-2)
 
@@ -106,7 +109,7 @@ class AxialRoPESpec(Spec):
 
 @POS_EMB.register("axial_rope")
 class AxialRoPE(PositionalEncoding, nn.Module):
-    """2D axial rotary embedding on the first half of each head (PAPER.md §1.10).
+    """2D axial rotary embedding on the first half of each head (HDiT paper, App. E.2, Fig. 11).
 
     With ``f = d_head // 8``, ``n_heads * f`` log-spaced frequencies are laid out as
     ``(f, n_heads)`` and transposed, so each head gets its own ``f`` frequencies;
@@ -152,7 +155,7 @@ class SinCos2DSpec(Spec):
 
 @POS_EMB.register("sincos_2d")
 class SinCos2D(PositionalEncoding, nn.Module):
-    """Fixed 2D sine-cosine positions over integer token indices (DiT, PAPER.md §5).
+    """Fixed 2D sine-cosine positions over integer token indices (DiT, Peebles & Xie 2023).
 
     The first half of the channels encodes the column, the second half the row, each as
     ``[sin, cos]`` of ``index * 10000^(-2i/d)``.
@@ -187,7 +190,7 @@ class LearnedPosEmbSpec(Spec):
 
 @POS_EMB.register("learned")
 class LearnedPosEmb(PositionalEncoding, nn.Module):
-    """Learned absolute positions, one vector per token of the training grid (U-ViT, PAPER.md §5).
+    """Learned absolute positions, one vector per token of the training grid (U-ViT, Bao et al. 2023).
 
     At another grid size the table is resized bicubically, so a model still runs (with a
     quality cost) at resolutions it was not trained on.

@@ -1,4 +1,4 @@
-"""U-ViT's conditioning tokens (Bao et al. 2023; PAPER.md §5).
+"""U-ViT's conditioning tokens (Bao et al. 2023).
 
 U-ViT has no conditioning vector and no adaptive norms: the noise level and the class enter as
 extra tokens in front of the patch tokens and reach the image through attention. The tokens, in

@@ -41,7 +41,7 @@ __all__ = [
 
 
 class DiffusionSection(Spec):
-    """``[diffusion]``: preconditioning, loss weighting and training noise levels (PAPER.md §2)."""
+    """``[diffusion]``: preconditioning, loss weighting and training noise levels."""
 
     denoiser: Component(DENOISER) = Field(  # type: ignore[valid-type]
         default_factory=lambda: DENOISER.validate("karras"),
@@ -72,14 +72,14 @@ class DataSection(Spec):
 
 
 class EMASection(Spec):
-    """``[train.ema]``: ``decay_t = min(decay_max, 1 - (1 + t)^(-power))`` (PAPER.md §2)."""
+    """``[train.ema]``: ``decay_t = min(decay_max, 1 - (1 + t)^(-power))`` (HDiT paper, Table 7: 0.9999)."""
 
     decay_max: float = Field(0.9999, gt=0, lt=1, description="largest EMA decay")
     power: float = Field(0.75, gt=0, description="warm-up power (2/3 is the other common value)")
 
 
 class TrainSection(Spec):
-    """``[train]``: optimisation and bookkeeping (PAPER.md §2 defaults)."""
+    """``[train]``: optimisation and bookkeeping (optimiser defaults: HDiT paper, Sec. 5.1 and Table 7)."""
 
     steps: int = Field(100_000, ge=1, description="optimizer steps to train for")
     lr: float = Field(5e-4, gt=0, description="AdamW learning rate")

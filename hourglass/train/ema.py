@@ -1,8 +1,12 @@
-"""Exponential moving average of the weights with a warm-up (PAPER.md §2).
+"""Exponential moving average of the weights with a warm-up.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) evaluates the EMA weights with decay 0.9999 (Sec. 5.1 and
+Table 7); the warm-up is that of the authors' k-diffusion trainer (``EMAWarmup``).
 
 The decay after ``t`` updates is ``min(decay_max, 1 - (1 + t)^(-power))``: the first update
 copies the weights (decay 0), then the average lengthens as training goes on. ``power = 0.75``
-is HDiT's choice (about 0.999 at 10k steps, 0.9999 at 215k); ``2/3`` is the other common value.
+is what k-diffusion's 256-px ``image_transformer_v2`` configs use (about 0.999 at 10k steps, 0.9999 at
+215k); ``2/3``, in its smaller configs, is the other common value.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""AdamW with HDiT's parameter groups and learning-rate schedules (PAPER.md §2).
+"""AdamW with HDiT's parameter groups and learning-rate schedules.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) trains with AdamW at a constant learning rate 5e-4,
+betas (0.9, 0.95), eps 1e-8 and weight decay 1e-2 (Sec. 5.1 and Table 7); the parameter groups follow
+the authors' k-diffusion (``image_transformer_v2.param_groups``).
 
 The learning rate is a pure function of the step (``base_lr * lr_factor(step)``), set on every
 group before each optimizer step, so a resumed run needs no scheduler state.

@@ -1,4 +1,6 @@
-"""The training loop of HDiT (PAPER.md §2): AdamW, EMA with warm-up, class dropout, checkpoints.
+"""The training loop of HDiT: AdamW, EMA with warm-up, class dropout, checkpoints.
+
+The setup is that of HDiT (Crowson et al. 2024, arXiv 2401.11605), Sec. 5.1 and Table 7.
 
 Reproducibility: every random number of optimizer step ``s`` comes from seeds derived from
 ``(train.seed, s, rank, micro-batch)``: the noise levels, the noise and the class dropout from a

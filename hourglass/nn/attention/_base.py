@@ -1,4 +1,9 @@
-"""The shared self-attention module; each kind only supplies how tokens attend (PAPER.md §1.9)."""
+"""The shared self-attention module; each kind only supplies how tokens attend.
+
+The attention is HDiT's (Crowson et al. 2024, arXiv 2401.11605): cosine-similarity attention with a
+learnable per-head scale (Sec. 4.2 and App. E.1, after Swin V2, Liu et al. 2022) and 2D axial RoPE
+(Sec. 4.2 and App. E.2). The scale's initial value, 10, is that of the authors' k-diffusion code.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ def counting_macs() -> Iterator[None]:
 
 
 def scale_for_cosine_sim(q: Tensor, k: Tensor, scale: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Cosine-similarity scaling: ``q * sqrt(s) / sqrt(sum q^2 + eps)``, same for ``k`` (PAPER.md §1.9).
+    """Cosine-similarity scaling: ``q * sqrt(s) / sqrt(sum q^2 + eps)``, same for ``k`` (HDiT paper, App. E.1).
 
     Args:
         q, k: ``(..., n_heads, d_head)``.
@@ -66,7 +71,7 @@ class SelfAttention(AttentionKind, nn.Module):
     """Multi-head self-attention over a token grid; subclasses define :meth:`attend`.
 
     ``qkv = Linear(w -> 3w)`` laid out ``(t n_heads d_head)``; optional cosine-sim scaling,
-    then rotary positions, then the kind's token mixing, dropout and ``Out`` (PAPER.md §1.6).
+    then rotary positions, then the kind's token mixing, dropout and ``Out`` (HDiT paper, Sec. 4.2, Fig. 4).
     ``rope_pos_in_compute_dtype``: whether rotary angles come from positions cast to the
     activations' dtype (k-diffusion does so for global attention only; the local kinds keep fp32
     positions, which matters under bf16 autocast).

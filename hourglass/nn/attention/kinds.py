@@ -1,4 +1,9 @@
-"""Attention kinds: global, neighborhood, shifted window and none (PAPER.md §1.11).
+"""Attention kinds: global, neighborhood, shifted window and none.
+
+HDiT (Crowson et al. 2024, arXiv 2401.11605) uses neighborhood attention (Hassani et al. 2023; kernel 7,
+Table 7) at the high-resolution levels and global attention at the coarsest one or two (Sec. 4.3); its
+ablation also tries Swin shifted windows (Liu et al. 2021; Sec. 5.2 and Table 1, step B1). The
+shifted-window details (shift, masks) follow the authors' k-diffusion code.
 
 A kind changes the maths (and lives in the recipe); the backend that computes it is a runtime
 choice made in :mod:`hourglass.backends` and never changes the ``state_dict``. Each kind declares
@@ -106,7 +111,7 @@ class ShiftedWindowAttentionSpec(AttentionSpec):
 
 @ATTENTION.register("shifted_window")
 class ShiftedWindowAttention(SelfAttention):
-    """Swin-style windows of s x s tokens, shifted by s/2 on odd layers (PAPER.md §1.11)."""
+    """Swin-style windows of s x s tokens, shifted by s/2 on odd layers (as in k-diffusion's HDiT code)."""
 
     Spec = ShiftedWindowAttentionSpec
     kernel = "shifted_window"
