@@ -1,124 +1,81 @@
-"""Every registered leaf component (plugins included): builds from its default spec, runs, trains, saves.
+"""Every registered component of every family (plugins included) passes the component contract.
 
-Each family has a harness: the structural context a parent passes and an input to call it with.
+The contract is :func:`hourglass.testing.check_component`, the same one plugin authors run; this
+file only supplies what some components need (a folder of images) and a few extra configurations,
+and keeps the tests of facts particular to one component.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hourglass.nn.pos_emb import make_axial_pos
-from hourglass.registry import ATTENTION, FFN, MAPPING, MERGE, NORM, POS_EMB, SKIP
-from tests.conftest import unzero_
+from hourglass.registry import ATTENTION, FFN, POS_EMB, REGISTRIES, SKIP
+from hourglass.testing import CHECKED_FAMILIES, check_component
 
-B, H, W, WIDTH, COND = 2, 8, 8, 128, 16
-
-
-def _attention(name):
-    x = torch.randn(B, H, W, WIDTH)
-    return {"width": WIDTH, "pos_emb": {"type": "axial_rope"}, "layer_index": 1}, (x, make_axial_pos(H, W)), x.shape
-
-
-def _pos_emb(name):
-    context = {"width": WIDTH, "d_head": 64, "n_heads": 2, "grid_size": (H, W)}
-    if POS_EMB.get(name).encoding == "relative":
-        return context, (make_axial_pos(H, W),), (H, W, 2, 64 // 4)
-    x = torch.randn(B, H, W, WIDTH)
-    return context, (x,), x.shape
-
-
-def _ffn(name):
-    x = torch.randn(B, H, W, WIDTH)
-    return {"width": WIDTH, "d_ff": 3 * WIDTH, "dropout": 0.0}, (x,), x.shape
-
-
-def _norm(name):
-    x = torch.randn(B, H, W, WIDTH)
-    return {"width": WIDTH, "cond_dim": COND}, (x, torch.randn(B, COND)), x.shape
-
-
-def _merge(name):
-    x = torch.randn(B, H, W, WIDTH)
-    return {"in_width": WIDTH, "out_width": 2 * WIDTH}, (x,), (B, H // 2, W // 2, 2 * WIDTH)
-
-
-def _split(name):
-    x, skip = torch.randn(B, H // 2, W // 2, 2 * WIDTH), torch.randn(B, H, W, WIDTH)
-    return {"in_width": 2 * WIDTH, "out_width": WIDTH}, (x, skip), skip.shape
-
-
-def _mapping(name):
-    sigma = torch.rand(B) + 0.1
-    args = (sigma, torch.tensor([0, 3]), torch.randn(B, 9), torch.randn(B, 5))
-    module_width = MAPPING.validate(name).width
-    return {"num_classes": 4, "mapping_cond_dim": 5}, args, (B, module_width)
-
-
-HARNESS = {
-    ATTENTION: _attention,
-    POS_EMB: _pos_emb,
-    FFN: _ffn,
-    NORM: _norm,
-    MERGE: _merge,
-    SKIP: _split,
-    MAPPING: _mapping,
+#: configurations checked besides each component's defaults: (family, name) -> [(id, options)]
+VARIANTS: dict[tuple[str, str], list[tuple[str, dict]]] = {
+    ("mapping", "dit"): [("augment", {"augment": True})],  # embeds_aug becomes true
+    ("norm", "layer_norm"): [("no_affine", {"affine": False})],
+    ("dataset", "imagefolder"): [("subfolders", {"classes": "subfolders"}),
+                                 ("random_crop", {"crop": "random", "hflip": 0.5, "channels": 1})],
+    ("dataset", "digits"): [("unconditional", {"class_cond": False, "digits": [3, 7], "channels": 3})],
+    ("dataset", "lfw"): [("faces", {"subset": "faces"})],
 }
-CASES = [pytest.param(r, name, id=f"{r.family}:{name}") for r in HARNESS for name in r.names()]
+#: components that read files: they get ``root`` (a folder the ``image_folders`` fixture writes)
+READS_FILES = {("dataset", "imagefolder")}
 
 
-def _output(result):
-    return result[0] if isinstance(result, tuple) else result
+def _cases():
+    for family, registry in REGISTRIES.items():
+        for name in registry.names():
+            yield pytest.param(family, name, {}, id=f"{family}:{name}")
+            for label, options in VARIANTS.get((family, name), []):
+                yield pytest.param(family, name, options, id=f"{family}:{name}:{label}")
 
 
-def _run(registry, name, seed=0):
-    torch.manual_seed(seed)
-    context, args, shape = HARNESS[registry](name)
-    module = registry.build(name, **context)
-    return module, args, shape
+#: one case per registered component of every family, and per extra configuration of VARIANTS
+CASES = list(_cases())
 
 
-@pytest.mark.parametrize("registry,name", CASES)
-def test_builds_from_defaults_and_has_the_right_shape(registry, name):
-    module, args, shape = _run(registry, name)
-    out = _output(module(*args))
-    assert out.dtype == torch.float32
-    if shape is not None:
-        assert out.shape == shape
-    assert torch.isfinite(out).all()
+def _image(size: tuple[int, int], mode: str, seed: int) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8)
+    return Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
 
 
-@pytest.mark.parametrize("registry,name", CASES)
-def test_every_parameter_gets_a_gradient(registry, name):
-    module, args, _ = _run(registry, name)
-    unzero_(module)
-    if not list(module.parameters()):  # parameter-free components (rope, none): nothing to reach
-        return
-    args = tuple(a.requires_grad_() if a.is_floating_point() else a for a in args)
-    out = _output(module(*args))
-    (out.float() ** 2).mean().backward()
-    for pname, p in module.named_parameters():
-        assert p.grad is not None, f"{pname} got no gradient"
-        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
-        assert p.grad.abs().sum() > 0, f"{pname} got an all-zero gradient"
+@pytest.fixture(scope="module")
+def image_folders(tmp_path_factory) -> dict[str, Path]:
+    """A flat folder of four PNGs (sizes and modes vary) and one with two class subfolders."""
+    root = tmp_path_factory.mktemp("images")
+    images = [((20, 30), "RGB"), ((24, 24), "L"), ((12, 12), "RGBA"), ((40, 16), "RGB")]
+    for folder, labels in (("flat", ["", "", "", ""]), ("classes", ["cats", "cats", "dogs", "dogs"])):
+        for i, ((size, mode), label) in enumerate(zip(images, labels, strict=True)):
+            where = root / folder / label
+            where.mkdir(parents=True, exist_ok=True)
+            _image(size, mode, i).save(where / f"{i}.png")
+    return {"none": root / "flat", "subfolders": root / "classes"}
 
 
-@pytest.mark.parametrize("registry,name", CASES)
-def test_state_dict_round_trip_and_determinism(registry, name):
-    module, args, _ = _run(registry, name, seed=1)
-    unzero_(module)
-    clone, _, _ = _run(registry, name, seed=2)
-    clone.load_state_dict(module.state_dict())
-    module.eval(), clone.eval()
-    with torch.no_grad():
-        a, b = _output(module(*args)), _output(clone(*args))
-        c = _output(module(*args))
-    assert torch.equal(a, c), "forward is not deterministic"
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+def test_every_family_is_checked():
+    assert set(CHECKED_FAMILIES) == set(REGISTRIES)
 
 
+@pytest.mark.parametrize("family,name,options", CASES)
+def test_component_contract(family, name, options, request):
+    if (family, name) in READS_FILES:
+        folders = request.getfixturevalue("image_folders")
+        options = {"root": str(folders[options.get("classes", "none")]), **options}
+    checks = check_component(family, name, options=options)
+    assert checks[0] == "spec" and len(checks) > 1
+
+
+# -- facts particular to one component --------------------------------------------------------------
 @pytest.mark.parametrize("d_head,n_heads", [(8, 4), (64, 2), (12, 1), (9, 3)])
 def test_axial_rope_accepts_the_head_sizes_k_diffusion_accepts(d_head, n_heads):
     rope = POS_EMB.build({"type": "axial_rope"}, d_head=d_head, n_heads=n_heads)

@@ -249,7 +249,7 @@ def test_get_registry_and_register_rules():
 
 
 # -- check_component: it passes the built-ins and catches broken components -----------------------
-@pytest.mark.parametrize("family,name", [("ffn", "geglu"), ("norm", "ada_rms_norm"), ("split", "lerp"),
+@pytest.mark.parametrize("family,name", [("ffn", "geglu"), ("norm", "ada_rms_norm"), ("skip", "lerp"),
                                          ("pos_emb", "axial_rope"), ("attention", "none"), ("sampler", "heun"),
                                          ("sampler", "dpmpp_3m_sde"), ("weighting", "soft_min_snr")])
 def test_check_component_passes_builtins(family, name):
@@ -404,7 +404,7 @@ def test_example_plugin_components_are_in_the_parametrised_component_tests():
     from tests import test_components
 
     ids = {case.id for case in test_components.CASES}
-    assert {"attention:dinat", "ffn:relu2"} <= ids
+    assert {"attention:dinat", "ffn:relu2", "sampler:dpmpp_2s_ancestral"} <= ids
 
 
 @needs_examples

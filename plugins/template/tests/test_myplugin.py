@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hourglass.plugin import FFN, check_component
+from hourglass.plugin import FFN
+from hourglass.testing import check_component
 
 if "myplugin_mlp" not in FFN:
     pytest.skip("hourglass-myplugin is not installed: pip install -e <this folder>", allow_module_level=True)
