@@ -61,8 +61,7 @@ from hourglass.backends import (
     shifted_window_attention,
 )
 from hourglass.data._base import DatasetComponent, ImageDataset
-from hourglass.diffusion._sampler_base import Sampler, SamplerSpec
-from hourglass.diffusion._sampler_base import _Run as SamplerRun
+from hourglass.diffusion._sampler_base import Sampler, SamplerRun, SamplerSpec
 from hourglass.diffusion.noise import NoiseSampler
 from hourglass.diffusion.samplers import get_ancestral_step
 from hourglass.models.base import AttentionSite, Backbone, BackboneSpec, Stage

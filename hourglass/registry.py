@@ -90,6 +90,11 @@ class Contract:
         """Declared facts of this component class, as plain data (``{}`` when it declares none)."""
         return {}
 
+    @classmethod
+    def contract_problem(cls) -> str | None:
+        """Why this class cannot be registered (a declaration that refers to nothing), or ``None``."""
+        return None
+
 
 class ComponentOf:
     """Marker in a component field's metadata (see :func:`hourglass.spec.Component`): its family."""
@@ -192,6 +197,10 @@ class Registry(Generic[T]):
                 f"{self.family} {name!r}: {obj!r} must subclass {self.contract.__module__}.{self.contract.__qualname__}"
                 f" (the {self.family} contract; hourglass.plugin exports it)"
             )
+        if self.contract is not None:
+            reason = obj.contract_problem()  # type: ignore[attr-defined]
+            if reason is not None:
+                raise RegistryError(f"{self.family} {name!r}: {reason}")
         if self.needs_spec:
             _check_spec(self.family, name, obj)
         with self._lock:

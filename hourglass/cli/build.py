@@ -97,9 +97,9 @@ def model_report(model_spec: Any, runtime: Any, requires_grad: bool = True) -> d
         return sum(v for k, v in table.items() if any(k == p[:-1] or k.startswith(p) for p in prefixes))
 
     levels_out: list[dict[str, Any]] = []
-    claimed: set[str] = set()
+    claimed: list[str] = []
     for index, stage in enumerate(model.stages()):
-        claimed.update(p.split(".")[0] for p in stage.prefixes)
+        claimed += stage.prefixes
         kind = ATTENTION.get(stage.attention.type)
         backend, reason = _backend(kind.kernel, runtime, requires_grad)
         levels_out.append({
@@ -120,13 +120,15 @@ def model_report(model_spec: Any, runtime: Any, requires_grad: bool = True) -> d
             "params": within(stage.prefixes, params),
             "gmacs": within(stage.prefixes, macs) / 1e9,
         })
-    other: dict[str, dict[str, Any]] = {}
-    for name, _ in model.named_children():
-        if name in claimed:
-            continue
-        p, m = within((name + ".",), params), within((name + ".",), macs)
-        if p or m:
-            other[name] = {"part": name, "params": p, "gmacs": m / 1e9}
+    # everything no stage claims, grouped by top-level module (in the model's order)
+    other: dict[str, dict[str, Any]] = {name: {"part": name, "params": 0, "gmacs": 0.0} for name, _ in
+                                        model.named_children()}
+    for table, key, scale in ((params, "params", 1), (macs, "gmacs", 1e9)):
+        for name, value in table.items():
+            if not any(name == p[:-1] or name.startswith(p) for p in claimed):
+                top = name.split(".")[0]
+                other.setdefault(top, {"part": top, "params": 0, "gmacs": 0.0})[key] += value / scale
+    other = {k: v for k, v in other.items() if v["params"] or v["gmacs"]}
     return {
         "model": model_spec.type,
         "resolution": list(as_pair(model_spec.input_size)),

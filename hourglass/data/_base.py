@@ -159,6 +159,12 @@ class DatasetComponent(Contract):
     checked once it is built.
     """
 
+    num_classes: int
+    channels: int
+    resolution: tuple[int, int]
+    class_names: list[str]
+    uses_draw_keys: bool = False
+
     @classmethod
     def classes_of(cls, spec: Any) -> int | None:
         """Classes the dataset built from ``spec`` has (0: unlabelled), or ``None`` if known only after loading."""

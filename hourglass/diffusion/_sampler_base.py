@@ -19,9 +19,9 @@ from hourglass.diffusion._checks import check_image, schedule_floats, trusted_si
 from hourglass.registry import SAMPLER, Contract
 from hourglass.spec import Spec
 
-__all__ = ["Sampler", "SamplerSpec", "Denoiser", "NoiseFn", "Callback"]
+__all__ = ["Sampler", "SamplerSpec", "SamplerRun", "DenoiserFn", "NoiseFn", "Callback"]
 
-Denoiser = Callable[..., Tensor]
+DenoiserFn = Callable[..., Tensor]
 NoiseFn = Callable[[Tensor], Tensor]
 Callback = Callable[[dict[str, Any]], None]
 
@@ -30,11 +30,11 @@ class SamplerSpec(Spec):
     """Base of every sampler spec (options of the algorithm, not of one call)."""
 
 
-class _Run:
+class SamplerRun:
     """Per-call context handed to a sampler's loop."""
 
     def __init__(
-        self, denoiser: Denoiser, x: Tensor, extra_args: dict[str, Any], noise: NoiseFn,
+        self, denoiser: DenoiserFn, x: Tensor, extra_args: dict[str, Any], noise: NoiseFn,
         callback: Callback | None, n_steps: int, disable_progress: bool,
     ) -> None:
         self._denoiser = denoiser
@@ -84,7 +84,7 @@ class Sampler(Contract):
 
     def __call__(
         self,
-        denoiser: Denoiser,
+        denoiser: DenoiserFn,
         x: Tensor,
         sigmas: Tensor | Sequence[float],
         *,
@@ -119,14 +119,14 @@ class Sampler(Contract):
         if noise is not None and not callable(noise):
             raise TypeError(f"noise must be callable noise(x) -> tensor (e.g. NoiseSampler(seeds)), got {noise!r}")
         values = schedule_floats(sigmas)
-        run = _Run(
+        run = SamplerRun(
             denoiser, x, dict(extra_args or {}), noise if noise is not None else torch.randn_like,
             callback, len(values) - 1, disable_progress,
         )
         with torch.no_grad(), trusted_sigmas():
             return self._sample(run, x, values)
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:

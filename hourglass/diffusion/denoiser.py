@@ -24,10 +24,10 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from hourglass.diffusion._checks import check_image, check_sigma
-from hourglass.registry import DENOISER, WEIGHTING
+from hourglass.registry import DENOISER, WEIGHTING, Contract
 from hourglass.spec import Spec
 
-__all__ = ["KarrasDenoiser", "KarrasDenoiserSpec", "append_dims"]
+__all__ = ["Denoiser", "KarrasDenoiser", "KarrasDenoiserSpec", "append_dims"]
 
 WeightingLike = str | dict | BaseModel | Callable[[Tensor, float], Tensor]
 
@@ -39,13 +39,41 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
     return v.reshape(*v.shape, *([1] * (ndim - v.ndim)))
 
 
+class Denoiser(Contract, nn.Module):
+    """Contract of the ``denoiser`` family: the preconditioning around a backbone.
+
+    Built as ``cls(spec, model=backbone)``; :meth:`forward` is the denoised estimate that samplers
+    call, :meth:`loss` the per-sample training loss the trainer minimises, and :attr:`sigma_data`
+    the data scale the trainer's sigma density is built with.
+
+    Attributes:
+        inner_model: the backbone ``F(x, sigma, **cond)``.
+        sigma_data: standard deviation of the (normalised) data.
+    """
+
+    inner_model: Any
+    sigma_data: float
+
+    def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
+        """``x (B, C, H, W)``, ``sigma (B,)`` -> the denoised estimate ``(B, C, H, W)``."""
+        raise NotImplementedError
+
+    def loss(self, x0: Tensor, noise: Tensor, sigma: Tensor, weighting: WeightingLike = "soft_min_snr",
+             **cond: Any) -> Tensor:
+        """``x0, noise (B, C, H, W)``, ``sigma (B,)`` -> per-sample losses ``(B,)``."""
+        raise NotImplementedError
+
+
+DENOISER.set_contract(Denoiser)
+
+
 class KarrasDenoiserSpec(Spec):
     type: Literal["karras"] = "karras"
     sigma_data: float = Field(0.5, gt=0, description="standard deviation of the (normalised) data")
 
 
 @DENOISER.register("karras")
-class KarrasDenoiser(nn.Module):
+class KarrasDenoiser(Denoiser):
     """Karras et al. (2022) preconditioned denoiser around a backbone ``F`` (EDM, Table 1).
 
     Args:

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field
 from torch import Tensor
 
-from hourglass.diffusion._sampler_base import Sampler, SamplerSpec, _Run
+from hourglass.diffusion._sampler_base import Sampler, SamplerRun, SamplerSpec
 from hourglass.diffusion.samplers_dpmpp import (
     DPMPP2MSampler,
     DPMPP2MSamplerSpec,
@@ -84,7 +84,7 @@ class _ChurnSampler(Sampler):
     def stochastic(self) -> bool:
         return self.spec.s_churn > 0 and self.spec.s_noise > 0
 
-    def _churn(self, run: _Run, x: Tensor, sigma: float) -> tuple[Tensor, float]:
+    def _churn(self, run: SamplerRun, x: Tensor, sigma: float) -> tuple[Tensor, float]:
         spec = self.spec
         s_tmax = math.inf if spec.s_tmax is None else spec.s_tmax
         if spec.s_churn <= 0 or not spec.s_tmin <= sigma <= s_tmax:
@@ -105,7 +105,7 @@ class EulerSampler(_ChurnSampler):
 
     Spec = EulerSamplerSpec
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         for i in run.steps():
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             x, sigma_hat = self._churn(run, x, sigma)
@@ -129,7 +129,7 @@ class HeunSampler(_ChurnSampler):
 
     Spec = HeunSamplerSpec
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         for i in run.steps():
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             x, sigma_hat = self._churn(run, x, sigma)
@@ -159,7 +159,7 @@ class DPM2Sampler(_ChurnSampler):
 
     Spec = DPM2SamplerSpec
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         for i in run.steps():
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             x, sigma_hat = self._churn(run, x, sigma)
@@ -193,7 +193,7 @@ class EulerAncestralSampler(Sampler):
     def stochastic(self) -> bool:
         return self.spec.eta > 0 and self.spec.s_noise > 0
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         for i in run.steps():
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             denoised = run.model(x, sigma)
@@ -263,7 +263,7 @@ class LMSSampler(Sampler):
 
     Spec = LMSSamplerSpec
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         coeffs = lms_coefficients(sigmas, self.spec.order)
         ds: list[Tensor] = []
         for i in run.steps():

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor
 
-from hourglass.diffusion._sampler_base import Sampler, SamplerSpec, _Run
+from hourglass.diffusion._sampler_base import Sampler, SamplerRun, SamplerSpec
 from hourglass.registry import SAMPLER
 
 __all__ = [
@@ -36,7 +36,7 @@ class DPMPP2MSampler(Sampler):
 
     Spec = DPMPP2MSamplerSpec
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         old_denoised: Tensor | None = None
         h_last = 0.0
         for i in run.steps():
@@ -75,7 +75,7 @@ class DPMPP2MSDESampler(Sampler):
     def stochastic(self) -> bool:
         return self.spec.eta > 0 and self.spec.s_noise > 0
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         eta, s_noise = self.spec.eta, self.spec.s_noise
         old_denoised: Tensor | None = None
         h_last = 0.0
@@ -128,7 +128,7 @@ class DPMPP3MSDESampler(Sampler):
     def stochastic(self) -> bool:
         return self.spec.eta > 0 and self.spec.s_noise > 0
 
-    def _sample(self, run: _Run, x: Tensor, sigmas: list[float]) -> Tensor:
+    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         eta, s_noise = self.spec.eta, self.spec.s_noise
         denoised_1: Tensor | None = None
         denoised_2: Tensor | None = None

@@ -14,10 +14,12 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from hourglass.registry import SCHEDULE
+from hourglass.registry import SCHEDULE, Contract
 from hourglass.spec import Spec
 
 __all__ = [
+    "Schedule",
+    "ScheduleSpec",
     "ExponentialSchedule", "ExponentialScheduleSpec",
     "KarrasSchedule", "KarrasScheduleSpec",
     "LinearSchedule", "LinearScheduleSpec",
@@ -25,7 +27,9 @@ __all__ = [
 ]
 
 
-class _ScheduleSpec(Spec):
+class ScheduleSpec(Spec):
+    """Base of schedule specs: the range every schedule spans."""
+
     sigma_min: float = Field(0.002, gt=0, description="last non-zero noise level")
     sigma_max: float = Field(80.0, gt=0, description="first noise level")
 
@@ -38,12 +42,13 @@ class _ScheduleSpec(Spec):
         return self
 
 
-class _Schedule:
-    """Base: subclasses give the ``n_steps`` non-zero levels through :meth:`_levels`."""
+class Schedule(Contract):
+    """Contract and base of the ``schedule`` family: ``schedule(n_steps) -> (n_steps + 1,)`` sigmas from
+    ``sigma_max`` down to ``sigma_min``, then 0; subclasses give the non-zero levels through :meth:`_levels`."""
 
-    Spec: type[_ScheduleSpec]
+    Spec: type[ScheduleSpec]
 
-    def __init__(self, spec: _ScheduleSpec, **context: Any) -> None:
+    def __init__(self, spec: ScheduleSpec, **context: Any) -> None:
         self.spec = spec
 
     def _levels(self, ramp: Tensor) -> Tensor:
@@ -77,13 +82,16 @@ class _Schedule:
         return f"{type(self).__name__}({fields})"
 
 
-class KarrasScheduleSpec(_ScheduleSpec):
+SCHEDULE.set_contract(Schedule)
+
+
+class KarrasScheduleSpec(ScheduleSpec):
     type: Literal["karras"] = "karras"
     rho: float = Field(7.0, gt=0, description="warp; larger spends more steps at low noise (EDM: 7)")
 
 
 @SCHEDULE.register("karras")
-class KarrasSchedule(_Schedule):
+class KarrasSchedule(Schedule):
     """Karras et al. (2022) Eq. 5: ``(max^(1/rho) + ramp (min^(1/rho) - max^(1/rho)))^rho``."""
 
     Spec = KarrasScheduleSpec
@@ -94,12 +102,12 @@ class KarrasSchedule(_Schedule):
         return (hi + ramp * (lo - hi)) ** rho
 
 
-class ExponentialScheduleSpec(_ScheduleSpec):
+class ExponentialScheduleSpec(ScheduleSpec):
     type: Literal["exponential"] = "exponential"
 
 
 @SCHEDULE.register("exponential")
-class ExponentialSchedule(_Schedule):
+class ExponentialSchedule(Schedule):
     """Uniform steps in ``ln(sigma)`` (geometric sigmas)."""
 
     Spec = ExponentialScheduleSpec
@@ -109,13 +117,13 @@ class ExponentialSchedule(_Schedule):
         return torch.exp(hi + ramp * (lo - hi))
 
 
-class PolyExponentialScheduleSpec(_ScheduleSpec):
+class PolyExponentialScheduleSpec(ScheduleSpec):
     type: Literal["polyexponential"] = "polyexponential"
     rho: float = Field(1.0, gt=0, description="polynomial warp of ln(sigma); 1 = exponential")
 
 
 @SCHEDULE.register("polyexponential")
-class PolyExponentialSchedule(_Schedule):
+class PolyExponentialSchedule(Schedule):
     """A polynomial in ``ln(sigma)``: ``exp((1 - ramp)^rho (ln max - ln min) + ln min)``."""
 
     Spec = PolyExponentialScheduleSpec
@@ -125,12 +133,12 @@ class PolyExponentialSchedule(_Schedule):
         return torch.exp((1 - ramp) ** self.spec.rho * (hi - lo) + lo)
 
 
-class LinearScheduleSpec(_ScheduleSpec):
+class LinearScheduleSpec(ScheduleSpec):
     type: Literal["linear"] = "linear"
 
 
 @SCHEDULE.register("linear")
-class LinearSchedule(_Schedule):
+class LinearSchedule(Schedule):
     """Uniform steps in ``sigma`` from ``sigma_max`` to ``sigma_min``."""
 
     Spec = LinearScheduleSpec

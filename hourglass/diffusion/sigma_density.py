@@ -24,10 +24,11 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from hourglass.registry import SIGMA_DENSITY
+from hourglass.registry import SIGMA_DENSITY, Contract
 from hourglass.spec import Spec
 
 __all__ = [
+    "SigmaDensity",
     "CosineInterpolatedDensity", "CosineInterpolatedDensitySpec",
     "LogNormalDensity", "LogNormalDensitySpec",
     "LogUniformDensity", "LogUniformDensitySpec",
@@ -63,8 +64,9 @@ def stratified_uniform(
     return u.to(device=device if device is not None else gen_device, dtype=dtype)
 
 
-class _Density:
-    """Base: ``icdf(u) -> sigma``; ``sample`` feeds it stratified ``u``."""
+class SigmaDensity(Contract):
+    """Contract and base of the ``sigma_density`` family: ``icdf(u) -> sigma``; :meth:`sample` feeds it
+    stratified ``u``. Built with context ``sigma_data`` and ``image_size``."""
 
     Spec: type[Spec]
 
@@ -100,6 +102,9 @@ class _Density:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items() if k != "type")
         return f"{type(self).__name__}({fields})"
+
+
+SIGMA_DENSITY.set_contract(SigmaDensity)
 
 
 class _RangeSpec(Spec):
@@ -160,7 +165,7 @@ def _image_side(image_size: Any) -> float:
 
 
 @SIGMA_DENSITY.register("cosine_interpolated")
-class CosineInterpolatedDensity(_Density):
+class CosineInterpolatedDensity(SigmaDensity):
     """Cosine-interpolated noise density (simple diffusion; HDiT's training density, HDiT paper Table 7).
 
     Context at build: ``sigma_data`` (default 0.5) and ``image_size`` (the image side ``D``; a
@@ -207,7 +212,7 @@ class LogNormalDensitySpec(Spec):
 
 
 @SIGMA_DENSITY.register("log_normal")
-class LogNormalDensity(_Density):
+class LogNormalDensity(SigmaDensity):
     """EDM's log-normal density: ``ln(sigma) ~ N(mean, std^2)`` (Karras et al. 2022)."""
 
     Spec = LogNormalDensitySpec
@@ -224,7 +229,7 @@ class LogUniformDensitySpec(_RangeSpec):
 
 
 @SIGMA_DENSITY.register("log_uniform")
-class LogUniformDensity(_Density):
+class LogUniformDensity(SigmaDensity):
     """``ln(sigma)`` uniform on ``[ln sigma_min, ln sigma_max]``."""
 
     Spec = LogUniformDensitySpec

@@ -30,10 +30,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from hourglass.registry import WEIGHTING
+from hourglass.registry import WEIGHTING, Contract
 from hourglass.spec import Spec
 
 __all__ = [
+    "Weighting",
     "EDMWeighting", "EDMWeightingSpec",
     "MinSNRWeighting", "MinSNRWeightingSpec",
     "SNRWeighting", "SNRWeightingSpec",
@@ -56,8 +57,9 @@ def c_out_squared(sigma: Tensor, sigma_data: float) -> Tensor:
     return (sigma * sigma_data) ** 2 / (sigma**2 + sigma_data**2)
 
 
-class _Weighting:
-    """Base: ``__call__`` gives the F-space weight, :meth:`x0_weight` the x0-space one."""
+class Weighting(Contract):
+    """Contract and base of the ``weighting`` family: ``__call__`` gives the F-space weight, :meth:`x0_weight`
+    the x0-space one (``w_F = w_x0 * c_out^2``)."""
 
     Spec: type[Spec]
 
@@ -77,12 +79,15 @@ class _Weighting:
         return f"{type(self).__name__}({fields})"
 
 
+WEIGHTING.set_contract(Weighting)
+
+
 class EDMWeightingSpec(Spec):
     type: Literal["edm"] = "edm"
 
 
 @WEIGHTING.register("edm")
-class EDMWeighting(_Weighting):
+class EDMWeighting(Weighting):
     """EDM (Karras et al. 2022) weighting: 1 in F-space, ``(s^2+sd^2)/(s sd)^2`` in x0-space."""
 
     Spec = EDMWeightingSpec
@@ -102,7 +107,7 @@ class SoftMinSNRWeightingSpec(Spec):
 
 
 @WEIGHTING.register("soft_min_snr")
-class SoftMinSNRWeighting(_Weighting):
+class SoftMinSNRWeighting(Weighting):
     """Soft-Min-SNR (HDiT paper, App. C, Eq. 5): ``(s sd)^2 / (s^2 + sd^2)^2`` in F-space.
 
     In x0-space it is ``1 / (s^2 + 1/gamma)``, a soft minimum of the SNR ``1/s^2`` and ``gamma``.
@@ -130,7 +135,7 @@ class MinSNRWeightingSpec(Spec):
 
 
 @WEIGHTING.register("min_snr")
-class MinSNRWeighting(_Weighting):
+class MinSNRWeighting(Weighting):
     """Min-SNR-gamma (Hang et al. 2023): x0-space ``min(1/s^2, gamma)``, F-space times ``c_out^2``."""
 
     Spec = MinSNRWeightingSpec
@@ -147,7 +152,7 @@ class SNRWeightingSpec(Spec):
 
 
 @WEIGHTING.register("snr")
-class SNRWeighting(_Weighting):
+class SNRWeighting(Weighting):
     """SNR weighting: x0-space ``1/s^2`` (the plain epsilon loss), F-space ``sd^2/(s^2+sd^2)``."""
 
     Spec = SNRWeightingSpec
@@ -164,7 +169,7 @@ class UniformWeightingSpec(Spec):
 
 
 @WEIGHTING.register("uniform")
-class UniformWeighting(_Weighting):
+class UniformWeighting(Weighting):
     """Uniform x0-space weighting (plain MSE on the denoised image): F-space ``c_out^2``."""
 
     Spec = UniformWeightingSpec

@@ -35,15 +35,13 @@ class ConditioningMapping(Contract):
     -> (B, width)``; instances expose ``width``, the width of that vector.
     """
 
+    #: width of the conditioning vector it returns
+    width: int
+
     @classmethod
     def embeds_aug(cls, spec: Spec) -> bool:
         """Whether the mapping built from ``spec`` embeds ``aug_cond`` (else augmentation would leak)."""
         return False
-
-    @classmethod
-    def facts(cls) -> dict[str, bool]:
-        """``{"embeds_aug": ...}`` for the default spec."""
-        return {"embeds_aug": cls.embeds_aug(cls.Spec())}  # type: ignore[attr-defined]
 
 
 MAPPING.set_contract(ConditioningMapping)

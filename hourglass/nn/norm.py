@@ -55,9 +55,14 @@ def _per_sample(cond: Tensor, x: Tensor) -> Tensor:
 class NormLayer(Contract):
     """Contract of the ``norm`` family: ``forward(x (B, *, C), cond (B, cond_dim)) -> (y, gate | None)``.
 
+    Built with context ``width`` and ``cond_dim``. Models that condition through the norms (HDiT,
+    DiT) build every norm with their ``cond_dim > 0`` and pass ``cond``; models that condition through
+    tokens (U-ViT) build with ``cond_dim = 0`` and pass ``cond = None``, which every unconditional
+    norm must accept.
+
     Class attributes:
-        conditional: it reads ``cond`` (an adaptive norm); it is then built with context
-            ``cond_dim > 0``, and models that condition through tokens (U-ViT) cannot use it.
+        conditional: it reads ``cond`` (an adaptive norm), so it needs ``cond_dim > 0`` and a ``cond``
+            tensor; U-ViT refuses such norms.
     """
 
     conditional: ClassVar[bool] = False

@@ -47,8 +47,8 @@ class PositionalEncoding(Contract):
         encoding: ``"relative"``: built per attention module (context ``d_head``, ``n_heads``,
             ``width``), called as ``theta = module(pos (..., 2))`` and applied to q and k with
             :func:`apply_rotary_emb`; ``"absolute"``: built once per model (context ``width``,
-            ``grid_size``), called as ``x = module(x (B, H, W, C))`` after patching; ``"none"``:
-            nothing is built.
+            ``grid_size``), called as ``x = module(x (B, H, W, C))`` after patching; ``"none"``: the
+            models build nothing (the module, when built directly, is the identity on tokens).
     """
 
     encoding: ClassVar[Literal["relative", "absolute", "none"]] = "none"

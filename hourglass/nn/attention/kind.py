@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from hourglass.backends import backend_names, check_backend_choice
+from hourglass.backends import KERNEL, backend_names, check_backend_choice
 from hourglass.registry import ATTENTION, Contract
 from hourglass.spec import Problem
 
@@ -47,6 +47,15 @@ class AttentionKind(Contract):
     connects_all_tokens: ClassVar[bool] = False
     #: the runtime backend of this module (``None``: resolved at run time); never in the state_dict
     backend: str | None = None
+
+    @classmethod
+    def contract_problem(cls) -> str | None:
+        """A kind must name a registered kernel (or ``None``)."""
+        if cls.kernel is not None and not KERNEL.registered(cls.kernel):
+            known = ", ".join(sorted(KERNEL._entries))
+            return (f"its kernel {cls.kernel!r} is not registered (known: {known}); register the kernel and its "
+                    "reference backend (hourglass.plugin.register_kernel / register_backend) before the kind")
+        return None
 
     @classmethod
     def mixes_tokens(cls) -> bool:
