@@ -57,10 +57,11 @@ def setup():
 '''
 
 BROKEN_PLUGIN = '''
-"""A test plugin that registers a component and then fails."""
+"""A test plugin that registers one of everything (and overrides a built-in), then fails."""
 from typing import Literal
 
-from hourglass.plugin import Spec, register
+from hourglass.nn.ffn import GEGLU
+from hourglass.plugin import Spec, register, register_backend, register_kernel, register_preset
 
 
 class HalfSpec(Spec):
@@ -73,8 +74,17 @@ class Half:
     Spec = HalfSpec
 
 
+class LoudGEGLU(GEGLU):
+    """Overrides the built-in geglu before the plugin fails; the built-in must come back."""
+
+
 def setup():
     register("ffn", "half_ffn", Half)
+    register("ffn", "geglu", LoudGEGLU, override=True)
+    register_preset("half_test", "hdit", {"levels": [{"depth": 1, "width": 32}], "input_size": 8})
+    register_kernel("half_kernel")
+    register_backend("half_kernel", "torch", lambda q, k, v, scale: q)
+    register_backend("global", "half_backend", lambda q, k, v, scale: q)
     raise RuntimeError("boom: broken on purpose")
 '''
 
@@ -121,7 +131,9 @@ def cli(*args):
 
 def test_broken_plugin_warns_with_its_name_and_everything_else_keeps_working(site):
     proc = _python(site, _REPORT + textwrap.dedent("""
-        from hourglass.registry import FFN, plugin_statuses
+        import timm  # imported first: presets reach timm's registry the moment they are registered
+        from hourglass.backends import BACKENDS, KERNEL
+        from hourglass.registry import FFN, PRESET, plugin_statuses
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             names = FFN.names()
@@ -135,6 +147,11 @@ def test_broken_plugin_warns_with_its_name_and_everything_else_keeps_working(sit
             "plugins": cli("plugins"),
             "list": cli("list", "ffn"),
             "unknown": cli("build", "recipes/quickstart.toml", "--set", "model.ffn.type=half_ffn"),
+            "geglu": FFN.get("geglu").__name__,
+            "presets": PRESET.names(),
+            "timm": timm.list_models("h*_test"),
+            "kernels": KERNEL.names(),
+            "global_backends": list(BACKENDS["global"]),
         }
         print(json.dumps(report))
     """))
@@ -143,6 +160,10 @@ def test_broken_plugin_warns_with_its_name_and_everything_else_keeps_working(sit
     (warning,) = report["warnings"]
     assert "plugin 'broken'" in warning and "boom: broken on purpose" in warning and "unaffected" in warning
     assert "tiny_ffn" in report["ffn"] and "half_ffn" not in report["ffn"]  # rolled back
+    assert report["geglu"] == "GEGLU"  # the overridden built-in is back
+    assert "half_test" not in report["presets"] and "hdit_test" in report["presets"]
+    assert "half_test" not in report["timm"] and "hdit_test" in report["timm"]  # timm forgot it too
+    assert "half_kernel" not in report["kernels"] and "half_backend" not in report["global_backends"]
     assert {"geglu", "swiglu", "gelu_mlp"} <= set(report["ffn"])
     assert report["provider"] == "hg-test-good"
     assert report["statuses"]["goodplug"] == ["loaded", "hg-test-good", ["ffn:tiny_ffn"], None]
