@@ -1,8 +1,9 @@
 """The ``hourglass`` command line (console script ``hourglass``, also ``python -m hourglass``).
 
-Each command is a module of this package listed in :data:`COMMANDS`; it exposes
-``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int`` (and may set
-``COMMAND`` when its name differs from the module's). User errors (:class:`CLIError`,
+Each command is a module of this package listed in :data:`COMMANDS`; it declares ``HELP`` (one
+line for ``hourglass --help``), ``EXAMPLES`` (command lines shown under its own ``--help``, after
+the module docstring), ``add_arguments(parser)`` and ``run(args) -> int``, and may set ``COMMAND``
+when its name differs from the module's. User errors (:class:`CLIError`,
 ``RecipeError``, ``RegistryError``, ``PluginError``) are printed as one message without a
 traceback and exit with status 2.
 """
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from hourglass.cli._common import EXIT_USAGE, CLIError
+from hourglass.cli._common import EXIT_USAGE, CLIError, example_epilog
 
 __all__ = ["COMMANDS", "main", "build_parser", "CLIError"]
 
@@ -60,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMANDS:
         module = _load(name)
-        sub = module.add_parser(subparsers)
-        if sub is None:
-            sub = subparsers.choices[getattr(module, "COMMAND", name)]
+        sub = subparsers.add_parser(
+            getattr(module, "COMMAND", name), help=module.HELP, description=module.__doc__,
+            epilog=example_epilog(*module.EXAMPLES), formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
         sub.set_defaults(_module=module)
     return parser
 

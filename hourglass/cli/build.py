@@ -17,32 +17,28 @@ from hourglass.cli._common import (
     Target,
     add_json_option,
     add_set_option,
-    example_epilog,
     format_table,
     human_count,
     load_target,
     print_json,
 )
 
-__all__ = ["add_parser", "run", "model_report"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "model_report"]
 
 COMMAND = "build"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass build``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="validate and meta-build a recipe or preset; per-level table of params and GMACs",
-        description=__doc__,
-        epilog=example_epilog(
-            "hourglass build recipes/hdit_imagenet256.toml",
-            "hourglass build hdit_imagenet128 --json",
-            "hourglass build recipes/quickstart.toml --set model.levels[0].depth=3",
-            "hourglass build hdit_l --resolution 512",
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "validate and meta-build a recipe or preset; per-level table of params and GMACs"
+EXAMPLES = (
+    "hourglass build recipes/hdit_imagenet256.toml",
+    "hourglass build hdit_imagenet128 --json",
+    "hourglass build recipes/quickstart.toml --set model.levels[0].depth=3",
+    "hourglass build hdit_l --resolution 512",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass build``."""
     parser.add_argument("target", metavar="RECIPE|PRESET", help="a .toml recipe or a model preset name (hourglass list presets)")
     parser.add_argument("--resolution", type=int, metavar="N", help="image side to build and count at (sets model.input_size)")
     parser.add_argument(
@@ -51,7 +47,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_set_option(parser)
     add_json_option(parser)
-    return parser
 
 
 def _backend(kernel: str | None, runtime: Any, requires_grad: bool) -> tuple[str | None, str | None]:

@@ -8,28 +8,23 @@ Components from plugins (entry-point group ``hourglass.plugins``) appear with th
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from hourglass.cli._common import CLIError, add_json_option, example_epilog, format_table, print_json
+from hourglass.cli._common import CLIError, add_json_option, format_table, print_json
 
-__all__ = ["add_parser", "run", "catalog"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "catalog"]
 
 COMMAND = "list"
 PRESETS = "presets"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass list``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="registered components (by family) and model presets, with their providers",
-        description=__doc__,
-        epilog=example_epilog("hourglass list", "hourglass list attention", "hourglass list presets --json"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "registered components (by family) and model presets, with their providers"
+EXAMPLES = ("hourglass list", "hourglass list attention", "hourglass list presets --json",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass list``."""
     parser.add_argument("family", nargs="?", metavar="FAMILY", help="only this family (or 'presets')")
     add_json_option(parser)
-    return parser
 
 
 def catalog(family: str | None = None) -> dict[str, list[dict[str, str]]]:

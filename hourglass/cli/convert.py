@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hourglass.cli._common import CLIError, example_epilog
+from hourglass.cli._common import CLIError
 
-__all__ = ["add_parser", "run", "recipe_data_from_k_diffusion", "load_checkpoint_state"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "recipe_data_from_k_diffusion", "load_checkpoint_state"]
 
 COMMAND = "convert"
 _PICK = ("model_ema", "model", "state_dict")
@@ -28,24 +28,20 @@ _WEIGHTING = {"karras": "edm", "soft-min-snr": "soft_min_snr", "snr": "snr"}
 _ROOT_PLACEHOLDER = "/path/to/images"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass convert``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="convert a k-diffusion image_transformer_v2 (HDiT) config + checkpoint to a recipe + safetensors",
-        description=__doc__,
-        epilog=example_epilog(
-            "hourglass convert k-diffusion config_imagenet128.json model_00400000.safetensors out/",
-            "hourglass convert k-diffusion config.json ckpt.pth converted/ --overwrite",
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "convert a k-diffusion image_transformer_v2 (HDiT) config + checkpoint to a recipe + safetensors"
+EXAMPLES = (
+    "hourglass convert k-diffusion config_imagenet128.json model_00400000.safetensors out/",
+    "hourglass convert k-diffusion config.json ckpt.pth converted/ --overwrite",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass convert``."""
     parser.add_argument("source", choices=["k-diffusion"], help="the format converted from")
     parser.add_argument("config", metavar="CONFIG.json", help="the k-diffusion training config")
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help=".safetensors, or a torch .pth/.ckpt")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for recipe.toml and model.safetensors")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUT_DIR")
-    return parser
 
 
 def load_checkpoint_state(path: str | Path) -> dict[str, Any]:

@@ -22,30 +22,27 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hourglass.cli._common import CLIError, add_json_option, example_epilog, format_table, print_json
+from hourglass.cli._common import CLIError, add_json_option, format_table, print_json
 
-__all__ = ["add_parser", "run"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
 COMMAND = "eval"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass eval``."""
+HELP = "FID/KID of generated images against a folder or dataset, or a checkpoint's validation loss"
+EXAMPLES = (
+    "hourglass eval runs/quickstart/samples/step_00001000 --dataset shapes",
+    "hourglass eval samples/ --ref data/ffhq256 --n 50000 --json",
+    "hourglass eval samples/ --recipe recipes/quickstart.toml --inception inception-2015-12-05.pt",
+    "hourglass eval --checkpoint runs/quickstart --val-loss --n 256",
+    "hourglass eval --list-extractors",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass eval``."""
     from hourglass.evaluation import EXTRACTOR_NAMES
 
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="FID/KID of generated images against a folder or dataset, or a checkpoint's validation loss",
-        description=__doc__,
-        epilog=example_epilog(
-            "hourglass eval runs/quickstart/samples/step_00001000 --dataset shapes",
-            "hourglass eval samples/ --ref data/ffhq256 --n 50000 --json",
-            "hourglass eval samples/ --recipe recipes/quickstart.toml --inception inception-2015-12-05.pt",
-            "hourglass eval --checkpoint runs/quickstart --val-loss --n 256",
-            "hourglass eval --list-extractors",
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     parser.add_argument("generated", nargs="?", metavar="GENERATED_DIR", help="folder of generated images (FID/KID)")
     ref = parser.add_argument_group("reference / data")
     ref.add_argument("--ref", metavar="DIR", help="reference folder of images")
@@ -90,7 +87,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_json_option(parser)
-    return parser
 
 
 # -- shared helpers -------------------------------------------------------------------------------

@@ -17,31 +17,27 @@ from hourglass.cli._common import (
     CLIError,
     add_json_option,
     add_set_option,
-    example_epilog,
     format_table,
     human_count,
     load_target,
     print_json,
 )
 
-__all__ = ["add_parser", "run", "flops_table"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "flops_table"]
 
 COMMAND = "flops"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass flops``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="GMACs per forward at several resolutions (optionally growing levels like the paper)",
-        description=__doc__,
-        epilog=example_epilog(
-            "hourglass flops hdit_imagenet128 --resolution 128 256 512 --grow",
-            "hourglass flops recipes/ablation/1_global_only.toml --resolution 128 256 512 --grow",
-            "hourglass flops recipes/hdit_ffhq1024.toml --resolution 256 512 1024 --json",
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "GMACs per forward at several resolutions (optionally growing levels like the paper)"
+EXAMPLES = (
+    "hourglass flops hdit_imagenet128 --resolution 128 256 512 --grow",
+    "hourglass flops recipes/ablation/1_global_only.toml --resolution 128 256 512 --grow",
+    "hourglass flops recipes/hdit_ffhq1024.toml --resolution 256 512 1024 --json",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass flops``."""
     parser.add_argument("target", metavar="RECIPE|PRESET", help="a .toml recipe or a model preset name")
     parser.add_argument("--resolution", "-r", type=int, nargs="+", metavar="N",
                         help="image sides to count at (default: the recipe's own)")
@@ -50,7 +46,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "native resolution, as the paper does")
     add_set_option(parser)
     add_json_option(parser)
-    return parser
 
 
 def flops_table(target: str, resolutions: list[int] | None, grow: bool, overrides: list = ()) -> list[dict[str, Any]]:

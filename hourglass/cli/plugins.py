@@ -8,26 +8,21 @@ global ``--strict-plugins`` flag a failed plugin is an error (exit 2).
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from hourglass.cli._common import add_json_option, example_epilog, format_table, print_json
+from hourglass.cli._common import add_json_option, format_table, print_json
 
-__all__ = ["add_parser", "run"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
 COMMAND = "plugins"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass plugins``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="installed plugins: version, components, load status",
-        description=__doc__,
-        epilog=example_epilog("hourglass plugins", "hourglass --strict-plugins plugins", "hourglass plugins --json"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "installed plugins: version, components, load status"
+EXAMPLES = ("hourglass plugins", "hourglass --strict-plugins plugins", "hourglass plugins --json",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass plugins``."""
     add_json_option(parser)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,26 +18,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hourglass.cli._common import CLIError, example_epilog
+from hourglass.cli._common import CLIError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
 COMMAND = "sample"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass sample``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="draw images from a checkpoint or run directory (EMA weights by default)",
-        description=__doc__,
-        epilog=example_epilog(
-            "hourglass sample runs/quickstart",
-            "hourglass sample runs/quickstart --n 36 --steps 20 --sampler dpmpp_2m --out samples/",
-            "hourglass sample runs/in128/checkpoints/step_00400000.safetensors --class 207 --cfg 1.3 --device cuda",
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "draw images from a checkpoint or run directory (EMA weights by default)"
+EXAMPLES = (
+    "hourglass sample runs/quickstart",
+    "hourglass sample runs/quickstart --n 36 --steps 20 --sampler dpmpp_2m --out samples/",
+    "hourglass sample runs/in128/checkpoints/step_00400000.safetensors --class 207 --cfg 1.3 --device cuda",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass sample``."""
     parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
                         help="a step_*.safetensors checkpoint, a run directory (its newest valid checkpoint), "
                              "or a folder / model.safetensors written by `hourglass convert`")
@@ -65,7 +62,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "bfloat16 autocast is faster on GPUs but batches of different sizes drift apart; "
                         "auto: bfloat16 on CUDA, float32 on CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def _positive(name: str, value: int | None) -> None:

@@ -9,29 +9,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hourglass.cli._common import CLIError, add_json_option, example_epilog, format_table, print_json
+from hourglass.cli._common import CLIError, add_json_option, format_table, print_json
 
-__all__ = ["add_parser", "run", "find_components"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "find_components"]
 
 COMMAND = "show"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass show``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="a preset as TOML, or a component's fields, defaults and backends",
-        description=__doc__,
-        epilog=example_epilog(
-            "hourglass show hdit_imagenet256        # the preset's [model] section",
-            "hourglass show neighborhood            # options of neighborhood attention",
-            "hourglass show sampler:dpmpp_3m_sde",
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "a preset as TOML, or a component's fields, defaults and backends"
+EXAMPLES = (
+    "hourglass show hdit_imagenet256        # the preset's [model] section",
+    "hourglass show neighborhood            # options of neighborhood attention",
+    "hourglass show sampler:dpmpp_3m_sde",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass show``."""
     parser.add_argument("name", metavar="NAME", help="preset, component, or FAMILY:NAME")
     add_json_option(parser)
-    return parser
 
 
 def find_components(name: str) -> list[tuple[str, str]]:

@@ -15,35 +15,30 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
 
-from hourglass.cli._common import CLIError, add_set_option, example_epilog
+from hourglass.cli._common import CLIError, add_set_option
 
-__all__ = ["add_parser", "run", "default_run_dir"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "default_run_dir"]
 
 COMMAND = "train"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass train``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="train a recipe (resumes from the run directory's newest valid checkpoint)",
-        description=__doc__,
-        epilog=example_epilog(
-            "hourglass train recipes/quickstart.toml",
-            "hourglass train recipes/quickstart.toml --run-dir runs/qs2 --set train.steps=2000",
-            "torchrun --nproc_per_node 8 -m hourglass train recipes/hdit_imagenet256.toml --run-dir runs/in256",
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "train a recipe (resumes from the run directory's newest valid checkpoint)"
+EXAMPLES = (
+    "hourglass train recipes/quickstart.toml",
+    "hourglass train recipes/quickstart.toml --run-dir runs/qs2 --set train.steps=2000",
+    "torchrun --nproc_per_node 8 -m hourglass train recipes/hdit_imagenet256.toml --run-dir runs/in256",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass train``."""
     parser.add_argument("recipe", metavar="RECIPE", help="a .toml recipe")
     parser.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<recipe file stem>)")
     parser.add_argument("--max-bad-steps", type=int, metavar="N",
                         help="consecutive NaN/inf steps before the run stops (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
     add_set_option(parser)
-    return parser
 
 
 def default_run_dir(recipe_path: str | os.PathLike) -> Path:

@@ -10,36 +10,31 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-from hourglass.cli._common import add_json_option, add_set_option, example_epilog, human_count, meta_build, print_json
+from hourglass.cli._common import add_json_option, add_set_option, human_count, meta_build, print_json
 from hourglass.recipe import RecipeError, load_recipe
 from hourglass.spec import NO_VALUE
 
-__all__ = ["add_parser", "run"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
 COMMAND = "validate"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``hourglass validate``."""
-    parser = subparsers.add_parser(
-        COMMAND,
-        help="check recipes: every problem of each file, with its path and a fix",
-        description=__doc__,
-        epilog=example_epilog(
-            "hourglass validate recipes/hdit_ffhq1024.toml",
-            "hourglass validate recipes/*.toml recipes/ablation/*.toml",
-            "hourglass validate my.toml --set data.dataset.root=/data/ffhq",
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "check recipes: every problem of each file, with its path and a fix"
+EXAMPLES = (
+    "hourglass validate recipes/hdit_ffhq1024.toml",
+    "hourglass validate recipes/*.toml recipes/ablation/*.toml",
+    "hourglass validate my.toml --set data.dataset.root=/data/ffhq",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``hourglass validate``."""
     parser.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe files (.toml)")
     parser.add_argument("--print", dest="print_resolved", action="store_true",
                         help="also print each valid recipe fully resolved (all defaults filled in) as TOML")
     add_set_option(parser)
     add_json_option(parser)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

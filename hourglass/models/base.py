@@ -136,7 +136,8 @@ class Backbone(Contract, nn.Module):
     """Contract of the ``model`` family (see the module docstring).
 
     Subclasses set ``Spec`` (a :class:`BackboneSpec`) and ``test_preset``, keep the spec in
-    ``self.spec`` and implement :meth:`forward` and :meth:`stages`.
+    ``self.spec`` and implement :meth:`compute` (the maths, on validated inputs) and :meth:`stages`;
+    :meth:`forward` validates the inputs with :meth:`check_inputs` and calls :meth:`compute`.
     """
 
     Spec: ClassVar[type[BackboneSpec]]
@@ -180,7 +181,16 @@ class Backbone(Contract, nn.Module):
 
         Returns:
             ``(B, C_out, H, W)``.
+
+        Raises:
+            ValueError / TypeError: an input of the wrong shape, dtype or device (see :meth:`check_inputs`).
         """
+        sigma = self.check_inputs(x, sigma, class_cond, aug_cond, mapping_cond)
+        return self.compute(x, sigma, class_cond, aug_cond, mapping_cond)
+
+    def compute(self, x: Tensor, sigma: Tensor, class_cond: Tensor | None, aug_cond: Tensor | None,
+                mapping_cond: Tensor | None) -> Tensor:
+        """The backbone's maths on validated inputs: as :meth:`forward`, with ``sigma`` a ``(B,)`` tensor."""
         raise NotImplementedError
 
     def stages(self) -> list[Stage]:

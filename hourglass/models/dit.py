@@ -198,27 +198,9 @@ class DiT(Backbone):
         return [Stage(name="layers", prefixes=("layers.",), grid=spec.token_grid, extra_tokens=0, layers=spec.depth,
                       width=spec.width, d_ff=spec.ffn_width, attention=spec.attention, dropout=spec.dropout)]
 
-    def forward(
-        self,
-        x: Tensor,
-        sigma: Tensor | float,
-        class_cond: Tensor | None = None,
-        aug_cond: Tensor | None = None,
-        mapping_cond: Tensor | None = None,
-    ) -> Tensor:
-        """Backbone output ``F`` (before preconditioning).
-
-        Args:
-            x: ``(B, C_in, H, W)``, H and W divisible by the patch size.
-            sigma: ``(B,)`` or a scalar noise level (> 0); embedded as ``ln(sigma) / 4``.
-            class_cond: ``(B,)`` int64 in ``[0, num_classes]`` (``num_classes`` = no class).
-            aug_cond: ``(B, 9)`` augmentation description; all zeros (no augmentation) unless the
-                mapping embeds it (``mapping.augment = true``, or HDiT's mapping).
-            mapping_cond: ``(B, mapping_cond_dim)``.
-        Returns:
-            ``(B, C_out, H, W)``.
-        """
-        sigma = self.check_inputs(x, sigma, class_cond, aug_cond, mapping_cond)
+    def compute(self, x: Tensor, sigma: Tensor, class_cond: Tensor | None, aug_cond: Tensor | None,
+                mapping_cond: Tensor | None) -> Tensor:
+        """``x (B, C_in, H, W)``, ``sigma (B,)`` -> ``F (B, C_out, H, W)`` (see :meth:`Backbone.forward`)."""
         if aug_cond is not None and not self.spec.embeds_aug and augmentation_applied(aug_cond):
             raise ValueError(
                 "aug_cond describes applied augmentations but this DiT's mapping does not embed them (they would "

@@ -188,26 +188,9 @@ class HDiT(Backbone):
             x = self.run_layer(layer, x, pos, cond)
         return x
 
-    def forward(
-        self,
-        x: Tensor,
-        sigma: Tensor | float,
-        class_cond: Tensor | None = None,
-        aug_cond: Tensor | None = None,
-        mapping_cond: Tensor | None = None,
-    ) -> Tensor:
-        """Backbone output ``F`` (before preconditioning).
-
-        Args:
-            x: ``(B, C_in, H, W)``, H and W divisible by ``patch * 2^(levels-1)``.
-            sigma: ``(B,)`` or a scalar noise level (> 0).
-            class_cond: ``(B,)`` int64 in ``[0, num_classes]`` (``num_classes`` = no class).
-            aug_cond: ``(B, 9)`` augmentation description, zeros if None.
-            mapping_cond: ``(B, mapping_cond_dim)``.
-        Returns:
-            ``(B, C_out, H, W)``.
-        """
-        sigma = self.check_inputs(x, sigma, class_cond, aug_cond, mapping_cond)
+    def compute(self, x: Tensor, sigma: Tensor, class_cond: Tensor | None, aug_cond: Tensor | None,
+                mapping_cond: Tensor | None) -> Tensor:
+        """``x (B, C_in, H, W)``, ``sigma (B,)`` -> ``F (B, C_out, H, W)`` (see :meth:`Backbone.forward`)."""
         x = self.patch_in(x.movedim(1, -1))
         if self.abs_pos_emb is not None:
             x = self.abs_pos_emb(x)

@@ -217,27 +217,9 @@ class UViT(Backbone):
     def _block(self, layer: TransformerLayer, x: Tensor, pos: Tensor) -> Tensor:
         return self.run_layer(layer, x, pos, None)
 
-    def forward(
-        self,
-        x: Tensor,
-        sigma: Tensor | float,
-        class_cond: Tensor | None = None,
-        aug_cond: Tensor | None = None,
-        mapping_cond: Tensor | None = None,
-    ) -> Tensor:
-        """Backbone output ``F`` (before preconditioning).
-
-        Args:
-            x: ``(B, C_in, H, W)``, H and W divisible by the patch size (other sizes than the
-                training one resize the learned position table bicubically).
-            sigma: ``(B,)`` or a scalar noise level (> 0); the time token embeds ``ln(sigma) / 4``.
-            class_cond: ``(B,)`` int64 in ``[0, num_classes]`` (``num_classes`` = no class).
-            aug_cond: ``(B, 9)`` augmentation description (needs ``augment = true``).
-            mapping_cond: ``(B, mapping_cond_dim)``.
-        Returns:
-            ``(B, C_out, H, W)``.
-        """
-        sigma = self.check_inputs(x, sigma, class_cond, aug_cond, mapping_cond)
+    def compute(self, x: Tensor, sigma: Tensor, class_cond: Tensor | None, aug_cond: Tensor | None,
+                mapping_cond: Tensor | None) -> Tensor:
+        """``x (B, C_in, H, W)``, ``sigma (B,)`` -> ``F (B, C_out, H, W)`` (see :meth:`Backbone.forward`)."""
         x = self.patch_in(x.movedim(1, -1))  # (B, h, w, d)
         b, h, w, d = x.shape
         if self.abs_pos_emb is not None:
