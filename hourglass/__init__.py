@@ -1,7 +1,7 @@
 """hourglass: the Hourglass Diffusion Transformer as a library of interchangeable parts.
 
-Public API: :func:`create_model`, :func:`list_models`, :func:`count_gmacs`; the registries live
-in :mod:`hourglass.registry`.
+Public API: :func:`create_model`, :func:`list_models`, :func:`count_gmacs`, :func:`debug_checks`;
+the registries live in :mod:`hourglass.registry`.
 """
 
 from hourglass import registry as _registry
@@ -9,9 +9,10 @@ from hourglass._builtins import load_builtins as _load_builtins
 
 _registry.add_loader(_load_builtins)
 
+from hourglass.debug import debug_checks  # noqa: E402
 from hourglass.flops import count_gmacs, count_macs  # noqa: E402
 from hourglass.models import create_model, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "count_gmacs", "count_macs", "__version__"]
+__all__ = ["create_model", "list_models", "count_gmacs", "count_macs", "debug_checks", "__version__"]

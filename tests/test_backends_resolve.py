@@ -56,7 +56,8 @@ def patch_backend():
 
 
 def test_backend_table():
-    assert dict(BACKENDS) == {
+    built_in = {k: v for k, v in BACKENDS.items() if KERNEL.provider(k) == "hourglass"}  # plugins add more
+    assert built_in == {
         "neighborhood": ("torch", "flex", "natten"),
         "shifted_window": ("torch", "flex"),
         "global": ("torch", "sdpa", "xformers"),
@@ -111,8 +112,8 @@ def test_unknown_environment_value_names_the_variable(monkeypatch):
 
 
 def test_unknown_kernel_lists_known_kernels():
-    with pytest.raises(ValueError, match="known kernels: global, neighborhood, shifted_window"):
-        resolve_backend("axial", "cpu", F32, False)
+    with pytest.raises(ValueError, match="known kernels: .*global, neighborhood, shifted_window"):
+        resolve_backend("no_such_kernel", "cpu", F32, False)
     with pytest.raises(ValueError, match="unknown attention kernel 'local'"):
         with use_backends(local="torch"):
             pass

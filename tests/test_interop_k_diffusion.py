@@ -72,7 +72,7 @@ def test_prefixes_are_stripped_and_mismatches_named(reference):
     "change,match",
     [
         ({"type": "image_v1"}, "image_transformer_v2"),
-        ({"self_attns": [{"type": "axial"}] * 3}, "unknown k-diffusion attention type 'axial'"),
+        ({"self_attns": [{"type": "criss-cross"}] * 3}, "unknown k-diffusion attention type 'criss-cross'"),
         ({"depths": [1, 1]}, "one entry per level"),
     ],
 )

@@ -16,6 +16,15 @@ A probe answers "can backend X of kernel K run on (device type, dtype, requires_
 (``backend=`` argument or a module's pinned backend) > :func:`use_backends` > environment variable
 ``HOURGLASS_BACKEND_<KERNEL>`` > ``auto``, which takes the runnable backend of best ``auto`` rank
 for the device type.
+
+Under ``torch.compile`` the choice is made while Dynamo traces and is baked into the graph:
+:func:`_probe` and :func:`_auto_candidates` (imports, test kernels, locks, logging, caches) are
+marked :func:`torch.compiler.assume_constant_result`, so Dynamo runs them as plain Python and keeps
+their answer, a function of constants only (kernel, backend name, device type, dtype,
+requires_grad, all guarded by Dynamo's tensor and grad-mode guards). The requested name comes from
+a module's pinned backend (a guarded attribute), :func:`use_backends` (a guarded ``ContextVar``) or
+the environment, which is read when a graph is traced: set ``HOURGLASS_BACKEND_*`` before
+compiling, or call ``torch.compiler.reset()`` after changing it.
 """
 
 from __future__ import annotations
@@ -273,6 +282,7 @@ def _device_type(device) -> str:
     return torch.device(device).type
 
 
+@torch.compiler.assume_constant_result  # Dynamo runs it eagerly and keeps the answer (see the module doc)
 def _probe(kernel: str, name: str, device_type: str, dtype: torch.dtype, requires_grad: bool) -> str | None:
     key = (kernel, name, device_type, dtype, requires_grad)
     if key in _probe_cache:
@@ -325,6 +335,7 @@ def _requested(kernel: str, explicit: str | None) -> tuple[str, str]:
     return AUTO, "auto"
 
 
+@torch.compiler.assume_constant_result  # Dynamo runs it eagerly and keeps the answer (see the module doc)
 def _auto_candidates(kernel: str, dt: str, dtype: torch.dtype, requires_grad: bool) -> tuple[str, ...]:
     """Backends ``auto`` may use here, in preference order (skips logged once, then cached)."""
     key = (kernel, dt, dtype, requires_grad)
@@ -420,7 +431,8 @@ def select_backend(
         reason = input_problem(candidate) if input_problem is not None else None
         if reason is None:
             return candidate
-        log.debug("auto %s backend: skipped %s for these inputs: %s", kernel, candidate, reason)
+        if not torch.compiler.is_compiling():  # Dynamo cannot trace logging calls
+            log.debug("auto %s backend: skipped %s for these inputs: %s", kernel, candidate, reason)
     raise BackendUnavailableError(
         f"no {kernel} backend can take these inputs on {dt} with {dtype} {grad} gradients; tried "
         + "; ".join(f"{n}: {input_problem(n)}" for n in candidates)

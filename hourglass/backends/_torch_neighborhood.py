@@ -20,6 +20,7 @@ falls back to a per-matrix loop on CPU).
 
 from __future__ import annotations
 
+import operator
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,6 +54,7 @@ class _Axis:
     pad_lo: int  # zero keys before index 0, so that tile j's halo starts at padded row j * tile
     padded: int  # length of the zero-padded key axis
     runs: tuple[tuple[int, int, Tensor], ...]  # (first tile, end tile, bool mask (tile, halo))
+    kernel_size: int
 
 
 @lru_cache(maxsize=256)
@@ -79,7 +81,7 @@ def _axis(n: int, kernel_size: int, tile: int) -> _Axis:
             runs[-1][1] = j + 1
         else:
             runs.append([j, j + 1, m])
-    return _Axis(n, tile, n_tiles, halo, pad_lo, padded, tuple((a, b, m) for a, b, m in runs))
+    return _Axis(n, tile, n_tiles, halo, pad_lo, padded, tuple((a, b, m) for a, b, m in runs), kernel_size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,8 +95,16 @@ class _Geometry:
 
 
 @lru_cache(maxsize=256)
-def _geometry(height: int, width: int, kernel_size: int, th: int, tw: int) -> _Geometry:
+def _cached_geometry(height: int, width: int, kernel_size: int, th: int, tw: int) -> _Geometry:
     return _Geometry(_axis(height, kernel_size, th), _axis(width, kernel_size, tw))
+
+
+# Under torch.compile the geometry (Python ints, and CPU bool masks grouped with torch.equal) is
+# made eagerly while Dynamo traces and kept as a constant; compiled code reads only its ints (see
+# _probs). The marker sits on a plain function: Dynamo looks through an lru_cache wrapper.
+@torch.compiler.assume_constant_result
+def _geometry(height: int, width: int, kernel_size: int, th: int, tw: int) -> _Geometry:
+    return _cached_geometry(height, width, kernel_size, th, tw)
 
 
 _bias_lock = threading.Lock()
@@ -113,7 +123,8 @@ def _chunk_bias(geo: _Geometry, y0: int, y1: int, dtype: torch.dtype, device: to
     """Additive mask (0 / -inf) of tile rows ``[y0, y1)``: ``(y1-y0, tiles_x, th*tw, Lh*Lw)``.
 
     Cached by the rows' mask pattern: interior chunks share one tensor, so the cache holds a
-    few chunk-sized tensors whatever the grid size.
+    few chunk-sized tensors whatever the grid size. Under ``torch.compile``, :func:`_probs` uses
+    :func:`_traced_chunk_allowed` instead (no cache, lock or mask tensors of the geometry).
     """
     r, c = geo.rows, geo.cols
     pattern = tuple(_row_kinds(r)[y0:y1])
@@ -130,6 +141,30 @@ def _chunk_bias(geo: _Geometry, y0: int, y1: int, dtype: torch.dtype, device: to
                 _bias_cache.clear()
             _bias_cache[key] = bias
     return bias
+
+
+def _traced_tile_masks(axis: _Axis, tiles: range, device: torch.device) -> Tensor:
+    """Bool ``(len(tiles), tile, halo)``: the masks of ``axis.runs`` for these tiles, from tensor ops
+    on Python ints (what Dynamo can trace; :func:`_axis` builds the same masks eagerly)."""
+    k = axis.kernel_size
+    starts = [
+        [window_start(min(j * axis.tile + a, axis.n - 1), axis.n, k) - (j * axis.tile - axis.pad_lo)
+         for a in range(axis.tile)]
+        for j in tiles
+    ]
+    s = torch.tensor(starts, device=device)[..., None]
+    keys = torch.arange(axis.halo, device=device)
+    return (keys >= s) & (keys < s + k)
+
+
+def _traced_chunk_allowed(geo: _Geometry, y0: int, y1: int, device: torch.device) -> Tensor:
+    """Bool ``(y1-y0, tiles_x, th*tw, Lh*Lw)``, ``True`` where :func:`_chunk_bias` is 0: what
+    ``torch.compile`` traces into the graph instead of the cached bias."""
+    r, c = geo.rows, geo.cols
+    rows = _traced_tile_masks(r, range(y0, y1), device)  # (ny, th, Lh)
+    cols = _traced_tile_masks(c, range(c.n_tiles), device)  # (tiles_x, tw, Lw)
+    allowed = rows[:, None, :, None, :, None] & cols[None, :, None, :, None, :]
+    return allowed.reshape(y1 - y0, c.n_tiles, r.tile * c.tile, r.halo * c.halo)
 
 
 def choose_tiles(height: int, width: int, kernel_size: int) -> tuple[int, int]:
@@ -227,6 +262,12 @@ def _fold(g: Tensor, acc: Tensor, geo: _Geometry, b0: int, b1: int, y0: int, y1:
 def _probs(qc: Tensor, kc: Tensor, geo: _Geometry, b0: int, b1: int, y0: int, y1: int) -> Tensor:
     """Masked softmax of one chunk's scores: ``(n, th*tw, Lh*Lw)``."""
     s = torch.bmm(qc, kc.transpose(1, 2))
+    if torch.compiler.is_compiling():
+        # The same values as adding the 0 / -inf bias, built in the graph. As a masked_fill it also
+        # escapes inductor's attention fusion, whose bmm + additive mask + softmax + bmm pattern
+        # (_sfdp_pattern_24 in torch 2.14) matches this kernel and then fails on its shapes.
+        allowed = _traced_chunk_allowed(geo, y0, y1, s.device)
+        return s.view(b1 - b0, *allowed.shape).masked_fill(~allowed, float("-inf")).view(s.shape).softmax(-1)
     bias = _chunk_bias(geo, y0, y1, s.dtype, s.device)
     s.view(b1 - b0, *bias.shape).add_(bias)
     return s.softmax(-1)
@@ -291,7 +332,9 @@ class _TiledNeighborhood(torch.autograd.Function):
 
 
 def _na_undilated(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, scale: float, tiles) -> Tensor:
-    n_h, n_w = q.shape[1], q.shape[2]
+    # operator.index: under torch.compile with dynamic shapes this specialises the grid size (Dynamo
+    # guards on it), since the tiling is Python data built for one size; eagerly it is a no-op.
+    n_h, n_w = operator.index(q.shape[1]), operator.index(q.shape[2])
     th, tw = tiles if tiles is not None else choose_tiles(n_h, n_w, kernel_size)
     least = kernel_size // 2 + 1
     th, tw = max(th, least), max(tw, least)

@@ -24,34 +24,45 @@ _lock = threading.Lock()
 _masks: dict[tuple, Tensor] = {}
 
 
-def window_token_flags(n_h: int, n_w: int, window: int, shift: int) -> tuple[Tensor, Tensor]:
+def window_token_flags(
+    n_h: int, n_w: int, window: int, shift: int, device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
     """Per-token flags in the rolled grid, ``(H, W)`` bool each.
 
     ``top[i, j]``: the token is in the first window row and in the first ``shift`` rows of its
     window; ``left[i, j]``: first window column and first ``shift`` columns. Two tokens of the
-    same window may attend iff their ``top`` flags and their ``left`` flags are equal.
+    same window may attend iff their ``top`` flags and their ``left`` flags are equal. The flags
+    live on ``device`` (default: the CPU).
     """
-    rows = torch.arange(n_h)
-    cols = torch.arange(n_w)
+    rows = torch.arange(n_h, device=device)
+    cols = torch.arange(n_w, device=device)
     top_r = (rows < window) & (rows % window < shift)
     left_c = (cols < window) & (cols % window < shift)
     return top_r[:, None].expand(n_h, n_w), left_c[None, :].expand(n_h, n_w)
 
 
+def _build_window_mask(n_h: int, n_w: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """Bool ``(windows, s*s, s*s)``: ``True`` where a query may attend a key (tensor ops only)."""
+    top, left = window_token_flags(n_h, n_w, window, shift, device)
+    nwh, nww = n_h // window, n_w // window
+
+    def cut(flag: Tensor) -> Tensor:
+        return flag.reshape(nwh, window, nww, window).permute(0, 2, 1, 3).reshape(nwh * nww, window * window)
+
+    t, lf = cut(top), cut(left)
+    return (t[:, :, None] == t[:, None, :]) & (lf[:, :, None] == lf[:, None, :])
+
+
 def _window_mask(n_h: int, n_w: int, window: int, shift: int, device: torch.device) -> Tensor:
-    """Bool ``(windows, s*s, s*s)``: ``True`` where a query may attend a key. Cached."""
+    """:func:`_build_window_mask`, cached; under ``torch.compile`` it is traced into the graph
+    instead (the cache and its lock are Python state Dynamo cannot trace; inductor folds the
+    constant computation)."""
+    if torch.compiler.is_compiling():
+        return _build_window_mask(n_h, n_w, window, shift, device)
     key = (n_h, n_w, window, shift, device)
     mask = _masks.get(key)
     if mask is None:
-        top, left = window_token_flags(n_h, n_w, window, shift)
-        nwh, nww = n_h // window, n_w // window
-
-        def cut(flag: Tensor) -> Tensor:
-            return flag.reshape(nwh, window, nww, window).permute(0, 2, 1, 3).reshape(nwh * nww, window * window)
-
-        t, lf = cut(top), cut(left)
-        mask = (t[:, :, None] == t[:, None, :]) & (lf[:, :, None] == lf[:, None, :])
-        mask = mask.to(device)
+        mask = _build_window_mask(n_h, n_w, window, shift, device)
         with _lock:
             if len(_masks) > 64:
                 _masks.clear()

@@ -1,9 +1,11 @@
 """Input checks shared by the diffusion modules (private).
 
 Checking a tensor's *values* (is every sigma positive and finite?) needs its contents on the host,
-which on an accelerator is a device-to-host synchronisation. The samplers validate their whole sigma
-schedule once, as Python floats, and then run their loop inside :func:`trusted_sigmas`, where the
-denoiser skips the per-call value check; shape checks never synchronise and always run.
+which on an accelerator is a device-to-host synchronisation. The denoiser checks ``sigma``'s values
+only where that costs no synchronisation (CPU tensors) or in debug mode, never while compiling (see
+:mod:`hourglass.debug`). The samplers validate their whole sigma schedule once, as Python floats,
+and then run their loop inside :func:`trusted_sigmas`, where the denoiser skips the per-call value
+check; shape checks never synchronise and always run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+from hourglass.debug import should_check_values
 
 _state = threading.local()
 
@@ -55,8 +59,8 @@ def check_sigma(sigma: Tensor, batch: int, *, what: str = "sigma") -> Tensor:
         ``sigma`` reshaped to ``(B,)`` or ``(1,)``.
 
     Raises:
-        ValueError: wrong shape, or (outside :func:`trusted_sigmas`) a value that is not positive
-            and finite; the message names the offending entries.
+        ValueError: wrong shape, or (outside :func:`trusted_sigmas`, for CPU tensors or in debug
+            mode) a value that is not positive and finite; the message names the offending entries.
     """
     if not isinstance(sigma, Tensor):
         raise TypeError(f"{what} must be a tensor of shape (B,), got {type(sigma).__name__}; "
@@ -69,7 +73,7 @@ def check_sigma(sigma: Tensor, batch: int, *, what: str = "sigma") -> Tensor:
             "give one noise level per sample"
         )
     sigma = sigma.reshape(-1)
-    if not sigmas_trusted() and not torch.compiler.is_compiling():
+    if not sigmas_trusted() and should_check_values(sigma):
         bad = ~(torch.isfinite(sigma) & (sigma > 0))
         if bool(bad.any()):
             raise ValueError(

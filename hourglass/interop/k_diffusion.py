@@ -58,8 +58,11 @@ def _model_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], int | 
 #: e.g. a neighborhood ``dilation``); every other option keeps its hourglass default, which equals
 #: k-diffusion's
 _KDIFF_ATTENTION_KEYS = ("d_head", "kernel_size", "window_size")
-#: keys k-diffusion requires (it reads them without a default) per k-diffusion attention type
-_KDIFF_REQUIRED = {"shifted-window": ("window_size",)}
+#: the attention types k-diffusion's ``make_model`` knows, with the keys it requires (reads without a
+#: default); each is the hourglass kind of the same name with ``-`` for ``_``
+_KDIFF_TYPES: dict[str, tuple[str, ...]] = {
+    "global": (), "neighborhood": (), "shifted-window": ("window_size",), "none": (),
+}
 
 
 def _attention(entry: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -71,11 +74,12 @@ def _attention(entry: Mapping[str, Any], path: str) -> dict[str, Any]:
     if not isinstance(entry, Mapping):
         raise ValueError(f"{path} must be a table such as {{\"type\": \"global\"}}, got {entry!r}")
     kd_type = entry.get("type")
-    name = str(kd_type).replace("-", "_")
-    if not isinstance(kd_type, str) or name not in ATTENTION:
-        known = ", ".join(n.replace("_", "-") for n in ATTENTION.names())
-        raise ValueError(f"{path}.type: unknown k-diffusion attention type {kd_type!r}; expected one of {known}")
-    for key in _KDIFF_REQUIRED.get(kd_type, ()):
+    if kd_type not in _KDIFF_TYPES:
+        raise ValueError(
+            f"{path}.type: unknown k-diffusion attention type {kd_type!r}; expected one of {', '.join(_KDIFF_TYPES)}"
+        )
+    name = kd_type.replace("-", "_")
+    for key in _KDIFF_TYPES[kd_type]:
         if key not in entry:
             raise ValueError(f"{path}.{key} is missing (k-diffusion requires it for {kd_type})")
     fields = ATTENTION.spec_class(name).model_fields
