@@ -291,6 +291,20 @@ def test_concepts_examples_run():
         exec(compile(block, "docs/concepts.md", "exec"), namespace)  # noqa: S102 - our own docs
 
 
+def test_contributing_page_matches_the_code():
+    """The packages it says are auto-imported are ``hourglass._builtins.COMPONENT_PACKAGES``, and every file
+    it names (other than a placeholder like ``<name>``) exists."""
+    from hourglass._builtins import COMPONENT_PACKAGES
+
+    text = (DOCS / "contributing.md").read_text(encoding="utf-8")
+    paragraph = text.split("## Where a new built-in goes")[1].strip().split("\n\n")[0]
+    named = re.findall(r"`(hourglass(?:/\w+)*)/`", paragraph)
+    assert sorted(n.replace("/", ".") for n in named) == sorted(COMPONENT_PACKAGES)
+    paths = set(re.findall(r"`((?:hourglass|tests|docs|plugins|benchmarks)/[\w/.-]+\.(?:py|md|toml))`", text))
+    assert len(paths) >= 8 and [p for p in sorted(paths) if not (ROOT / p).is_file()] == []
+    assert "def test_backend_table" in (ROOT / "tests" / "test_backends_resolve.py").read_text(encoding="utf-8")
+
+
 def test_k_diffusion_page_names_registered_samplers_and_schedules():
     from hourglass.registry import SAMPLER, SCHEDULE
 
@@ -330,8 +344,8 @@ def test_mkdocs_build_strict(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (site / "index.html").is_file()
-    pages = ["quickstart", "concepts", "recipes", "components", "cli", "plugins", "k-diffusion", "benchmarks",
-             "api/registry", "api/recipe", "api/models", "api/nn", "api/diffusion", "api/data", "api/train",
+    pages = ["quickstart", "concepts", "recipes", "components", "cli", "plugins", "contributing", "k-diffusion",
+             "benchmarks", "api/registry", "api/recipe", "api/models", "api/nn", "api/diffusion", "api/data", "api/train",
              "api/backends", "api/interop", "api/hourglass"]
     for page in pages:
         assert (site / page / "index.html").is_file(), page

@@ -173,20 +173,30 @@ def catalogue_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _backend_provider(key: str) -> str:
+    from hourglass.backends import BACKEND
+
+    provider = BACKEND.provider(key)
+    return "built in" if provider == "hourglass" else f"plugin `{provider}`"
+
+
 def backends_table() -> str:
-    """Kernels x backends, with what runs on this machine's CPU (probed by ``available_backends``)."""
+    """Kernels x backends (plugins' included), with what runs on this machine's CPU (``available_backends``)."""
     import torch
 
-    from hourglass.backends import BACKENDS, available_backends
+    from hourglass.backends import KERNEL, available_backends, backend_names, kernel_names
 
-    lines = ["| kernel | backend | trains on CPU here | runs forward on CPU here |", "|---|---|---|---|"]
-    for kind, names in BACKENDS.items():
-        train = available_backends(kind, device="cpu", dtype=torch.float32, requires_grad=True)
-        infer = available_backends(kind, device="cpu", dtype=torch.float32, requires_grad=False)
-        for name in names:
+    lines = ["| kernel | backend | provided by | trains on CPU here | runs forward on CPU here |", "|---|---|---|---|---|"]
+    for kernel in kernel_names():
+        train = available_backends(kernel, device="cpu", dtype=torch.float32, requires_grad=True)
+        infer = available_backends(kernel, device="cpu", dtype=torch.float32, requires_grad=False)
+        reference = KERNEL.get(kernel).reference
+        for name in backend_names(kernel):
             cells = []
             for probe in (train, infer):
                 reason = probe.get(name)
                 cells.append("yes" if reason is None else "no: " + md_cell(reason))
-            lines.append(f"| `{kind}` | `{name}` | {cells[0]} | {cells[1]} |")
+            shown = f"`{name}` (reference)" if name == reference else f"`{name}`"
+            provider = _backend_provider(f"{kernel}:{name}")
+            lines.append(f"| `{kernel}` | {shown} | {provider} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
