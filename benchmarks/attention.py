@@ -1,4 +1,4 @@
-"""Benchmark every available attention backend: time, achieved GFLOP/s of useful work, memory.
+"""Benchmark every registered attention kind on every backend of its kernel: time, GFLOP/s, memory.
 
 Usage::
 
@@ -7,10 +7,13 @@ Usage::
     python3 benchmarks/attention.py --device cuda
     python3 benchmarks/attention.py --clock cpu          # one thread, CPU time: for shared machines
 
-Useful FLOPs count only the work the maths needs (two matmuls of 2 FLOPs per multiply-add):
-``4 * B * heads * N * keys_per_query * D`` forward, three times that for forward + backward,
-with ``keys_per_query`` = ``k^2`` (neighborhood), ``s^2`` (shifted window) or ``N`` (global).
-A kernel that computes masked-out scores gets no credit for them.
+Every registered kind that mixes tokens is measured (plugin kinds included), built from its default
+spec with ``d_head = --dim`` and dot-product scaling; ``--option KIND.FIELD=VALUE`` changes its spec.
+A grid the kind's own grid rule refuses is skipped. Useful FLOPs are twice the multiply-accumulates
+the kind declares (``attention_macs``: ``q k^T`` and ``a v``): ``4 * B * heads * N * keys_per_query * D``
+forward, three times that for forward + backward, with ``keys_per_query`` = ``k^2`` (neighborhood),
+``s^2`` (shifted window) or ``N`` (global). A kernel that computes masked-out scores gets no credit
+for them.
 
 Memory: on CUDA the peak allocated during forward + backward (above the inputs). On CPU there
 is no allocator statistic, so the column is the bytes autograd keeps for the backward pass
@@ -36,12 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_description  # noqa: E402
 
-from hourglass.backends import (  # noqa: E402
-    available_backends,
-    global_attention,
-    neighborhood_attention,
-    shifted_window_attention,
-)
+from hourglass.backends import BACKEND, available_backends  # noqa: E402
+from hourglass.recipe.toml import parse_value  # noqa: E402
+from hourglass.registry import ATTENTION  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -123,6 +123,36 @@ def measure(call, flops_fwd: float, shape, device, dtype, train: bool, budget_s:
     return row
 
 
+def build_kinds(only: str | None, options: list[str], d_head: int, width: int) -> dict[str, tuple]:
+    """``{kind: (module, label)}`` for every registered kind that mixes tokens (or those in ``only``).
+
+    Each module is built from the kind's default spec with ``d_head``, dot-product scaling and the
+    ``--option`` overrides, at ``layer_index`` 1 (so shifted windows are shifted).
+    """
+    overrides: dict[str, dict] = {}
+    for item in options:
+        key, _, value = item.partition("=")
+        kind, _, field = key.partition(".")
+        if not field or not value:
+            raise SystemExit(f"--option {item!r}: write KIND.FIELD=VALUE, e.g. neighborhood.kernel_size=9")
+        overrides.setdefault(kind, {})[field] = parse_value(value)
+    names = only.split(",") if only else [n for n in ATTENTION.names() if ATTENTION.get(n).mixes_tokens()]
+    kinds = {}
+    for name in names:
+        cls = ATTENTION.get(name)
+        fields = cls.Spec.model_fields
+        spec = ATTENTION.validate({"type": name, **({"d_head": d_head} if "d_head" in fields else {}),
+                                   **({"qk_norm": "none"} if "qk_norm" in fields else {}), **overrides.get(name, {})})
+        kinds[name] = (ATTENTION.build(spec, width=width, layer_index=1), cls.label(spec))
+    return kinds
+
+
+def _attend(module, backend: str):
+    """``(q, k, v) -> out`` of the kind's token mixing on ``backend``, scaled by ``1/sqrt(D)``."""
+    module.backend = backend
+    return lambda q, k, v: module.attend(q, k, v, q.shape[-1] ** -0.5)
+
+
 def _fmt(x, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -133,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--grids", default="16,32,64,128", help="token grid sides (square grids)")
     p.add_argument("--max-grid", type=int, help="also run the doublings of the largest grid up to this side (256)")
-    p.add_argument("--all", action="store_true", help="run global attention above 64x64 and CPU eager flex/natten")
+    p.add_argument("--all", action="store_true", help="run kinds that connect all tokens above 64x64, and on CPU "
+                   "the backends auto never picks there (eager flex/natten) above 32x32")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--dim", type=int, default=64, help="head dim D")
-    p.add_argument("--kernel-size", type=int, default=7)
-    p.add_argument("--window", type=int, default=8)
+    p.add_argument("--option", action="append", default=[], metavar="KIND.FIELD=VALUE",
+                   help="set a spec field of one kind, e.g. neighborhood.kernel_size=9 (default: each kind's defaults)")
+    p.add_argument("--kinds", help="comma-separated kinds to measure (default: every registered kind that mixes tokens)")
     p.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per measurement")
     p.add_argument("--threads", type=int, help="torch.set_num_threads for the run (default: torch's choice)")
     p.add_argument(
@@ -167,55 +199,45 @@ def main(argv: list[str] | None = None) -> int:
         grids.append(g)
         g *= 2
     grids = sorted(set(grids))
-    b, h, d, ks, win = args.batch, args.heads, args.dim, args.kernel_size, args.window
-
-    kinds = {
-        "neighborhood": (
-            lambda n: ks * ks,
-            lambda name: lambda q, k, v: neighborhood_attention(q, k, v, ks, scale=d**-0.5, backend=name),
-        ),
-        "shifted_window": (
-            lambda n: win * win,
-            lambda name: lambda q, k, v: shifted_window_attention(q, k, v, win, win // 2, scale=d**-0.5, backend=name),
-        ),
-        "global": (lambda n: n, lambda name: lambda q, k, v: global_attention(q, k, v, scale=d**-0.5, backend=name)),
-    }
+    b, h, d = args.batch, args.heads, args.dim
+    kinds = build_kinds(args.kinds, args.option, d, h * d)
     results: dict[tuple[str, str, int], dict] = {}
     lines = [
         f"# attention backends on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
         f" ({torch.get_num_threads()} threads, {args.clock} clock), torch {torch.__version__}, {args.dtype}, "
-        f"B={b} heads={h} D={d}, neighborhood k={ks}, shifted_window s={win} shift={win // 2}",
+        f"B={b} heads={h} D={d}; " + "; ".join(f"{name}: {label}" for name, (_, label) in kinds.items()),
         "",
         f"Made by `python3 benchmarks/attention.py {' '.join(sys.argv[1:] if argv is None else argv)}` on "
         f"{machine_description()}.",
         "",
-        "| kind | backend | grid | tokens | fwd ms | fwd GFLOP/s | fwd+bwd ms | fwd+bwd GFLOP/s | "
+        "| kind | kernel backend | grid | tokens | fwd ms | fwd GFLOP/s | fwd+bwd ms | fwd+bwd GFLOP/s | "
         + ("peak MB" if device.type == "cuda" else "saved+out MB")
         + " |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
-    for kind, (keys_per_query, make) in kinds.items():
-        usable_fwd = available_backends(kind, device, dtype, requires_grad=False)
-        usable_train = available_backends(kind, device, dtype, requires_grad=True)
+    for kind, (module, _) in kinds.items():
+        cls = type(module)
+        usable_fwd = available_backends(cls.kernel, device, dtype, requires_grad=False)
+        usable_train = available_backends(cls.kernel, device, dtype, requires_grad=True)
         for name, why in usable_fwd.items():
             if why is not None:
                 print(f"| {kind} | {name} | - | - | unavailable: {why} |||||", flush=True)
                 continue
             train = usable_train[name] is None
+            never_auto_here = BACKEND.get(f"{cls.kernel}:{name}").rank(device.type) is None
             for n in grids:
-                if kind == "shifted_window" and n % win:
-                    continue
-                if kind == "global" and n > 64 and not args.all:
+                if cls.grid_problems(module.spec, (n, n), (module.layer_index,)):
+                    continue  # the kind's own grid rule refuses this grid
+                if cls.connects_all_tokens and n > 64 and not args.all:
                     continue  # quadratic: seconds per call
-                if device.type == "cpu" and name in ("natten", "flex") and n > 32 and not args.all:
-                    continue  # eager CPU path materialises N x N scores
-                if kind == "neighborhood" and ks > n:
-                    continue
+                if device.type == "cpu" and never_auto_here and n > 32 and not args.all:
+                    continue  # e.g. eager CPU flex / natten materialise N x N scores
                 tokens = n * n
-                flops = 4 * b * h * tokens * keys_per_query(tokens) * d
+                flops = 2 * module.attention_macs(b, n, n)
                 try:
-                    row = measure(make(name), flops, (b, n, n, h, d), device, dtype, train, args.budget, args.clock)
+                    row = measure(_attend(module, name), flops, (b, n, n, h, d), device, dtype, train, args.budget,
+                                  args.clock)
                 except (RuntimeError, torch.OutOfMemoryError) as exc:  # e.g. out of memory: report, go on
                     line = (
                         f"| {kind} | {name} | {n}x{n} | {tokens} | failed: {type(exc).__name__}: {str(exc)[:120]} |||||"
@@ -236,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = [
         "",
-        "## neighborhood `torch` vs global `sdpa` at the same grid",
+        "## neighborhood (`torch` backend) vs global (`sdpa` backend) at the same grid",
         "",
         "| grid | NA torch / SDPA GFLOP/s fwd | fwd+bwd | NA torch ms fwd+bwd | SDPA ms fwd+bwd | NA faster |",
         "|---|---|---|---|---|---|",

@@ -11,7 +11,10 @@ _registry.add_loader(_load_builtins)
 
 from hourglass.debug import debug_checks  # noqa: E402
 from hourglass.flops import count_gmacs, count_macs  # noqa: E402
+from hourglass.models import _timm as _timm_bridge  # noqa: E402
 from hourglass.models import create_model, list_models  # noqa: E402
+
+_timm_bridge.sync_if_timm_loaded()
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,7 @@ unchanged, the pieces of hourglass that plugin code builds on:
   ``attend(q, k, v, scale)`` and ``attention_macs(batch, h, w)``), :class:`PositionalEncoding`,
   :class:`NormLayer`, :class:`ConditioningMapping`, :class:`Backbone` with :class:`BackboneSpec`,
   :class:`Stage` and :class:`AttentionSite`, :class:`DatasetComponent` (or :class:`ImageDataset`),
-  :class:`Sampler` with :class:`SamplerSpec` (a sampler writes ``_sample(run, x, sigmas)`` against
+  :class:`Sampler` with :class:`SamplerSpec` (a sampler writes ``solve(run, x, sigmas)`` against
   :class:`SamplerRun`);
 * attention kernels and their backends: :func:`register_kernel`, :func:`register_backend`,
   :func:`call_kernel`, :func:`neighborhood_attention`, :func:`shifted_window_attention`,
@@ -62,8 +62,12 @@ from hourglass.backends import (
 )
 from hourglass.data._base import DatasetComponent, ImageDataset
 from hourglass.diffusion._sampler_base import Sampler, SamplerRun, SamplerSpec
+from hourglass.diffusion.denoiser import Denoiser
 from hourglass.diffusion.noise import NoiseSampler
 from hourglass.diffusion.samplers import get_ancestral_step
+from hourglass.diffusion.schedules import Schedule, ScheduleSpec
+from hourglass.diffusion.sigma_density import SigmaDensity
+from hourglass.diffusion.weighting import Weighting
 from hourglass.models.base import AttentionSite, Backbone, BackboneSpec, Stage
 from hourglass.models.factory import register_preset
 from hourglass.nn._init import zero_init
@@ -113,6 +117,7 @@ __all__ = [
     "PositionalEncoding", "NormLayer", "ConditioningMapping",
     "Backbone", "BackboneSpec", "Stage", "AttentionSite", "DatasetComponent", "ImageDataset",
     "Sampler", "SamplerSpec", "SamplerRun", "get_ancestral_step", "NoiseSampler",
+    "Denoiser", "Weighting", "SigmaDensity", "Schedule", "ScheduleSpec",
     # attention kernels and their backends
     "KERNEL", "BACKEND", "BACKENDS", "register_kernel", "register_backend", "call_kernel",
     "neighborhood_attention", "shifted_window_attention", "global_attention",

@@ -17,6 +17,7 @@ first lookup, followed by the entry points of group ``hourglass.plugins``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.metadata
 import os
@@ -356,10 +357,12 @@ class Registry(Generic[T]):
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Registering the same object (or equal plain data, e.g. a preset) again is not a conflict."""
+    """Registering the same object again, or an equal record (a preset's data, a kernel or backend
+    record a re-run entry point builds anew), is not a conflict."""
     if a is b:
         return True
-    return not isinstance(a, type) and type(a) is type(b) and isinstance(a, (dict, str, tuple)) and a == b
+    record = isinstance(a, (dict, str, tuple)) or dataclasses.is_dataclass(a)
+    return not isinstance(a, type) and type(a) is type(b) and record and a == b
 
 
 def _type_name(annotation: Any) -> str:

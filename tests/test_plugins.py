@@ -131,11 +131,11 @@ def cli(*args):
 
 def test_broken_plugin_warns_with_its_name_and_everything_else_keeps_working(site):
     proc = _python(site, _REPORT + textwrap.dedent("""
-        import timm  # imported first: presets reach timm's registry the moment they are registered
-        from hourglass.backends import BACKENDS, KERNEL
-        from hourglass.registry import FFN, PRESET, plugin_statuses
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            import timm  # imported first: presets reach timm's registry the moment they are registered
+            from hourglass.backends import BACKENDS, KERNEL
+            from hourglass.registry import FFN, PRESET, plugin_statuses
             names = FFN.names()
         from hourglass.plugin import check_component
         report = {
@@ -355,7 +355,7 @@ class _IgnoresTheDenoiser(hp.Sampler):
 
     Spec = _SamplerSpec
 
-    def _sample(self, run, x, sigmas):
+    def solve(self, run, x, sigmas):
         for i in run.steps():
             run.report(x, i, sigmas[i], sigmas[i], x)
         return x
@@ -366,7 +366,7 @@ class _HiddenNoise(hp.Sampler):
 
     Spec = _SamplerSpec
 
-    def _sample(self, run, x, sigmas):
+    def solve(self, run, x, sigmas):
         for i in run.steps():
             denoised = run.model(x, sigmas[i])
             run.report(x, i, sigmas[i], sigmas[i], denoised)

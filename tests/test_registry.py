@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 
 from hourglass import registry as reg
-from hourglass.registry import FFN, PluginError, Registry, RegistryError
+from hourglass.registry import ATTENTION, FFN, PluginError, Registry, RegistryError
 from hourglass.spec import Spec
 
 
@@ -172,3 +172,27 @@ def test_module_plugin_is_imported(fake_plugins):
     sys.modules["fake_plugin_module"] = module
     statuses = fake_plugins(_FakeEntryPoint("mod", module))
     assert statuses[0].status == "loaded"
+
+
+def test_an_attention_kind_must_name_a_registered_kernel():
+
+    from hourglass.nn.attention import AttentionSpec, SelfAttention
+
+    class _OopsSpec(AttentionSpec):
+        type: Literal["oops_test"] = "oops_test"
+
+    class NoKernel(SelfAttention):
+        """Forgot its kernel: would be built as no attention."""
+
+        Spec = _OopsSpec
+
+    class UnknownKernel(NoKernel):
+        """Names a kernel nobody registered."""
+
+        kernel = "no_such_kernel"
+
+    with pytest.raises(RegistryError, match="declares no kernel"):
+        ATTENTION.add("oops_test", NoKernel)
+    with pytest.raises(RegistryError, match="its kernel 'no_such_kernel' is not registered"):
+        ATTENTION.add("oops_test", UnknownKernel)
+    assert "oops_test" not in ATTENTION

@@ -259,14 +259,14 @@ def check_backend_choice(kernel: str, name: str) -> str | None:
     """Why ``name`` is not a valid backend choice for ``kernel`` (``None`` if it is, or ``"auto"``)."""
     if kernel not in KERNEL:
         close = difflib.get_close_matches(str(kernel), KERNEL.names(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        return f"no attention kernel is called {kernel!r}; known kernels: {', '.join(KERNEL.names())}.{hint}"
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"no attention kernel is called {kernel!r}{hint}; known kernels: {', '.join(KERNEL.names())}"
     names = backend_names(kernel)
     if name == AUTO or name in names:
         return None
     close = difflib.get_close_matches(str(name), names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kernel} backend {name!r}; known {kernel} backends: {', '.join(names)}, or 'auto'.{hint}"
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kernel} backend {name!r}{hint}; known {kernel} backends: {', '.join(names)}, or 'auto'"
 
 
 def _check_name(kernel: str, name: str, source: str) -> None:

@@ -1,6 +1,6 @@
 """``hourglass list``: registered components per family, and the distribution providing each.
 
-Families: attention, pos_emb, ffn, norm, merge, split, mapping, model, denoiser, weighting,
+Families: attention, pos_emb, ffn, norm, merge, skip, mapping, model, denoiser, weighting,
 sigma_density, sampler, schedule, dataset, and ``presets`` (named model configurations).
 Components from plugins (entry-point group ``hourglass.plugins``) appear with their distribution.
 """

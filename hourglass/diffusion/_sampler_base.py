@@ -68,7 +68,7 @@ class SamplerRun:
 class Sampler(Contract):
     """Contract and base class of the ``sampler`` family: ``sampler(denoiser, x, sigmas) -> x0``.
 
-    Subclasses set ``Spec``, implement :meth:`_sample` over Python-float sigmas and override
+    Subclasses set ``Spec``, implement :meth:`solve` over Python-float sigmas and override
     :attr:`stochastic` when they draw noise.
     """
 
@@ -124,9 +124,9 @@ class Sampler(Contract):
             callback, len(values) - 1, disable_progress,
         )
         with torch.no_grad(), trusted_sigmas():
-            return self._sample(run, x, values)
+            return self.solve(run, x, values)
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:

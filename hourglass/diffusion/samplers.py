@@ -105,7 +105,7 @@ class EulerSampler(_ChurnSampler):
 
     Spec = EulerSamplerSpec
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         for i in run.steps():
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             x, sigma_hat = self._churn(run, x, sigma)
@@ -129,7 +129,7 @@ class HeunSampler(_ChurnSampler):
 
     Spec = HeunSamplerSpec
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         for i in run.steps():
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             x, sigma_hat = self._churn(run, x, sigma)
@@ -159,7 +159,7 @@ class DPM2Sampler(_ChurnSampler):
 
     Spec = DPM2SamplerSpec
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         for i in run.steps():
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             x, sigma_hat = self._churn(run, x, sigma)
@@ -193,7 +193,7 @@ class EulerAncestralSampler(Sampler):
     def stochastic(self) -> bool:
         return self.spec.eta > 0 and self.spec.s_noise > 0
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         for i in run.steps():
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             denoised = run.model(x, sigma)
@@ -263,7 +263,7 @@ class LMSSampler(Sampler):
 
     Spec = LMSSamplerSpec
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         coeffs = lms_coefficients(sigmas, self.spec.order)
         ds: list[Tensor] = []
         for i in run.steps():

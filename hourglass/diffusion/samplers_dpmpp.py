@@ -36,7 +36,7 @@ class DPMPP2MSampler(Sampler):
 
     Spec = DPMPP2MSamplerSpec
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         old_denoised: Tensor | None = None
         h_last = 0.0
         for i in run.steps():
@@ -75,7 +75,7 @@ class DPMPP2MSDESampler(Sampler):
     def stochastic(self) -> bool:
         return self.spec.eta > 0 and self.spec.s_noise > 0
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         eta, s_noise = self.spec.eta, self.spec.s_noise
         old_denoised: Tensor | None = None
         h_last = 0.0
@@ -128,7 +128,7 @@ class DPMPP3MSDESampler(Sampler):
     def stochastic(self) -> bool:
         return self.spec.eta > 0 and self.spec.s_noise > 0
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         eta, s_noise = self.spec.eta, self.spec.s_noise
         denoised_1: Tensor | None = None
         denoised_2: Tensor | None = None

@@ -44,14 +44,14 @@ class ScheduleSpec(Spec):
 
 class Schedule(Contract):
     """Contract and base of the ``schedule`` family: ``schedule(n_steps) -> (n_steps + 1,)`` sigmas from
-    ``sigma_max`` down to ``sigma_min``, then 0; subclasses give the non-zero levels through :meth:`_levels`."""
+    ``sigma_max`` down to ``sigma_min``, then 0; subclasses give the non-zero levels through :meth:`levels`."""
 
     Spec: type[ScheduleSpec]
 
     def __init__(self, spec: ScheduleSpec, **context: Any) -> None:
         self.spec = spec
 
-    def _levels(self, ramp: Tensor) -> Tensor:
+    def levels(self, ramp: Tensor) -> Tensor:
         """Map ``ramp`` = linspace(0, 1, n) (float64) to decreasing sigmas ``sigma_max -> sigma_min``."""
         raise NotImplementedError
 
@@ -71,7 +71,7 @@ class Schedule(Contract):
         if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
             raise ValueError(f"n_steps must be an int >= 1, got {n_steps!r}")
         ramp = torch.linspace(0, 1, n_steps, dtype=torch.float64)
-        sigmas = self._levels(ramp)
+        sigmas = self.levels(ramp)
         sigmas[0] = self.spec.sigma_max
         if n_steps > 1:
             sigmas[-1] = self.spec.sigma_min
@@ -96,7 +96,7 @@ class KarrasSchedule(Schedule):
 
     Spec = KarrasScheduleSpec
 
-    def _levels(self, ramp: Tensor) -> Tensor:
+    def levels(self, ramp: Tensor) -> Tensor:
         rho = self.spec.rho
         lo, hi = self.spec.sigma_min ** (1 / rho), self.spec.sigma_max ** (1 / rho)
         return (hi + ramp * (lo - hi)) ** rho
@@ -112,7 +112,7 @@ class ExponentialSchedule(Schedule):
 
     Spec = ExponentialScheduleSpec
 
-    def _levels(self, ramp: Tensor) -> Tensor:
+    def levels(self, ramp: Tensor) -> Tensor:
         lo, hi = math.log(self.spec.sigma_min), math.log(self.spec.sigma_max)
         return torch.exp(hi + ramp * (lo - hi))
 
@@ -128,7 +128,7 @@ class PolyExponentialSchedule(Schedule):
 
     Spec = PolyExponentialScheduleSpec
 
-    def _levels(self, ramp: Tensor) -> Tensor:
+    def levels(self, ramp: Tensor) -> Tensor:
         lo, hi = math.log(self.spec.sigma_min), math.log(self.spec.sigma_max)
         return torch.exp((1 - ramp) ** self.spec.rho * (hi - lo) + lo)
 
@@ -143,5 +143,5 @@ class LinearSchedule(Schedule):
 
     Spec = LinearScheduleSpec
 
-    def _levels(self, ramp: Tensor) -> Tensor:
+    def levels(self, ramp: Tensor) -> Tensor:
         return self.spec.sigma_max + ramp * (self.spec.sigma_min - self.spec.sigma_max)

@@ -2,6 +2,8 @@
 
 timm is imported lazily: if it is already imported, presets register at once; otherwise an
 import hook registers them right after ``import timm`` runs, so ``import hourglass`` stays cheap.
+Whenever timm is in use (imported before or after hourglass), :func:`sync` loads the registries,
+so the presets of plugins and of every built-in model module are timm models from the start.
 """
 
 from __future__ import annotations
@@ -80,6 +82,22 @@ def _flush() -> None:
         _register_now(_pending.pop(0))
 
 
+def sync() -> None:
+    """Make timm see every preset: load the registries (built-ins and plugins), then register what waits."""
+    from hourglass.registry import load_plugins
+
+    load_plugins()
+    _flush()
+
+
+def sync_if_timm_loaded() -> None:
+    """:func:`sync` now if timm is already imported (else the import hook does it when timm is)."""
+    if _timm_ready():
+        sync()
+    else:
+        _install_hook()
+
+
 class _TimmImportHook(importlib.abc.MetaPathFinder):
     """Runs :func:`_flush` right after the top-level ``timm`` module finishes executing."""
 
@@ -94,7 +112,7 @@ class _TimmImportHook(importlib.abc.MetaPathFinder):
 
         def exec_then_register(module: Any) -> None:
             exec_module(module)
-            _flush()
+            sync()
 
         spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]
         return spec

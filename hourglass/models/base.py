@@ -44,7 +44,8 @@ class AttentionSite:
         width: channels of the tokens it mixes.
         width_path: spec path of that width, e.g. ``"levels[0].width"``.
         grid: token grid ``(h, w)`` at the spec's ``input_size``, as the kind sees it.
-        layers: indices of the layers that use it (decoder layers continue the encoder's count).
+        layers: indices of the layers that use it, consecutive (decoder layers continue the encoder's
+            count); a ``range``, never materialised, so a rule must not iterate it whole.
     """
 
     path: str
@@ -52,7 +53,7 @@ class AttentionSite:
     width: int
     width_path: str
     grid: tuple[int, int]
-    layers: tuple[int, ...]
+    layers: range
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,8 @@ class DiTSpec(BackboneSpec):
     def _resolve_and_check(self) -> DiTSpec:
         resolved = self
         mapping = self.mapping
-        if mapping.type == "dit" and "width" not in mapping.model_fields_set:
-            # DiT's conditioning is as wide as its tokens unless the recipe says otherwise.
+        if MAPPING.get(mapping.type).width_follows_model and "width" not in mapping.model_fields_set:
+            # e.g. DiT's conditioning is as wide as its tokens unless the recipe says otherwise.
             resolved = self.model_copy(update={"mapping": mapping.model_copy(update={"width": self.width})})
         raise_problems(resolved.shape_problems())
         return resolved
@@ -107,7 +107,7 @@ class DiTSpec(BackboneSpec):
     def attention_sites(self) -> list[AttentionSite]:
         """Every layer attends on the patch grid with the same spec."""
         return [AttentionSite(path="attention", spec=self.attention, width=self.width, width_path="width",
-                              grid=self.token_grid, layers=tuple(range(self.depth)))]
+                              grid=self.token_grid, layers=range(self.depth))]
 
 
 class AdaLNFinalLayer(nn.Module):

@@ -118,7 +118,7 @@ class HDiTSpec(BackboneSpec):
             AttentionSite(
                 path=f"levels[{i}].attention", spec=level.attention, width=level.width,
                 width_path=f"levels[{i}].width", grid=self.level_grid(i),
-                layers=tuple(range(level.depth if i == last else 2 * level.depth)),
+                layers=range(level.depth if i == last else 2 * level.depth),
             )
             for i, level in enumerate(self.levels)
         ]

@@ -134,7 +134,7 @@ class UViTSpec(BackboneSpec):
         """Every block attends over one row of condition tokens plus the ``h*w`` patch tokens."""
         gh, gw = self.token_grid
         return [AttentionSite(path="attention", spec=self.attention, width=self.width, width_path="width",
-                              grid=(1, self.n_condition_tokens + gh * gw), layers=tuple(range(self.depth + 1)))]
+                              grid=(1, self.n_condition_tokens + gh * gw), layers=range(self.depth + 1))]
 
 
 def _uvit_init_(module: nn.Module) -> None:
@@ -181,9 +181,9 @@ class UViT(Backbone):
             self.abs_pos_emb = POS_EMB.build(spec.pos_emb, width=d, grid_size=spec.token_grid)
         # U-ViT's one learned table covers the condition tokens too: their rows live here.
         self.extra_pos = None
-        if spec.pos_emb.type == "learned":
+        if POS_EMB.get(spec.pos_emb.type).learned:
             self.extra_pos = nn.Parameter(torch.empty(self.n_extra, d))
-            nn.init.trunc_normal_(self.extra_pos, std=spec.pos_emb.init_std)
+            nn.init.trunc_normal_(self.extra_pos, std=spec.pos_emb.model_dump().get("init_std", 0.02))
 
         def block(i: int) -> TransformerLayer:
             return TransformerLayer(

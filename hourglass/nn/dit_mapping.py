@@ -105,6 +105,7 @@ class DiTEmbedder(ConditioningMapping, nn.Module):
     """
 
     Spec = DiTEmbedderSpec
+    width_follows_model = True
 
     @classmethod
     def embeds_aug(cls, spec: DiTEmbedderSpec) -> bool:

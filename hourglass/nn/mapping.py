@@ -11,7 +11,7 @@ into one vector per sample that every adaptive norm of the backbone reads.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -37,6 +37,9 @@ class ConditioningMapping(Contract):
 
     #: width of the conditioning vector it returns
     width: int
+    #: a model that builds it sets the spec's ``width`` to its token width unless the recipe sets one
+    #: (DiT's embedder: ``c`` is as wide as the tokens)
+    width_follows_model: ClassVar[bool] = False
 
     @classmethod
     def embeds_aug(cls, spec: Spec) -> bool:

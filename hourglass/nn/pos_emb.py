@@ -52,11 +52,14 @@ class PositionalEncoding(Contract):
     """
 
     encoding: ClassVar[Literal["relative", "absolute", "none"]] = "none"
+    #: an absolute encoding that is a learned table (U-ViT then learns positions for its condition
+    #: tokens too, initialised like the table: truncated normal of the spec's ``init_std``)
+    learned: ClassVar[bool] = False
 
     @classmethod
-    def facts(cls) -> dict[str, str]:
-        """``{"encoding": ...}``."""
-        return {"encoding": cls.encoding}
+    def facts(cls) -> dict[str, str | bool]:
+        """``{"encoding": ..., "learned": ...}``."""
+        return {"encoding": cls.encoding, "learned": cls.learned}
 
 
 POS_EMB.set_contract(PositionalEncoding)
@@ -198,6 +201,7 @@ class LearnedPosEmb(PositionalEncoding, nn.Module):
 
     Spec = LearnedPosEmbSpec
     encoding = "absolute"
+    learned = True
 
     def __init__(
         self, spec: LearnedPosEmbSpec | None = None, *, width: int, grid_size: tuple[int, int], **_: object

@@ -447,12 +447,14 @@ def load_checkpoint(
 
     Returns:
         ``(model, ema_model, recipe, step)``: the raw and EMA backbones (``ema_model`` is None when
-        the checkpoint has no EMA weights), the run's :class:`hourglass.recipe.Recipe` (None if the
-        checkpoint carries none) and the step it was written at.
+        the checkpoint has no EMA weights; both with the recipe's ``[runtime.backends]`` pinned), the
+        run's :class:`hourglass.recipe.Recipe` (None if the checkpoint carries none) and the step it
+        was written at.
 
     Raises:
         CheckpointError: no usable checkpoint, or weights that do not fit the stored model spec.
     """
+    from hourglass.nn.attention import pin_backends
     from hourglass.recipe import RecipeError, loads_recipe
     from hourglass.registry import MODEL
 
@@ -479,5 +481,7 @@ def load_checkpoint(
             model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{data.path}: the weights do not fit the stored model spec ({exc})") from None
+        if recipe is not None:
+            pin_backends(model, recipe.runtime.backends)
         models.append(model.to(device).eval().requires_grad_(False))
     return models[0], models[1], recipe, data.step

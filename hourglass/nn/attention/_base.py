@@ -121,6 +121,14 @@ class SelfAttention(AttentionKind, nn.Module):
             zero_init(self.out_proj)
 
     @classmethod
+    def contract_problem(cls) -> str | None:
+        """A self-attention mixes tokens, so it must name the kernel that computes it."""
+        if cls.kernel is None:
+            return ("declares no kernel: set the class attribute kernel to the kernel its attend() calls "
+                    "(e.g. kernel = \"neighborhood\"); without one, models would build it as no attention")
+        return super().contract_problem()
+
+    @classmethod
     def heads(cls, spec: AttentionSpec, width: int) -> int:
         """``width // d_head``."""
         return width // spec.d_head

@@ -69,7 +69,8 @@ class AttentionKind(Contract):
         Args:
             spec: this kind's validated spec.
             grid: the token grid ``(h, w)`` at the model's ``input_size``.
-            layers: layer indices that use it (a kind may vary per layer, e.g. DiNAT's dilations).
+            layers: consecutive layer indices that use it, a ``range`` (a kind may vary per layer,
+                e.g. DiNAT's dilations); look at as many as the kind's cycle needs, not all of them.
 
         Returns:
             ``[]`` when it fits; else e.g. ``Problem("kernel_size", "7 does not fit the 4x4 token grid",

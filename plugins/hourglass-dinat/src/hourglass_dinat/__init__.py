@@ -23,6 +23,7 @@ The plugin's entry point (group ``hourglass.plugins``) is :func:`register`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Literal
 
@@ -100,7 +101,8 @@ class DilatedNeighborhoodAttention(SelfAttention):
         if spec.kernel_size > side:
             return [Problem("kernel_size", f"{spec.kernel_size} does not fit the {grid[0]}x{grid[1]} token grid",
                             f"use kernel_size <= {side} or global attention at this level")]
-        wide = sorted({d for i in layers if spec.kernel_size * (d := cls.layer_dilation(spec, i, grid)) > side})
+        cycle = itertools.islice(layers, len(spec.dilations))  # consecutive layers: one cycle covers them all
+        wide = sorted({d for i in cycle if spec.kernel_size * (d := cls.layer_dilation(spec, i, grid)) > side})
         if wide:
             return [Problem("dilations", f"dilation {wide[0]} spreads the {spec.kernel_size}x{spec.kernel_size} "
                             f"window over {spec.kernel_size * wide[0]} tokens, more than the {grid[0]}x{grid[1]} "

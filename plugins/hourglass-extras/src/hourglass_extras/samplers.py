@@ -56,7 +56,7 @@ class DPMPP2SAncestralSampler(Sampler):
         """Whether this configuration draws noise (``eta > 0`` and ``s_noise > 0``)."""
         return self.spec.eta > 0 and self.spec.s_noise > 0
 
-    def _sample(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
+    def solve(self, run: SamplerRun, x: Tensor, sigmas: list[float]) -> Tensor:
         """Integrate ``x (B, C, H, W)`` along the Python-float schedule ``sigmas``."""
         eta, s_noise, r = self.spec.eta, self.spec.s_noise, self.spec.r
         weight_2 = 1 / (2 * r)  # weight of the intermediate evaluation in D_r
