@@ -175,7 +175,6 @@ def test_module_plugin_is_imported(fake_plugins):
 
 
 def test_an_attention_kind_must_name_a_registered_kernel():
-
     from hourglass.nn.attention import AttentionSpec, SelfAttention
 
     class _OopsSpec(AttentionSpec):
