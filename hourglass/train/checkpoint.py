@@ -48,6 +48,8 @@ __all__ = [
     "unflatten_optimizer_state",
     "resolve_checkpoint",
     "load_checkpoint",
+    "checkpoint_recipe",
+    "build_checkpoint_model",
 ]
 
 FORMAT = "hourglass-checkpoint"
@@ -76,8 +78,12 @@ class CheckpointData:
         data: the data loader's order state as int64 tensors.
         recipe_toml: the resolved recipe as TOML text ("" if unknown).
         model_spec: the model's spec as plain data (empty if unknown).
-        extra: JSON-able counters (bad steps, images seen, ...).
+        extra: JSON-able counters (bad steps, images seen, ...); for a weights-only file, its
+            ``source`` (e.g. ``"k-diffusion"``) and ``weights``: ``"ema"``, ``"raw"`` or ``"unknown"``
+            (which of the original checkpoint's weights were converted).
         path: the file it came from.
+        format: :data:`FORMAT` (a training checkpoint) or ``WEIGHTS_FORMAT`` (weights only, from
+            ``hourglass convert``: the one set of weights is in ``model``).
     """
 
     step: int
@@ -90,6 +96,7 @@ class CheckpointData:
     model_spec: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    format: str = FORMAT
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
@@ -325,13 +332,21 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Checkpoi
 
 
 def _read_weights(raw: bytes, meta: dict[str, str], path: Path) -> CheckpointData:
-    """A weights-only file (``hourglass convert``): the model's tensors, step 0, no EMA or optimizer."""
+    """A weights-only file (``hourglass convert``): the model's tensors, step 0, no EMA or optimizer.
+
+    Its one set of weights lands in ``model``; ``extra["weights"]`` says whether they were the EMA
+    weights of the converted checkpoint (``"ema"``), its raw weights (``"raw"``) or not recorded
+    (``"unknown"``, files converted before this was recorded).
+    """
     try:
         tensors = safetensors.torch.load(raw)
         spec = json.loads(meta.get("model_spec") or "{}")
     except Exception as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}); convert the weights again") from None
-    return CheckpointData(step=0, model=tensors, recipe_toml=meta.get("recipe", ""), model_spec=spec, path=path)
+    weights = meta.get("weights", "unknown")
+    extra = {"source": meta.get("source", ""), "weights": weights if weights in ("ema", "raw") else "unknown"}
+    return CheckpointData(step=0, model=tensors, recipe_toml=meta.get("recipe", ""), model_spec=spec, extra=extra,
+                          path=path, format=WEIGHTS_FORMAT)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -441,24 +456,44 @@ def load_checkpoint(
     """Load a trained model and its EMA copy for inference (eval mode, no gradients).
 
     Args:
-        path_or_run_dir: a checkpoint file or a run directory (its newest valid checkpoint).
+        path_or_run_dir: a checkpoint file or a run directory (its newest valid checkpoint), or a
+            weights file / folder written by ``hourglass convert``.
         device: where to put the models.
         report: receives messages about skipped corrupt files.
 
     Returns:
         ``(model, ema_model, recipe, step)``: the raw and EMA backbones (``ema_model`` is None when
-        the checkpoint has no EMA weights; both with the recipe's ``[runtime.backends]`` pinned), the
+        the checkpoint has no EMA weights; a weights-only file's one set of weights, EMA or not, is
+        ``model``: :func:`resolve_checkpoint` tells which in ``extra["weights"]``; both with the recipe's ``[runtime.backends]`` pinned), the
         run's :class:`hourglass.recipe.Recipe` (None if the checkpoint carries none) and the step it
         was written at.
 
     Raises:
         CheckpointError: no usable checkpoint, or weights that do not fit the stored model spec.
     """
-    from hourglass.nn.attention import pin_backends
-    from hourglass.recipe import RecipeError, loads_recipe
-    from hourglass.registry import MODEL
-
     data = resolve_checkpoint(path_or_run_dir, report=report)
+    recipe, spec = checkpoint_recipe(data)
+    models = [build_checkpoint_model(data, weights, recipe=recipe, spec=spec, device=device) if weights else None
+              for weights in (data.model, data.ema)]
+    return models[0], models[1], recipe, data.step
+
+
+def checkpoint_recipe(data: CheckpointData) -> tuple[Any, Any]:
+    """The recipe and the model spec a checkpoint was written with.
+
+    Args:
+        data: a checkpoint's content (:func:`read_checkpoint`, :func:`resolve_checkpoint`).
+
+    Returns:
+        ``(recipe, model_spec)``: the :class:`hourglass.recipe.Recipe` (None if the checkpoint carries
+        none, or when its recipe no longer validates but a model spec is stored) and the model spec
+        (plain data or a spec).
+
+    Raises:
+        CheckpointError: neither a usable recipe nor a model spec.
+    """
+    from hourglass.recipe import RecipeError, loads_recipe
+
     recipe = None
     if data.recipe_toml:
         try:
@@ -469,19 +504,37 @@ def load_checkpoint(
     spec = data.model_spec or (recipe.model if recipe is not None else None)
     if not spec:
         raise CheckpointError(f"{data.path} carries neither a model spec nor a recipe; it cannot be rebuilt")
-    models = []
-    for weights in (data.model, data.ema):
-        if not weights:
-            models.append(None)
-            continue
-        # Built for real (not on "meta"): non-persistent buffers must be computed, not loaded.
-        with torch.device(device):
-            model = MODEL.build(spec)
-        try:
-            model.load_state_dict(weights, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{data.path}: the weights do not fit the stored model spec ({exc})") from None
-        if recipe is not None:
-            pin_backends(model, recipe.runtime.backends)
-        models.append(model.to(device).eval().requires_grad_(False))
-    return models[0], models[1], recipe, data.step
+    return recipe, spec
+
+
+def build_checkpoint_model(
+    data: CheckpointData, weights: dict[str, Tensor], *, recipe: Any, spec: Any, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """Build the model of ``spec`` with ``weights`` (one of ``data.model`` / ``data.ema``) for inference.
+
+    Args:
+        data: the checkpoint (named in error messages).
+        weights: the state dict to load.
+        recipe: its recipe (its ``[runtime.backends]`` are pinned), or None.
+        spec: the model spec (:func:`checkpoint_recipe`).
+        device: where to put the model.
+
+    Returns:
+        The backbone in eval mode without gradients.
+
+    Raises:
+        CheckpointError: the weights do not fit the spec.
+    """
+    from hourglass.nn.attention import pin_backends
+    from hourglass.registry import MODEL
+
+    # Built for real (not on "meta"): non-persistent buffers must be computed, not loaded.
+    with torch.device(device):
+        model = MODEL.build(spec)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{data.path}: the weights do not fit the stored model spec ({exc})") from None
+    if recipe is not None:
+        pin_backends(model, recipe.runtime.backends)
+    return model.to(device).eval().requires_grad_(False)
