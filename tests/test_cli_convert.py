@@ -44,6 +44,8 @@ def test_convert_writes_recipe_and_weights_that_reproduce_the_reference(capsys, 
     recipe = load_recipe(tmp_path / "out" / "recipe.toml")
     assert recipe.model.num_classes == 10 and [lv.depth for lv in recipe.model.levels] == [1, 1, 2]
     weights = safetensors.torch.load_file(str(tmp_path / "out" / "model.safetensors"))
+    with safetensors.safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["weights"] == ("ema" if fmt == "pth" else "raw")  # model_ema entry / model.* tensors
     model = build_model(recipe, device="cpu").eval()
     model.load_state_dict(weights)
     from hourglass.backends import available_backends
@@ -122,6 +124,39 @@ def test_recipe_data_maps_the_diffusion_settings():
     assert (r.sample.schedule.sigma_min, r.sample.schedule.sigma_max) == (1e-2, 160.0)
 
 
+@pytest.mark.parametrize(
+    ("suffix", "content", "metadata", "expected"),
+    [
+        (".pth", {"model_ema": {"A": 1}, "model": {"A": 2}}, None, ("ema", 1)),
+        (".pth", {"model": {"A": 2}}, None, ("raw", 2)),
+        (".pth", {"state_dict": {"A": 3}}, None, ("unknown", 3)),
+        (".pth", {"state_dict": {"model.A": 2, "model_ema.A": 1}}, None, ("ema", 1)),
+        (".safetensors", {"A": 1}, {"config": "{}"}, ("ema", 1)),  # k-diffusion's convert_for_inference.py
+        (".safetensors", {"model.A": 2, "model_ema.A": 1}, None, ("ema", 1)),
+        (".safetensors", {"model.A": 2}, None, ("raw", 2)),
+        (".safetensors", {"A": 3}, None, ("unknown", 3)),
+    ],
+)
+def test_convert_tells_which_weights_it_took(tmp_path, suffix, content, metadata, expected):
+    import safetensors.torch
+
+    from hourglass.cli.convert import read_k_diffusion_checkpoint
+
+    anchor = "inner_model.patch_in.proj.weight"
+
+    def tensors(part):
+        return {k.replace("A", anchor): torch.full((2,), float(v)) for k, v in part.items()}
+
+    path = tmp_path / f"ckpt{suffix}"
+    if suffix == ".pth":
+        torch.save({k: tensors(v) for k, v in content.items()}, path)
+    else:
+        safetensors.torch.save_file(tensors(content), str(path), metadata=metadata)
+    state, which = read_k_diffusion_checkpoint(path)
+    values = {float(v[0]) for k, v in state.items() if k.endswith(anchor)}
+    assert (which, values) == (expected[0], {float(expected[1])})
+
+
 def test_sample_draws_from_a_converted_folder_and_its_weights_file(capsys, tmp_path, reference):
     config, tensors = reference
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -132,7 +167,11 @@ def test_sample_draws_from_a_converted_folder_and_its_weights_file(capsys, tmp_p
     common = ["--n", "2", "--steps", "2", "--no-progress", "--no-images"]
     assert main(["sample", str(out_dir), *common, "--out", str(tmp_path / "a")]) == 0
     text = capsys.readouterr().out
-    assert "raw trained weights" in text and (tmp_path / "a" / "grid.png").stat().st_size > 0
+    assert "raw trained weights" in text
+    header = (out_dir / "recipe.toml").read_text().split("\n\n")[0]
+    assert "model.safetensors beside this file (hourglass parameter names): the checkpoint's EMA weights." in header
+    assert f"Sample with: hourglass sample {out_dir}\n" in header and "--no-ema" not in header
+    assert (tmp_path / "a" / "grid.png").stat().st_size > 0
     assert main(["sample", str(out_dir / "model.safetensors"), *common, "--out", str(tmp_path / "b")]) == 0
     capsys.readouterr()
     assert (tmp_path / "a" / "grid.png").read_bytes() == (tmp_path / "b" / "grid.png").read_bytes()

@@ -1,14 +1,18 @@
 """``hourglass convert k-diffusion``: turn an ``image_transformer_v2`` run into a recipe + weights.
 
 Reads the k-diffusion config JSON and a checkpoint (``.safetensors``, or a torch ``.pth``/``.ckpt``
-loaded with ``weights_only=True``, taking its ``model_ema``, ``model`` or ``state_dict`` entry),
-checks that every weight fits the config, and writes into ``OUT_DIR``:
+loaded with ``weights_only=True``, taking its ``model_ema``, ``model`` or ``state_dict`` entry; of a
+file holding both the EMA and the raw weights, the EMA ones), checks that every weight fits the
+config, and writes into ``OUT_DIR``:
 
 * ``recipe.toml``: the model as an hourglass recipe; diffusion, training and data settings are
   carried over where k-diffusion's config has them (sigma_data, loss weighting, sigma density,
   AdamW, EMA, class dropout, augmentation, imagefolder location);
 * ``model.safetensors``: the weights under hourglass's parameter names, with metadata
-  ``format = "hourglass-weights"``, ``recipe`` (the TOML) and ``model_spec`` (JSON).
+  ``format = "hourglass-weights"``, ``recipe`` (the TOML), ``model_spec`` (JSON) and ``weights``:
+  ``"ema"`` (the checkpoint's ``model_ema``, or a slim inference file of k-diffusion's
+  ``convert_for_inference.py``, which holds the EMA weights), ``"raw"`` (its ``model`` entry) or
+  ``"unknown"``. ``hourglass sample`` and :func:`hourglass.load` report which they use.
 """
 
 from __future__ import annotations
@@ -20,10 +24,21 @@ from typing import Any
 
 from hourglass.cli._common import CLIError
 
-__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "recipe_data_from_k_diffusion", "load_checkpoint_state"]
+__all__ = [
+    "HELP", "EXAMPLES", "add_arguments", "run", "recipe_data_from_k_diffusion", "load_checkpoint_state",
+    "read_k_diffusion_checkpoint",
+]
 
 COMMAND = "convert"
 _PICK = ("model_ema", "model", "state_dict")
+_PICKED = {"model_ema": "ema", "model": "raw"}
+_ANCHOR = "patch_in.proj.weight"  # a parameter every image_transformer_v2 has
+#: what ``model.safetensors`` holds, for the recipe header
+_WEIGHTS_WORDS = {
+    "ema": "the checkpoint's EMA weights",
+    "raw": "the checkpoint's raw training weights (it holds no EMA copy)",
+    "unknown": "the checkpoint's only weights (whether they are an EMA copy is not recorded in it)",
+}
 _WEIGHTING = {"karras": "edm", "soft-min-snr": "soft_min_snr", "snr": "snr"}
 _ROOT_PLACEHOLDER = "/path/to/images"
 
@@ -45,7 +60,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
-    """The tensors of a k-diffusion checkpoint (safetensors, or torch with ``weights_only=True``).
+    """The tensors of a k-diffusion checkpoint (:func:`read_k_diffusion_checkpoint` without the provenance).
+
+    Raises:
+        CLIError: unreadable file, pickled objects beyond tensors, or no state dict inside.
+    """
+    return read_k_diffusion_checkpoint(path)[0]
+
+
+def _by_prefix(state: dict[str, Any], which: str) -> tuple[dict[str, Any], str]:
+    """Of a flat state dict holding ``model_ema.*`` weights keep those; name what was kept."""
+    prefixes = {k[: -len(_ANCHOR)] for k in state if k.endswith(_ANCHOR)}
+    ema = sorted((p for p in prefixes if p.startswith("model_ema.")), key=len)
+    if ema:
+        return {k: v for k, v in state.items() if k.startswith(ema[0])}, "ema"
+    if which == "unknown" and any(p.startswith("model.") for p in prefixes):
+        which = "raw"  # k-diffusion's name for the trained (non-EMA) weights
+    return state, which
+
+
+def read_k_diffusion_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
+    """The tensors of a k-diffusion checkpoint, and which of its weights they are.
+
+    Args:
+        path: a ``.safetensors`` file (a slim inference file of k-diffusion's ``convert_for_inference.py``,
+            whose metadata holds the config, or a flat state dict), or a torch ``.pth``/``.ckpt``
+            (loaded with ``weights_only=True``).
+
+    Returns:
+        ``(state, weights)``: the state dict and ``"ema"`` (the ``model_ema`` entry, ``model_ema.*``
+        tensors, or a slim inference file, which k-diffusion writes from the EMA weights), ``"raw"``
+        (the ``model`` entry or ``model.*`` tensors) or ``"unknown"``.
 
     Raises:
         CLIError: unreadable file, pickled objects beyond tensors, or no state dict inside.
@@ -56,12 +101,16 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CLIError(f"checkpoint {path} does not exist; check the path")
     if path.suffix == ".safetensors":
+        import safetensors
         import safetensors.torch
 
         try:
-            return dict(safetensors.torch.load_file(str(path)))
+            state = dict(safetensors.torch.load_file(str(path)))
+            with safetensors.safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
         except Exception as exc:  # safetensors raises its own error types for corrupt files
             raise CLIError(f"cannot read {path} as safetensors: {exc}") from None
+        return _by_prefix(state, "ema" if "config" in metadata else "unknown")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError ...
@@ -73,9 +122,9 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
     if isinstance(obj, dict):
         for key in _PICK:
             if isinstance(obj.get(key), dict):
-                return dict(obj[key])
+                return _by_prefix(dict(obj[key]), _PICKED.get(key, "unknown"))
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return dict(obj)
+            return _by_prefix(dict(obj), "unknown")
     keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
     raise CLIError(f"{path} holds no state dict (looked for {', '.join(_PICK)} or a dict of tensors); found {keys}")
 
@@ -158,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hourglass.interop.k_diffusion import from_k_diffusion
     from hourglass.recipe import plain_data, recipe_from_data
+    from hourglass.spec import as_pair
     from hourglass.train.checkpoint import WEIGHTS_FILE, WEIGHTS_FORMAT
 
     config_path, out_dir = Path(args.config), Path(args.out_dir)
@@ -171,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{config_path} must hold a JSON object (a k-diffusion config)")
     try:
         data, notes = recipe_data_from_k_diffusion(config)
-        state = load_checkpoint_state(args.checkpoint)
+        state, which = read_k_diffusion_checkpoint(args.checkpoint)
         model = from_k_diffusion(config, state)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
@@ -181,11 +231,17 @@ def run(args: argparse.Namespace) -> int:
     existing = [p for p in (recipe_path, weights_path) if p.exists()]
     if existing and not args.overwrite:
         raise CLIError(f"{', '.join(map(str, existing))} already exist; pass --overwrite or choose another OUT_DIR")
+    h, w = as_pair(model.spec.input_size)
+    model_section = config["model"] if isinstance(config.get("model"), dict) else config
+    size_note = "" if model_section.get("input_size") else (
+        f" (at {h}x{w}, the smallest size from 256 px that fits every level: the config names no input_size; "
+        "--resolution H W picks another)"
+    )
     header = "\n".join([
         f"Converted from k-diffusion: {config_path.name} + {Path(args.checkpoint).name}.",
-        f"Weights: {WEIGHTS_FILE} beside this file (hourglass parameter names).",
+        f"Weights: {WEIGHTS_FILE} beside this file (hourglass parameter names): {_WEIGHTS_WORDS[which]}.",
         f"Check with: hourglass build {recipe_path}",
-        f"Sample with: hourglass sample {out_dir} --no-ema --resolution N",
+        f"Sample with: hourglass sample {out_dir}{size_note}",
         *[f"Note: {n}" for n in notes],
     ])
     text = recipe.to_toml(header=header)
@@ -197,10 +253,11 @@ def run(args: argparse.Namespace) -> int:
         "source": "k-diffusion",
         "recipe": text,
         "model_spec": json.dumps(recipe.to_data()["model"]),
+        "weights": which,
     }
     safetensors.torch.save_file(tensors, str(weights_path), metadata=metadata)
     n = sum(v.numel() for v in tensors.values())
-    print(f"wrote {recipe_path} and {weights_path} ({len(tensors)} tensors, {n:,} values)")
+    print(f"wrote {recipe_path} and {weights_path} ({len(tensors)} tensors, {n:,} values: {_WEIGHTS_WORDS[which]})")
     for note in notes:
         print(f"note: {note}")
     return 0
