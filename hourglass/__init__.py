@@ -1,7 +1,9 @@
 """hourglass: the Hourglass Diffusion Transformer as a library of interchangeable parts.
 
-Public API: :func:`create_model`, :func:`list_models`, :func:`count_gmacs`, :func:`debug_checks`;
-the registries live in :mod:`hourglass.registry`.
+Public API: :func:`load` (a trained run, checkpoint or converted folder as a :class:`Pipeline` that
+samples, edits and inpaints), :func:`sample` (the functional sampler of :mod:`hourglass.diffusion`),
+:func:`create_model`, :func:`list_models`, :func:`count_gmacs`, :func:`debug_checks`; the registries
+live in :mod:`hourglass.registry`.
 """
 
 from hourglass import registry as _registry
@@ -18,4 +20,10 @@ _timm_bridge.sync_if_timm_loaded()
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "count_gmacs", "count_macs", "debug_checks", "__version__"]
+from hourglass.diffusion import sample  # noqa: E402
+from hourglass.pipeline import Pipeline, PipelineError, load  # noqa: E402
+
+__all__ = [
+    "load", "Pipeline", "PipelineError", "sample",
+    "create_model", "list_models", "count_gmacs", "count_macs", "debug_checks", "__version__",
+]

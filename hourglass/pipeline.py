@@ -1,0 +1,931 @@
+"""Sampling from Python: a trained run, a checkpoint or a converted folder as one object.
+
+:func:`load` reads a run directory (its newest valid checkpoint), a checkpoint file, or a folder
+written by ``hourglass convert`` (``recipe.toml`` + ``model.safetensors``) into a :class:`Pipeline`
+holding the recipe, the model (the EMA weights unless ``ema=False``) and its denoiser::
+
+    import hourglass
+
+    pipe = hourglass.load("runs/quickstart")
+    images = pipe.sample(12, classes=[0, 4], cfg=3.0, steps=30, seed=0)  # (12, C, H, W) in [-1, 1]
+    pipe.save_grid(images, "grid.png")
+    edited = pipe.image_to_image(images, strength=0.5, seed=1)          # SDEdit
+    filled = pipe.inpaint(images, mask, seed=2)                          # mask: 1 = generate, 0 = keep
+
+Every call returns float32 CPU tensors in ``[-1, 1]`` (nominally; :meth:`Pipeline.to_pil` clips).
+The sampler, schedule, steps, guidance scale, count, batch size and seed default to the run's
+``[sample]`` section. Image ``i`` of a call uses seed ``seed + i`` for its starting noise and for all
+the noise a stochastic sampler adds (as :mod:`hourglass.train.sampling` does for training grids and
+``hourglass sample``), so an image does not depend on ``batch_size`` or on the other images of the
+call. Sampling runs in float32 unless ``dtype`` says otherwise (bfloat16 autocast picks kernels by
+batch size, so its images change with ``batch_size``).
+
+Loading reads safetensors files only (:func:`hourglass.train.load_checkpoint`): nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CLASSES_FILE", "Pipeline", "PipelineError", "load", "read_class_names", "run_dir_of",
+    "list_images", "load_images", "load_masks", "to_pil", "comparison_grid",
+]
+
+#: the file of a run directory that lists its class names (a JSON list of strings, one per class id)
+CLASSES_FILE = "classes.json"
+
+class PipelineError(ValueError):
+    """A request the loaded model cannot serve: an unknown class, a strength outside (0, 1], an
+    unreadable image, an option the sampler does not have, ... The message says what to change."""
+
+
+# -- where things are -------------------------------------------------------------------------------
+def run_dir_of(path: str | os.PathLike) -> Path:
+    """The run directory (or converted folder) a checkpoint path belongs to.
+
+    A folder is its own; ``<run>/checkpoints/step_*.safetensors`` belongs to ``<run>``; any other file
+    (``model.safetensors`` of a converted folder) to its folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.parent.name == "checkpoints":
+        return path.parent.parent
+    return path.parent
+
+
+def read_class_names(source: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> list[str] | None:
+    """The class names a run recorded, if any: the one place they are read.
+
+    Looked up in order: the checkpoint's safetensors metadata key ``class_names`` (a JSON list), then
+    ``classes.json`` (a JSON list of strings) in the run directory (:func:`run_dir_of` of ``source``).
+    A malformed entry is skipped with a warning.
+
+    Args:
+        source: what was loaded (run directory, checkpoint file or converted folder).
+        checkpoint: the checkpoint file actually read (for its metadata).
+
+    Returns:
+        One name per class id, or None when the run recorded none.
+    """
+    candidates: list[tuple[str, Callable[[], Any]]] = []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        def from_metadata() -> Any:
+            from safetensors import safe_open
+
+            with safe_open(str(checkpoint), framework="pt") as f:
+                text = (f.metadata() or {}).get("class_names")
+            return None if text is None else json.loads(text)
+
+        candidates.append((f"{checkpoint} (metadata class_names)", from_metadata))
+    names_file = run_dir_of(source) / CLASSES_FILE
+    if names_file.is_file():
+        candidates.append((str(names_file), lambda: json.loads(names_file.read_text(encoding="utf-8"))))
+    for where, read in candidates:
+        try:
+            names = read()
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"ignoring the class names of {where}: {exc}", stacklevel=2)
+            continue
+        if names is None:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            warnings.warn(f"ignoring the class names of {where}: expected a JSON list of strings", stacklevel=2)
+            continue
+        return names
+    return None
+
+
+# -- images in and out ------------------------------------------------------------------------------
+def list_images(path: str | os.PathLike) -> list[Path]:
+    """An image file, or the image files directly inside a folder (sorted by name, hidden ones skipped).
+
+    Raises:
+        PipelineError: the path does not exist, is not an image file, or the folder holds none.
+    """
+    from hourglass.data.imagefolder import IMAGE_EXTENSIONS
+
+    path = Path(path)
+    kinds = " ".join(IMAGE_EXTENSIONS)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise PipelineError(f"folder {path} holds no image files ({kinds})")
+        return files
+    if not path.exists():
+        raise PipelineError(f"image {path} does not exist; check the path")
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise PipelineError(f"{path} is not an image file: expected one of {kinds}")
+    return [path]
+
+
+def _expand_sources(sources: Any) -> list[Any]:
+    from PIL import Image
+
+    if isinstance(sources, (str, os.PathLike, Image.Image)):
+        sources = [sources]
+    out: list[Any] = []
+    for item in sources:
+        if isinstance(item, Image.Image):
+            out.append(item)
+        elif isinstance(item, (str, os.PathLike)):
+            out += list_images(item)
+        else:
+            raise TypeError(f"images are paths, folders or PIL images, got {type(item).__name__}")
+    if not out:
+        raise PipelineError("no images given")
+    return out
+
+
+def _read(item: Any, channels: int, size: tuple[int, int], mode: str) -> Tensor:
+    """``(channels, H, W)`` in [0, 1]: read, EXIF-rotated, scaled to cover ``size`` and centre-cropped."""
+    from PIL import Image, ImageOps
+
+    from hourglass.data._base import resize_cover
+    from hourglass.data.imagefolder import pil_to_tensor
+
+    if isinstance(item, Image.Image):
+        image = item
+    else:
+        try:
+            with Image.open(item) as opened:
+                image = ImageOps.exif_transpose(opened)
+                image.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise PipelineError(f"cannot read {item} as an image: {exc}") from None
+    return resize_cover(pil_to_tensor(image, channels), size, mode=mode).clamp(0.0, 1.0)
+
+
+def load_images(sources: Any, *, size: int | tuple[int, int], channels: int = 3) -> Tensor:
+    """Images for :meth:`Pipeline.image_to_image` and :meth:`Pipeline.inpaint`, prepared as the datasets do.
+
+    Each is read with PIL (EXIF orientation applied, transparency over white), converted to
+    ``channels`` (grey replicated, or the luma of RGB), scaled so its shorter side covers ``size``
+    (bicubic, antialiased) and centre-cropped.
+
+    Args:
+        sources: an image path, a folder (its image files, sorted), a PIL image, or a list of them.
+        size: ``(H, W)`` or a side.
+        channels: 1 or 3.
+
+    Returns:
+        ``(B, channels, H, W)`` float32 in ``[-1, 1]``.
+
+    Raises:
+        PipelineError: a missing file, a file without an image extension, a file PIL cannot read.
+    """
+    from hourglass.spec import as_pair
+
+    hw = as_pair(size)
+    return torch.stack([_read(item, channels, hw, "bicubic") for item in _expand_sources(sources)]) * 2 - 1
+
+
+def load_masks(sources: Any, *, size: int | tuple[int, int]) -> Tensor:
+    """Inpainting masks from images: white (1) = generate, black (0) = keep; grey levels blend.
+
+    Read as grey, scaled to cover ``size`` (bilinear, so values stay in [0, 1]) and centre-cropped:
+    the same geometry as :func:`load_images`, so a mask drawn on its image stays aligned with it.
+
+    Returns:
+        ``(B, 1, H, W)`` float32 in ``[0, 1]``.
+    """
+    from hourglass.spec import as_pair
+
+    hw = as_pair(size)
+    return torch.stack([_read(item, 1, hw, "bilinear") for item in _expand_sources(sources)])
+
+
+def to_pil(images: Tensor) -> list[Any]:
+    """``(B, C, H, W)`` or ``(C, H, W)`` images in ``[-1, 1]`` (clipped) as 8-bit PIL images (L or RGB)."""
+    from PIL import Image
+
+    from hourglass.train.images import to_uint8
+
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"to_pil expects (B, C, H, W) or (C, H, W) with C in {{1, 3}}, got {tuple(images.shape)}")
+    pixels = to_uint8(images)
+    return [Image.fromarray(p[..., 0], mode="L") if p.shape[-1] == 1 else Image.fromarray(p, mode="RGB")
+            for p in pixels]
+
+
+def comparison_grid(inputs: Tensor, results: Tensor, masks: Tensor | None = None, ncol: int = 8) -> Tensor:
+    """Rows of inputs, masks (when given) and results, ``ncol`` images per row, for :func:`save_grid`.
+
+    Args:
+        inputs: ``(B, C, H, W)`` in [-1, 1].
+        results: ``(B, C, H, W)`` in [-1, 1].
+        masks: ``(B or 1, 1, H, W)`` in [0, 1] (shown white where generated).
+        ncol: images per row; longer batches continue in further groups of rows.
+
+    Returns:
+        ``(groups * rows * ncol, C, H, W)`` images to tile with ``nrow=ncol`` (a short last group is
+        filled with white).
+    """
+    b, c = results.shape[:2]
+    rows = [inputs.float().cpu()]
+    if masks is not None:
+        rows.append(masks.float().cpu().expand(b, c, *results.shape[2:]) * 2 - 1)
+    rows.append(results.float().cpu())
+    ncol = max(1, min(ncol, b))
+    cells = []
+    for start in range(0, b, ncol):
+        for row in rows:
+            part = row[start : start + ncol]
+            if part.shape[0] < ncol:  # a short last group: fill with white
+                part = torch.cat([part, part.new_ones(ncol - part.shape[0], *part.shape[1:])])
+            cells.append(part)
+    return torch.cat(cells)
+
+
+# -- the pipeline -----------------------------------------------------------------------------------
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class Pipeline:
+    """A trained model ready to sample, edit and inpaint (see the module docstring).
+
+    Usually made by :func:`load`; a model in memory works too: ``Pipeline(model, recipe=recipe)``.
+
+    Args:
+        model: the backbone (a registered model family: its ``spec`` gives channels, size and classes).
+        denoiser: its preconditioned denoiser (default: the recipe's, else ``karras``, around ``model``).
+        recipe: the run's :class:`hourglass.recipe.Recipe` (its ``[sample]`` section gives the
+            defaults), or None for the library defaults.
+        class_names: one name per class id, or None.
+        step: the training step the weights are from.
+        weights: ``"ema"``, ``"raw"`` or ``"unknown"``: which weights ``model`` holds.
+        source: the path it was loaded from.
+        converted_from: the format the weights were converted from (``"k-diffusion"``), or ``""``.
+
+    Attributes:
+        recipe: as given.
+        model: the backbone (eval mode, no gradients).
+        denoiser: the denoiser samplers call.
+        class_names: as given (None when the run recorded none).
+        step: as given.
+        weights: as given.
+        source: as given.
+        converted_from: ``"k-diffusion"`` for a folder written by ``hourglass convert``, else ``""``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        denoiser: nn.Module | None = None,
+        recipe: Any = None,
+        class_names: Sequence[str] | None = None,
+        step: int = 0,
+        weights: str = "unknown",
+        source: str | os.PathLike | None = None,
+        converted_from: str = "",
+    ) -> None:
+        from hourglass.registry import DENOISER
+
+        if not hasattr(model, "spec"):
+            raise TypeError(f"model must be a registered backbone with a .spec, got {type(model).__name__}")
+        self.model = model
+        self.recipe = recipe
+        if denoiser is None:
+            denoiser = DENOISER.build(recipe.diffusion.denoiser if recipe is not None else "karras", model=model)
+        self.denoiser = denoiser
+        if class_names is not None:
+            class_names = [str(n) for n in class_names]
+            if len(class_names) != self.num_classes:
+                warnings.warn(f"ignoring {len(class_names)} class names: the model has {self.num_classes} classes",
+                              stacklevel=2)
+                class_names = None
+        self.class_names = class_names
+        self.step = int(step)
+        self.weights = weights
+        self.source = Path(source) if source is not None else None
+        self.converted_from = converted_from
+
+    # -- what it is ---------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Classes of the model (0: unconditional); class id ``num_classes`` means "no class"."""
+        return int(self.model.spec.num_classes)
+
+    @property
+    def channels(self) -> int:
+        """Image channels (1 grey, 3 RGB)."""
+        return int(self.model.spec.in_channels)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` the model was trained at (the default size of every call)."""
+        from hourglass.spec import as_pair
+
+        return as_pair(self.model.spec.input_size)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model is."""
+        tensor = next(iter(self.model.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.model.buffers()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+
+    @property
+    def defaults(self) -> Any:
+        """The ``[sample]`` section the calls default to (the recipe's, else the library's)."""
+        from hourglass.recipe import SampleSection
+
+        return self.recipe.sample if self.recipe is not None else SampleSection()
+
+    def describe_weights(self) -> str:
+        """Which weights are loaded, in words (e.g. ``"EMA weights"``)."""
+        if self.converted_from:
+            kind = {"ema": "EMA weights", "raw": "raw (non-EMA) weights"}.get(self.weights, "weights")
+            note = "" if self.weights in ("ema", "raw") else " (EMA or not: not recorded)"
+            return f"{kind} converted from {self.converted_from}{note}"
+        return {"ema": "EMA weights", "raw": "raw trained weights (not the EMA)"}.get(self.weights, "weights")
+
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        classes = f"{self.num_classes} classes" if self.num_classes else "unconditional"
+        where = f" from {self.source}" if self.source is not None else ""
+        return (f"Pipeline({type(self.model).__name__}, {self.channels}x{h}x{w}, {classes}, "
+                f"{self.describe_weights()} of step {self.step}{where}, {self.device})")
+
+    def to(self, device: str | torch.device) -> Pipeline:
+        """Move the model (and so the denoiser) to ``device`` (``"auto"`` allowed); returns self."""
+        from hourglass.devices import resolve_device
+
+        dev = resolve_device(device)
+        self.model.to(dev)
+        self.denoiser.to(dev)
+        return self
+
+    # -- argument handling --------------------------------------------------------------------------
+    def class_ids(self, classes: Any) -> list[int] | None:
+        """Class ids for ``classes``: ids, names, or None / ``"none"`` for "no class" (id ``num_classes``).
+
+        Args:
+            classes: one entry or a sequence (or a ``(B,)`` int tensor) of them; None alone means
+                "not given" and returns None.
+
+        Raises:
+            PipelineError: a class given to an unconditional model, an id out of range, an unknown name.
+        """
+        if classes is None:
+            return None
+        k = self.num_classes
+        if k == 0:
+            raise PipelineError("classes need a class-conditional model; this model has no classes (drop classes)")
+        if isinstance(classes, Tensor):
+            classes = classes.reshape(-1).tolist()
+        elif isinstance(classes, (str, int)):
+            classes = [classes]
+        entries = list(classes)
+        if not entries:
+            raise PipelineError("classes is empty; give class ids, names, or None for every class in turn")
+        ids = []
+        for entry in entries:
+            if entry is None:
+                ids.append(k)
+            elif isinstance(entry, str):
+                ids.append(self._class_from_text(entry))
+            elif isinstance(entry, int) and not isinstance(entry, bool):
+                if not 0 <= entry < k:
+                    raise PipelineError(f"{entry} is out of range: this model has classes 0..{k - 1} (None or 'none' = no class)")
+                ids.append(entry)
+            else:
+                raise PipelineError(f"class {entry!r} is neither an id, a name nor None")
+        return ids
+
+    def _class_from_text(self, text: str) -> int:
+        names = self.class_names or []
+        if text in names:
+            return names.index(text)
+        if text.strip().lower() == "none":
+            return self.num_classes
+        if text.strip().isdigit():
+            return self.class_ids([int(text)])[0]  # type: ignore[index]
+        if names:
+            raise PipelineError(f"{text!r} is not a class of this model; its classes are {', '.join(names)}")
+        raise PipelineError(f"{text!r}: this model's classes have no recorded names; "
+                            f"give ids 0..{self.num_classes - 1}")
+
+    def _labels(self, n: int, classes: Any, default_every_class: bool) -> Tensor | None:
+        from hourglass.train.sampling import class_labels
+
+        ids = self.class_ids(classes)
+        if self.num_classes == 0:
+            return None
+        if ids is None and not default_every_class:
+            ids = [self.num_classes]
+        return class_labels(n, self.num_classes, ids)
+
+    def _cfg(self, cfg: float | None) -> float:
+        if cfg is None:
+            return float(self.defaults.cfg_scale) if self.num_classes else 1.0
+        if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
+            raise PipelineError(f"cfg must be a finite number >= 0 (1 = no guidance), got {cfg!r}")
+        if cfg != 1 and self.num_classes == 0:
+            raise PipelineError(f"cfg {cfg} needs a class-conditional model; this one has no classes (use cfg=1)")
+        return float(cfg)
+
+    def _sampler(self, sampler: Any, options: dict[str, Any]) -> Any:
+        from pydantic import BaseModel, ValidationError
+
+        from hourglass.registry import SAMPLER, RegistryError
+
+        chosen = self.defaults.sampler if sampler is None else sampler
+        if isinstance(chosen, str):
+            data: Any = {"type": chosen}
+        elif isinstance(chosen, BaseModel):
+            data = chosen.model_dump()
+        elif isinstance(chosen, dict):
+            data = dict(chosen)
+        else:
+            raise TypeError(f"sampler must be a name, a dict or a spec, got {type(chosen).__name__}")
+        data.update(options)
+        try:
+            return SAMPLER.validate(data)
+        except RegistryError as exc:
+            raise PipelineError(str(exc)) from None
+        except ValidationError as exc:
+            name = data.get("type")
+            fields = [f for f in SAMPLER.spec_class(name).model_fields if f != "type"]
+            unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"]]
+            reasons = [f"unknown option(s) {', '.join(map(repr, unknown))}"] if unknown else []
+            reasons += [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                        if e["type"] != "extra_forbidden"]
+            raise PipelineError(
+                f"sampler {name!r}: {'; '.join(reasons)}; its options are: {', '.join(fields) or '(none)'}"
+            ) from None
+
+    def _schedule(self, schedule: Any) -> Any:
+        from pydantic import ValidationError
+
+        from hourglass.registry import SCHEDULE, RegistryError
+
+        try:
+            return SCHEDULE.validate(self.defaults.schedule if schedule is None else schedule)
+        except (RegistryError, ValidationError) as exc:
+            raise PipelineError(f"schedule: {exc}") from None
+
+    def resolution_problems(self, size: int | Sequence[int]) -> str | None:
+        """Why the model cannot run at ``size`` (side, or ``(H, W)``), or None when it can."""
+        from pydantic import ValidationError
+
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        spec = self.model.spec
+        try:  # the spec's own rules: divisibility by its stride, windows that fit the grids
+            type(spec).model_validate({**spec.model_dump(), "input_size": hw})
+        except ValidationError as exc:
+            return "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
+        return None
+
+    def _size(self, resolution: int | Sequence[int] | None) -> tuple[int, int]:
+        if resolution is None:
+            return self.image_size
+        values = [resolution] if isinstance(resolution, int) else list(resolution)
+        if (len(values) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+                or min(values) <= 0):
+            raise PipelineError(f"resolution takes a positive side or (height, width), got {resolution!r}")
+        hw = (values[0], values[-1])
+        problem = self.resolution_problems(hw)
+        if problem:
+            raise PipelineError(f"resolution {hw[0]}x{hw[1]} does not fit this model: {problem}")
+        return hw
+
+    def _settings(self, n: Any, steps: Any, seed: Any, batch_size: Any, dtype: Any) -> tuple[int, int, int, int, Any]:
+        from hourglass.devices import resolve_dtype
+
+        d = self.defaults
+        n = _positive_int("n", d.n if n is None else n)
+        steps = _positive_int("steps", d.steps if steps is None else steps)
+        batch_size = _positive_int("batch_size", d.batch_size if batch_size is None else batch_size)
+        seed = d.seed if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise PipelineError(f"seed must be an integer >= 0, got {seed!r}")
+        if not isinstance(dtype, torch.dtype):
+            if dtype not in ("auto", "float32", "bfloat16", "float16"):
+                raise PipelineError(f"dtype must be 'auto', 'float32', 'bfloat16', 'float16' or a torch dtype, "
+                                    f"got {dtype!r}")
+            dtype = getattr(torch, resolve_dtype(dtype, self.device))
+        return n, steps, seed, batch_size, dtype
+
+    @staticmethod
+    def _bar(progress: bool, total: int, desc: str) -> Any:
+        if not progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+    # -- sampling -----------------------------------------------------------------------------------
+    def iter_sample(
+        self,
+        n: int | None = None,
+        *,
+        classes: Any = None,
+        cfg: float | None = None,
+        sampler: Any = None,
+        schedule: Any = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        resolution: int | Sequence[int] | None = None,
+        dtype: str | torch.dtype = "float32",
+        progress: bool = False,
+        **sampler_options: Any,
+    ) -> Iterator[tuple[int, Tensor]]:
+        """:meth:`sample`, one batch at a time: yields ``(index of its first image, (b, C, H, W) images)``.
+
+        The arguments are checked when it is called, before the first batch is drawn.
+        """
+        from hourglass.train.sampling import iter_generate
+
+        n, steps, seed, batch_size, dtype = self._settings(n, steps, seed, batch_size, dtype)
+        labels = self._labels(n, classes, default_every_class=True)
+        scale = self._cfg(cfg)
+        spec = self._sampler(sampler, sampler_options)
+        sched = self._schedule(schedule)
+        hw = self._size(resolution)
+
+        def batches() -> Iterator[tuple[int, Tensor]]:
+            bar = self._bar(progress, math.ceil(n / batch_size) * steps, "sample")
+            try:
+                yield from iter_generate(
+                    self.denoiser, n=n, shape=(self.channels, *hw), sampler=spec, schedule=sched, steps=steps,
+                    seed=seed, labels=labels, cfg_scale=scale, uncond_class=self.num_classes,
+                    batch_size=batch_size, device=self.device, dtype=dtype,
+                    on_step=bar.update if bar is not None else None,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+
+        return batches()
+
+    def sample(
+        self,
+        n: int | None = None,
+        *,
+        classes: Any = None,
+        cfg: float | None = None,
+        sampler: Any = None,
+        schedule: Any = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        resolution: int | Sequence[int] | None = None,
+        dtype: str | torch.dtype = "float32",
+        progress: bool = False,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """Draw ``n`` images.
+
+        Args:
+            n: number of images (default: the run's ``sample.n``).
+            classes: class ids or names (when the run recorded names), cycled over the images; None
+                entries (or ``"none"``) draw without a class. Default: every class in turn
+                (``0, 1, ..., num_classes - 1, 0, ...``); ignored for an unconditional model.
+            cfg: classifier-free guidance scale, 1 = none (default: the run's ``sample.cfg_scale``).
+            sampler: a sampler name (``hourglass list sampler``), dict or spec (default: the run's).
+            schedule: a sigma schedule name, dict or spec (default: the run's).
+            steps: sampler steps (default: the run's ``sample.steps``).
+            seed: image ``i`` uses ``seed + i`` (default: the run's ``sample.seed``).
+            batch_size: images per model batch; does not change the images (in float32).
+            resolution: a side or ``(H, W)`` other than the training size.
+            dtype: ``"float32"`` (default), ``"bfloat16"`` / ``"float16"`` autocast, or ``"auto"``
+                (bfloat16 on CUDA).
+            progress: show a progress bar.
+            **sampler_options: options of the sampler's spec, e.g. ``eta=0.5``, ``s_noise=1.0``.
+
+        Returns:
+            ``(n, C, H, W)`` float32 on the CPU, in ``[-1, 1]``.
+
+        Raises:
+            PipelineError: an argument the model cannot serve (the message says which).
+        """
+        return torch.cat([images for _, images in self.iter_sample(
+            n, classes=classes, cfg=cfg, sampler=sampler, schedule=schedule, steps=steps, seed=seed,
+            batch_size=batch_size, resolution=resolution, dtype=dtype, progress=progress, **sampler_options,
+        )])
+
+    # -- editing ------------------------------------------------------------------------------------
+    def load_images(self, sources: Any, resolution: int | Sequence[int] | None = None) -> Tensor:
+        """:func:`load_images` at the model's channels and size (or ``resolution``): ``(B, C, H, W)`` in [-1, 1]."""
+        return load_images(sources, size=self._size(resolution), channels=self.channels)
+
+    def _inputs(self, images: Any, resolution: Any) -> Tensor:
+        if not isinstance(images, Tensor):
+            return self.load_images(images, resolution)
+        x = images[None] if images.ndim == 3 else images
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise PipelineError(f"images must be (B, {self.channels}, H, W) (or one (C, H, W)) in [-1, 1], "
+                                f"got shape {tuple(images.shape)}")
+        if x.shape[0] == 0:
+            raise PipelineError("images is an empty batch")
+        if not x.is_floating_point():
+            raise PipelineError(f"images must be float in [-1, 1], got dtype {x.dtype}")
+        h, w = x.shape[-2:]
+        problem = self.resolution_problems((int(h), int(w)))
+        if problem:
+            raise PipelineError(f"images of {h}x{w} do not fit this model: {problem}; resize them (load_images)")
+        return x.detach().float().cpu()
+
+    def _masks(self, mask: Any, x: Tensor) -> Tensor:
+        hw = tuple(x.shape[-2:])
+        if not isinstance(mask, Tensor):
+            m = load_masks(mask, size=hw)  # type: ignore[arg-type]
+        else:
+            m = mask.detach().float().cpu()
+            m = m[None, None] if m.ndim == 2 else m[:, None] if m.ndim == 3 else m
+            if m.ndim != 4 or m.shape[1] not in (1, x.shape[1]) or tuple(m.shape[-2:]) != hw:
+                raise PipelineError(f"mask must be (H, W), (B, H, W) or (B, 1, H, W) with H, W = {hw[0]}, {hw[1]} "
+                                    f"(1 = generate, 0 = keep), got shape {tuple(mask.shape)}")
+            if bool(((m < 0) | (m > 1)).any()):
+                raise PipelineError("mask values must lie in [0, 1] (1 = generate, 0 = keep)")
+        if m.shape[0] not in (1, x.shape[0]):
+            raise PipelineError(f"got {m.shape[0]} masks for {x.shape[0]} images; give one mask, or one per image")
+        return m
+
+    def _edit(
+        self, kind: str, images: Any, mask: Any, *, n: Any, classes: Any, cfg: Any, sampler: Any, schedule: Any,
+        steps: Any, seed: Any, batch_size: Any, resolution: Any, dtype: Any, progress: bool,
+        sampler_options: dict[str, Any], run: Callable[..., Tensor], sigmas_for: Callable[[Tensor], tuple[Tensor, int]],
+    ) -> Tensor:
+        from hourglass.diffusion import CFGDenoiser
+        from hourglass.registry import SAMPLER, SCHEDULE
+        from hourglass.train.sampling import autocast_context
+
+        x = self._inputs(images, resolution)
+        m = self._masks(mask, x) if kind == "inpaint" else None
+        n, steps, seed, batch_size, dtype = self._settings(len(x) if n is None else n, steps, seed, batch_size, dtype)
+        labels = self._labels(n, classes, default_every_class=False)
+        scale = self._cfg(cfg)
+        sampler_obj = SAMPLER.build(self._sampler(sampler, sampler_options))
+        device = self.device
+        sigmas, steps_run = sigmas_for(SCHEDULE.build(self._schedule(schedule))(steps, device=device))
+        order = torch.arange(n) % len(x)  # more images than inputs: the inputs in turn
+        x = x[order]
+        if m is not None and m.shape[0] > 1:
+            m = m[order]
+        denoiser: Any = self.denoiser
+        if labels is not None and scale != 1.0 and bool((labels != self.num_classes).any()):
+            denoiser = CFGDenoiser(self.denoiser, scale, self.num_classes)
+        bar = self._bar(progress, math.ceil(n / batch_size) * steps_run, kind.replace("_", "-"))
+        out = []
+        try:
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                seeds = [seed + i for i in range(start, stop)]
+                extra = {} if labels is None else {"class_cond": labels[start:stop].to(device)}
+                batch_mask = None if m is None else (m if m.shape[0] == 1 else m[start:stop]).to(device)
+                with torch.no_grad(), autocast_context(device, dtype):
+                    result = run(
+                        sampler_obj, denoiser, x[start:stop].to(device), sigmas, batch_mask, seeds=seeds,
+                        callback=_count_steps(bar.update) if bar is not None else None, extra_args=extra,
+                    )
+                out.append(result.float().cpu())
+        finally:
+            if bar is not None:
+                bar.close()
+        return torch.cat(out)
+
+    def image_to_image(
+        self,
+        images: Any,
+        *,
+        strength: float | None = None,
+        sigma_start: float | None = None,
+        n: int | None = None,
+        classes: Any = None,
+        cfg: float | None = None,
+        sampler: Any = None,
+        schedule: Any = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        resolution: int | Sequence[int] | None = None,
+        dtype: str | torch.dtype = "float32",
+        progress: bool = False,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """SDEdit (Meng et al. 2022): noise the images part of the way and sample back.
+
+        The images are noised to the schedule's level at ``strength`` (or to ``sigma_start``) and the
+        sampler runs the rest of the schedule: ``strength`` 0.25 of a 40-step schedule runs its last
+        10 steps and keeps the layout and colours; 1 runs all 40 from (nearly) pure noise, so little
+        of the input survives.
+
+        Args:
+            images: ``(B, C, H, W)`` (or ``(C, H, W)``) in ``[-1, 1]`` at a size the model takes, or
+                paths / folders / PIL images (read by :meth:`load_images` at ``resolution``).
+            strength: in ``(0, 1]``: the fraction of the schedule that is run (default 0.75).
+            sigma_start: or: the noise level to start from (the schedule's levels below it follow).
+            n: number of results (default: one per image; more cycle through the images).
+            classes: as for :meth:`sample`; default: no class (unconditional).
+            cfg, sampler, schedule, steps, seed, batch_size, dtype, progress, **sampler_options: as
+                for :meth:`sample` (``steps`` counts the whole schedule).
+            resolution: the size paths and PIL images are read at (default: the training size).
+
+        Returns:
+            ``(n, C, H, W)`` float32 on the CPU, in ``[-1, 1]``.
+
+        Raises:
+            PipelineError: e.g. ``strength`` outside (0, 1], an unreadable image.
+        """
+        from hourglass.diffusion import image_to_image, truncate_sigmas
+
+        if strength is not None and sigma_start is not None:
+            raise PipelineError("give strength or sigma_start, not both")
+        if sigma_start is None:
+            strength = 0.75 if strength is None else strength
+            _check_strength(strength)
+        elif isinstance(sigma_start, bool) or not isinstance(sigma_start, (int, float)) or not (
+                math.isfinite(sigma_start) and sigma_start > 0):
+            raise PipelineError(f"sigma_start must be a positive noise level, got {sigma_start!r}")
+
+        def sigmas_for(full: Tensor) -> tuple[Tensor, int]:
+            try:
+                kept = truncate_sigmas(full, strength=None if sigma_start is not None else strength,
+                                       sigma_start=sigma_start)
+            except ValueError as exc:
+                raise PipelineError(str(exc)) from None
+            return kept, len(kept) - 1
+
+        def run(sampler_obj: Any, denoiser: Any, x: Tensor, sigmas: Tensor, mask: Any, **kw: Any) -> Tensor:
+            return image_to_image(sampler_obj, denoiser, x, sigmas, strength=1.0, **kw)
+
+        return self._edit(
+            "image_to_image", images, None, n=n, classes=classes, cfg=cfg, sampler=sampler, schedule=schedule,
+            steps=steps, seed=seed, batch_size=batch_size, resolution=resolution, dtype=dtype, progress=progress,
+            sampler_options=sampler_options, run=run, sigmas_for=sigmas_for,
+        )
+
+    def inpaint(
+        self,
+        images: Any,
+        mask: Any,
+        *,
+        strength: float = 1.0,
+        jumps: int = 0,
+        jump_length: int = 1,
+        n: int | None = None,
+        classes: Any = None,
+        cfg: float | None = None,
+        sampler: Any = None,
+        schedule: Any = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        resolution: int | Sequence[int] | None = None,
+        dtype: str | torch.dtype = "float32",
+        progress: bool = False,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """Fill the masked part of the images; the rest is kept exactly.
+
+        Replacement method (with optional RePaint resampling, Lugmayr et al. 2022): see
+        :mod:`hourglass.diffusion.inpaint`.
+
+        Args:
+            images: as for :meth:`image_to_image`.
+            mask: 1 = generate, 0 = keep (in between blends): ``(H, W)``, ``(B, H, W)`` or
+                ``(B, 1, H, W)`` tensors (one mask, or one per image), or mask images / a folder
+                (white = generate, read with the images' geometry by :func:`load_masks`).
+            strength: 1 (default) fills the mask from pure noise; below 1 the masked part starts
+                from the image noised part of the way (SDEdit inside the mask).
+            jumps: RePaint: how many extra times each segment of ``jump_length`` steps is redone.
+            jump_length: steps per resampled segment.
+            n, classes, cfg, sampler, schedule, steps, seed, batch_size, resolution, dtype, progress,
+                **sampler_options: as for :meth:`image_to_image`.
+
+        Returns:
+            ``(n, C, H, W)`` float32 on the CPU, equal to the input wherever the mask is 0.
+        """
+        from hourglass.diffusion import inpaint_images
+
+        _check_strength(strength)
+        for name, value, low in (("jumps", jumps, 0), ("jump_length", jump_length, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise PipelineError(f"{name} must be an integer >= {low}, got {value!r}")
+
+        def sigmas_for(full: Tensor) -> tuple[Tensor, int]:  # inpaint_images truncates the schedule itself
+            n = len(full) - 1
+            return full, n if strength == 1 else max(1, round(strength * n))
+
+        def run(sampler_obj: Any, denoiser: Any, x: Tensor, sigmas: Tensor, mask: Tensor, **kw: Any) -> Tensor:
+            return inpaint_images(sampler_obj, denoiser, x, mask, sigmas, strength=strength, jumps=jumps,
+                                  jump_length=jump_length, **kw)
+
+        return self._edit(
+            "inpaint", images, mask, n=n, classes=classes, cfg=cfg, sampler=sampler, schedule=schedule,
+            steps=steps, seed=seed, batch_size=batch_size, resolution=resolution, dtype=dtype, progress=progress,
+            sampler_options=sampler_options, run=run, sigmas_for=sigmas_for,
+        )
+
+    # -- output helpers -----------------------------------------------------------------------------
+    to_pil = staticmethod(to_pil)
+
+    @staticmethod
+    def save_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
+        """Tile ``(B, C, H, W)`` images in [-1, 1] into one PNG (``nrow`` per row, default square)."""
+        from hourglass.train.images import save_grid
+
+        return save_grid(images, path, nrow=nrow)
+
+    @staticmethod
+    def save_images(images: Tensor, folder: str | os.PathLike, start: int = 0) -> list[Path]:
+        """Write ``000000.png``, ``000001.png``, ... (numbered from ``start``) into ``folder``."""
+        from hourglass.train.images import save_image
+
+        return [save_image(image, Path(folder) / f"{start + i:06d}.png") for i, image in enumerate(images)]
+
+
+def _count_steps(on_step: Callable[[], None]) -> Callable[[dict[str, Any]], None]:
+    """A sampler callback calling ``on_step`` once per step index (multi-stage samplers report several)."""
+    seen: set[int] = set()
+
+    def callback(info: dict[str, Any]) -> None:
+        if info["i"] not in seen:
+            seen.add(info["i"])
+            on_step()
+
+    return callback
+
+
+def _check_strength(strength: Any) -> None:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+        raise PipelineError(f"strength must be in (0, 1] (1 = the whole schedule), got {strength!r}")
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    ema: bool | None = True,
+    device: str | torch.device = "auto",
+    report: Callable[[str], None] | None = None,
+) -> Pipeline:
+    """Load a trained model for sampling.
+
+    Args:
+        path: a run directory (its newest valid checkpoint), a ``step_*.safetensors`` checkpoint, or a
+            folder (or its ``model.safetensors``) written by ``hourglass convert``.
+        ema: True: the EMA weights (for a converted folder: its one set of weights, unless they are
+            recorded as the raw ones); False: the raw trained weights; None: the EMA weights when the
+            file has them, else the ones it has.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:N"`` or a ``torch.device``.
+        report: receives one message per corrupt checkpoint file skipped in a run directory
+            (default: silent).
+
+    Returns:
+        The :class:`Pipeline`.
+
+    Raises:
+        hourglass.train.CheckpointError: nothing usable at ``path``, or weights that do not fit.
+        PipelineError: the requested weights are not in the file.
+    """
+    from hourglass.devices import resolve_device
+    from hourglass.train.checkpoint import (
+        WEIGHTS_FORMAT,
+        build_checkpoint_model,
+        checkpoint_recipe,
+        resolve_checkpoint,
+    )
+
+    dev = resolve_device(device)
+    data = resolve_checkpoint(path, report=report)
+    recipe, spec = checkpoint_recipe(data)
+    converted_from = ""
+    if data.format == WEIGHTS_FORMAT:  # one set of weights: say what it is, refuse the other
+        weights, which = data.model, data.extra.get("weights", "unknown")
+        converted_from = data.extra.get("source") or "another format"
+        if ema is not None and which == ("raw" if ema else "ema"):
+            wanted = "EMA" if ema else "raw (non-EMA)"
+            raise PipelineError(
+                f"{data.path} holds only the {'raw' if ema else 'EMA'} weights converted from {converted_from}, "
+                f"not the {wanted} ones; {'pass ema=False (--no-ema)' if ema else 'drop ema=False (--no-ema)'}"
+            )
+    elif ema or (ema is None and data.ema):
+        if not data.ema:
+            raise PipelineError(f"{data.path} has no EMA weights; pass ema=False (--no-ema) for the trained weights")
+        weights, which = data.ema, "ema"
+    else:
+        weights, which = data.model, "raw"
+    model = build_checkpoint_model(data, weights, recipe=recipe, spec=spec, device=dev)
+    return Pipeline(model, recipe=recipe, class_names=read_class_names(path, data.path), step=data.step,
+                    weights=which, source=path, converted_from=converted_from)
