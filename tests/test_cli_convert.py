@@ -167,7 +167,7 @@ def test_sample_draws_from_a_converted_folder_and_its_weights_file(capsys, tmp_p
     common = ["--n", "2", "--steps", "2", "--no-progress", "--no-images"]
     assert main(["sample", str(out_dir), *common, "--out", str(tmp_path / "a")]) == 0
     text = capsys.readouterr().out
-    assert "raw trained weights" in text
+    assert "with the EMA weights converted from k-diffusion;" in text and "not the EMA" not in text
     header = (out_dir / "recipe.toml").read_text().split("\n\n")[0]
     assert "model.safetensors beside this file (hourglass parameter names): the checkpoint's EMA weights." in header
     assert f"Sample with: hourglass sample {out_dir}\n" in header and "--no-ema" not in header
@@ -175,5 +175,8 @@ def test_sample_draws_from_a_converted_folder_and_its_weights_file(capsys, tmp_p
     assert main(["sample", str(out_dir / "model.safetensors"), *common, "--out", str(tmp_path / "b")]) == 0
     capsys.readouterr()
     assert (tmp_path / "a" / "grid.png").read_bytes() == (tmp_path / "b" / "grid.png").read_bytes()
-    assert main(["sample", str(out_dir), *common, "--ema"]) == 2
-    assert "no EMA weights" in capsys.readouterr().err
+    assert main(["sample", str(out_dir), *common, "--ema", "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(out_dir), *common, "--no-ema"]) == 2
+    err = capsys.readouterr().err
+    assert "holds only the EMA weights converted from k-diffusion" in err and err.count("\n") == 1

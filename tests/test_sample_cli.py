@@ -77,7 +77,7 @@ def test_default_output_folder_is_in_the_run(run_dir):
         (["--n", "-2"], "--n must be a positive integer"),
         (["--batch-size", "0"], "--batch-size must be a positive integer"),
         (["--class", "6"], "--class 6 is out of range: this model has classes 0..5"),
-        (["--class", "a,b"], "is not an integer"),
+        (["--class", "a,b"], "--class 'a': this model's classes have no recorded names; give ids 0..5"),
         (["--resolution", "20"], "--resolution 20x20 does not fit this model"),
         (["--cfg", "nan"], "--cfg must be a finite number"),
         (["--device", "cuda:7"] , "CUDA is not available"),
@@ -99,3 +99,109 @@ def test_missing_or_empty_checkpoint(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["sample", str(tmp_path)]) == 2
     assert "has no usable checkpoint" in capsys.readouterr().err
+
+
+def test_one_image_is_singular(run_dir, tmp_path, capsys):
+    assert main(["sample", str(run_dir), "--n", "1", "--steps", "1", "--out", str(tmp_path / "one")]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("sampling 1 image at 16x16") and "wrote 1 image " in text and "1 images" not in text
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    """Two 24x40 RGB inputs in a folder, and a mask of the same size: white (generate) on the right 40%."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(folder / name)
+    mask = np.zeros((24, 40), dtype=np.uint8)
+    mask[:, 24:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    return folder, tmp_path / "mask.png"
+
+
+def test_image_to_image_writes_results_and_a_grid(run_dir, pictures, tmp_path, capsys):
+    folder, _ = pictures
+    out = tmp_path / "i2i"
+    args = ["sample", str(run_dir), "--init", str(folder), "--strength", "0.5", "--steps", "4", "--n", "3",
+            "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "image-to-image on 3 images at 16x16" in text and "strength 0.5 (2 of 4 steps)" in text
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "grid.png"]
+    grid = _pixels(out / "grid.png")
+    assert grid.shape == (2 * 18 + 2, 3 * 18 + 2, 3)  # a row of inputs (a, b, a), a row of results
+    assert np.array_equal(grid[2:18, 2:18], grid[2:18, 38:54])  # input 0 shown again for the third image
+    assert np.array_equal(grid[20:36, 2:18], _pixels(out / "000000.png"))
+    # the default output folder is named after the edit
+    assert main(["sample", str(run_dir), "--init", str(folder / "a.png"), "--steps", "2", "--no-images"]) == 0
+    assert (run_dir / "samples" / "step_00000003-img2img" / "grid.png").is_file()
+
+
+def test_inpaint_keeps_the_black_part_of_the_mask(run_dir, pictures, tmp_path, capsys):
+    folder, mask = pictures
+    out = tmp_path / "fill"
+    assert main(["sample", str(run_dir), "--init", str(folder), "--mask", str(mask), "--steps", "3",
+                 "--out", str(out), "--class", "2", "--cfg", "2"]) == 0
+    assert "inpainting 2 images" in capsys.readouterr().out
+    grid = _pixels(out / "grid.png")
+    assert grid.shape == (3 * 18 + 2, 2 * 18 + 2, 3)  # inputs, masks, results
+    # 24x40 -> 16x27 (cover), centre crop of columns 5..20: mask columns >= 24 are crop columns >= 11 (+- blend)
+    shown_mask = grid[20:36, 2:18]
+    assert (shown_mask[:, :9] == 0).all() and (shown_mask[:, 12:] == 255).all()
+    for i in range(2):
+        result, given = _pixels(out / f"{i:06d}.png"), grid[2:18, 2 + 18 * i : 18 + 18 * i]
+        assert np.array_equal(result[:, :9], given[:, :9])  # kept exactly
+        assert not np.array_equal(result[:, 12:], given[:, 12:])  # generated
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--init", "{tmp}/missing.png"], "--init: image {tmp}/missing.png does not exist"),
+        (["--init", "{tmp}/notes.txt"], "--init: {tmp}/notes.txt is not an image file: expected one of .png"),
+        (["--init", "{tmp}/broken.png"], "--init: cannot read {tmp}/broken.png as an image"),
+        (["--init", "{tmp}/empty"], "--init: folder {tmp}/empty holds no image files"),
+        (["--init", "{inputs}", "--strength", "0"], "--strength must be in (0, 1]"),
+        (["--init", "{inputs}", "--strength", "1.01"], "--strength must be in (0, 1]"),
+        (["--strength", "0.5"], "--strength edits images: give the images with --init"),
+        (["--mask", "{mask}"], "--mask edits images: give the images with --init"),
+        (["--init", "{inputs}", "--mask", "{tmp}/missing.png"], "--mask: image {tmp}/missing.png does not exist"),
+        (["--init", "{inputs}", "--mask", "{masks}"], "--mask gives 3 masks for 2 images of --init"),
+        (["--init", "{inputs}", "--class", "circle"], "--class 'circle': this model's classes have no recorded names"),
+    ],
+)
+def test_bad_edit_arguments_give_one_line_errors(run_dir, pictures, tmp_path, capsys, extra, message):
+    folder, mask = pictures
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (tmp_path / "empty").mkdir()
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(3):
+        Image.new("L", (8, 8)).save(masks / f"{i}.png")
+    fill = {"tmp": str(tmp_path), "inputs": str(folder), "mask": str(mask), "masks": str(masks)}
+    args = [a.format(**fill) for a in extra]
+    assert main(["sample", str(run_dir), "--steps", "1", "--out", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hourglass sample: error: ") and message.format(**fill) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_edit_errors_without_a_traceback_in_a_subprocess(run_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-m", "hourglass", "sample", str(run_dir), "--init",
+                             str(tmp_path / "bad.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"hourglass sample: error: --init: cannot read {tmp_path / 'bad.png'} as an image: "
+        f"cannot identify image file '{tmp_path / 'bad.png'}'"
+    ]

@@ -1,13 +1,26 @@
-"""``hourglass sample``: draw images from a checkpoint (or a run directory's newest valid one).
+"""``hourglass sample``: draw images from a checkpoint (or a run directory's newest valid one), or
+edit images with it (``--init``: image-to-image; with ``--mask``: inpainting).
 
 Uses the EMA weights unless ``--no-ema`` (a folder or ``model.safetensors`` written by ``hourglass
-convert`` holds one set of weights, which is used). Image ``i`` gets seed ``--seed + i`` for all of its
-noise, so the same seed gives the same images whatever ``--batch-size`` is. The sampler, schedule,
-steps and guidance scale default to the run's ``[sample]`` section. Class-conditional models cycle
-through every class unless ``--class`` names some (``none`` = the unconditional "no class").
-Sampling runs in float32 unless ``--dtype`` says otherwise (bfloat16 autocast picks kernels by
-batch size, so its images change with ``--batch-size``). Writes ``000000.png``, ``000001.png``,
+convert`` holds one set of weights, which is used; the message says whether they are the converted
+checkpoint's EMA weights). Image ``i`` gets seed ``--seed + i`` for all of its noise, so the same seed
+gives the same images whatever ``--batch-size`` is. The sampler, schedule, steps and guidance scale
+default to the run's ``[sample]`` section. Class-conditional models cycle through every class unless
+``--class`` names some (ids, or names when the run recorded them; ``none`` = the unconditional "no
+class"). Sampling runs in float32 unless ``--dtype`` says otherwise (bfloat16 autocast picks kernels
+by batch size, so its images change with ``--batch-size``). Writes ``000000.png``, ``000001.png``,
 ... and ``grid.png`` into ``--out`` (default ``<run dir>/samples/<checkpoint name>``).
+
+``--init IMAGE_OR_FOLDER`` edits images instead (SDEdit): each is read like a dataset image (scaled
+to cover the model's size, centre-cropped, converted to its channels), noised to the part of the
+schedule given by ``--strength`` (default 0.75: the last 75% of the steps) and sampled back; small
+strengths stay close to the input. ``--mask MASK_OR_FOLDER`` inpaints: white pixels of the mask are
+generated, black ones kept exactly (one mask for every image, or a folder with one per image, paired
+in name order); ``--strength`` below 1 starts the masked part from the noised image. Edits draw
+without a class unless ``--class`` is given; ``--n`` more than the images cycles through them. The
+grid shows the inputs, (the masks,) and the results in rows. The default output folder is
+``<run dir>/samples/<checkpoint name>-img2img`` (``-inpaint``). The Python API is the same:
+:func:`hourglass.load` (``Pipeline.sample``, ``image_to_image``, ``inpaint``).
 """
 
 from __future__ import annotations
@@ -25,11 +38,13 @@ __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 COMMAND = "sample"
 
 
-HELP = "draw images from a checkpoint or run directory (EMA weights by default)"
+HELP = "draw images from a checkpoint or run directory (EMA weights by default), or edit / inpaint images"
 EXAMPLES = (
     "hourglass sample runs/quickstart",
     "hourglass sample runs/quickstart --n 36 --steps 20 --sampler dpmpp_2m --out samples/",
     "hourglass sample runs/in128/checkpoints/step_00400000.safetensors --class 207 --cfg 1.3 --device cuda",
+    "hourglass sample runs/quickstart --init photos/ --strength 0.5          # image-to-image",
+    "hourglass sample runs/quickstart --init photo.png --mask hole.png --n 4  # inpainting, 4 variations",
 )
 
 
@@ -38,21 +53,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
                         help="a step_*.safetensors checkpoint, a run directory (its newest valid checkpoint), "
                              "or a folder / model.safetensors written by `hourglass convert`")
-    parser.add_argument("--n", type=int, help="number of images (default: the run's sample.n)")
+    parser.add_argument("--n", type=int,
+                        help="number of images (default: the run's sample.n; with --init: one per input image)")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: the run's sample.batch_size)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
     parser.add_argument("--sampler", help="sampler name (default: the run's sample.sampler); see `hourglass list sampler`")
     parser.add_argument("--cfg", type=float, metavar="SCALE",
                         help="classifier-free guidance scale, 1 = none (default: the run's sample.cfg_scale)")
-    parser.add_argument("--class", dest="classes", metavar="IDS",
-                        help="class id(s) to draw, comma-separated (cycled), or 'none' for no class; "
-                        "default: every class in turn")
+    parser.add_argument("--class", dest="classes", metavar="CLASSES",
+                        help="class ids or names to draw, comma-separated (cycled), or 'none' for no class; "
+                        "default: every class in turn (with --init: no class)")
     parser.add_argument("--seed", type=int, help="image i uses seed SEED + i (default: the run's sample.seed)")
     parser.add_argument("--resolution", type=int, nargs="+", metavar="N",
                         help="image side, or height and width (default: the model's training size)")
+    parser.add_argument("--init", metavar="IMAGE_OR_FOLDER",
+                        help="image-to-image: start from this image, or the images of this folder (name order), "
+                        "resized and centre-cropped to the model's size")
+    parser.add_argument("--strength", type=float, metavar="S",
+                        help="with --init: the part of the schedule that is run, in (0, 1]; small values stay close "
+                        "to the input (default 0.75; with --mask 1: the masked part from pure noise)")
+    parser.add_argument("--mask", metavar="MASK_IMAGE_OR_FOLDER",
+                        help="with --init: inpaint; white = generate, black = keep (one mask, or one per image)")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                         help="use the EMA weights (default when the file has them) or the raw trained weights")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/samples/<checkpoint name>)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="output folder (default: <run dir>/samples/<checkpoint name>, with -img2img or -inpaint "
+                        "for edits)")
     parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="write grid.png")
     parser.add_argument("--images", action=argparse.BooleanOptionalAction, default=True,
                         help="write one PNG per image")
@@ -69,53 +95,56 @@ def _positive(name: str, value: int | None) -> None:
         raise CLIError(f"{name} must be a positive integer, got {value}")
 
 
-def _parse_classes(text: str | None, num_classes: int) -> list[int] | None:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _class_entries(text: str | None) -> list[Any] | None:
+    """``--class`` as the Python API takes it: ints, names, and None for ``none``."""
     if text is None:
         return None
-    if num_classes == 0:
-        raise CLIError("--class needs a class-conditional model; this model has no classes (drop --class)")
-    if text.strip().lower() == "none":
-        return [num_classes]
-    ids = []
+    entries: list[Any] = []
     for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise CLIError(f"--class {text!r} has an empty entry; give ids or names like 3 or 0,2,5, or 'none'")
         try:
-            ids.append(int(part))
+            entries.append(int(part))
         except ValueError:
-            raise CLIError(f"--class {text!r}: {part!r} is not an integer; give ids like 3 or 0,2,5, or 'none'") from None
-    bad = [i for i in ids if not 0 <= i < num_classes]
-    if bad:
-        raise CLIError(f"--class {bad[0]} is out of range: this model has classes 0..{num_classes - 1}")
-    return ids
+            entries.append(part)
+    return entries
 
 
-def _resolution(values: list[int] | None, model: Any) -> tuple[int, int]:
-    size = model.spec.input_size
-    default = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+def _resolution(values: list[int] | None, pipe: Any) -> tuple[int, int]:
     if values is None:
-        return default
+        return pipe.image_size
     if len(values) not in (1, 2) or min(values) <= 0:
         raise CLIError(f"--resolution takes one or two positive integers (side, or height width), got {values}")
     hw = (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-    from pydantic import ValidationError
-
-    try:  # the spec's own rules: divisibility by patch x 2^(levels-1), windows that fit the grids
-        type(model.spec).model_validate({**model.spec.model_dump(), "input_size": hw})
-    except ValidationError as exc:
-        reasons = "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
-        raise CLIError(f"--resolution {hw[0]}x{hw[1]} does not fit this model: {reasons}") from None
+    problem = pipe.resolution_problems(hw)
+    if problem:
+        raise CLIError(f"--resolution {hw[0]}x{hw[1]} does not fit this model: {problem}")
     return hw
 
 
+def _check_edit_arguments(args: argparse.Namespace) -> None:
+    if args.init is None:
+        for flag, value in (("--mask", args.mask), ("--strength", args.strength)):
+            if value is not None:
+                raise CLIError(f"{flag} edits images: give the images with --init IMAGE_OR_FOLDER")
+    elif args.strength is not None and not 0 < args.strength <= 1:
+        raise CLIError(f"--strength must be in (0, 1] (1 = the whole schedule), got {args.strength}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Sample images from ``args.checkpoint``; 0 on success."""
+    """Sample (or edit) images with ``args.checkpoint``; 0 on success."""
     import torch
 
     from hourglass.devices import resolve_device, resolve_dtype
-    from hourglass.recipe import SampleSection
-    from hourglass.registry import DENOISER, SAMPLER
-    from hourglass.train.checkpoint import CheckpointError, load_checkpoint
-    from hourglass.train.images import save_grid, save_image
-    from hourglass.train.sampling import class_labels, iter_generate
+    from hourglass.pipeline import PipelineError, comparison_grid, load, run_dir_of
+    from hourglass.registry import SAMPLER
+    from hourglass.train.checkpoint import CheckpointError
+    from hourglass.train.images import save_grid
     from hourglass.train.trainer import progress_enabled
 
     for name in ("n", "batch_size", "steps"):
@@ -124,75 +153,96 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"unknown sampler {args.sampler!r}; known samplers: {', '.join(SAMPLER.names())}")
     if args.cfg is not None and (not math.isfinite(args.cfg) or args.cfg < 0):
         raise CLIError(f"--cfg must be a finite number >= 0 (1 = no guidance), got {args.cfg}")
+    if args.seed is not None and args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    _check_edit_arguments(args)
     try:
         device = resolve_device(args.device)
     except (ValueError, RuntimeError) as exc:
         raise CLIError(f"--device {args.device!r}: {exc}") from None
     try:
-        model, ema_model, recipe, step = load_checkpoint(args.checkpoint, device=device)
-    except CheckpointError as exc:
+        pipe = load(args.checkpoint, ema=args.ema, device=device, report=print)
+    except (CheckpointError, PipelineError) as exc:
         raise CLIError(str(exc)) from None
-    if args.ema is None:  # default: EMA when the file has it (weights from `hourglass convert` have only one set)
-        args.ema = ema_model is not None
-    if args.ema and ema_model is None:
-        raise CLIError("this checkpoint has no EMA weights; pass --no-ema to use the trained weights")
-    net = ema_model if args.ema else model
-    s = recipe.sample if recipe is not None else SampleSection()
-    num_classes = net.spec.num_classes
-    cfg = s.cfg_scale if args.cfg is None else args.cfg
-    if cfg != 1.0 and num_classes == 0:
+    d = pipe.defaults
+    cfg = d.cfg_scale if args.cfg is None else args.cfg
+    if args.cfg is not None and cfg != 1.0 and pipe.num_classes == 0:
         raise CLIError(f"--cfg {cfg} needs a class-conditional model; this one has no classes (use --cfg 1)")
-    fixed = _parse_classes(args.classes, num_classes)
-    hw = _resolution(args.resolution, net)
-    n = args.n or s.n
-    batch_size = args.batch_size or s.batch_size
-    steps = args.steps or s.steps
-    sampler = args.sampler or s.sampler
-    seed = s.seed if args.seed is None else args.seed
-    if seed < 0:
-        raise CLIError(f"--seed must be >= 0, got {seed}")
-    dtype = getattr(torch, resolve_dtype(args.dtype, device.type))
-    denoiser_spec = recipe.diffusion.denoiser if recipe is not None else "karras"
-    denoiser = DENOISER.build(denoiser_spec, model=net)
-    labels = class_labels(n, num_classes, fixed)
-    ckpt_name = f"step_{step:08d}"
-    source = Path(args.checkpoint)
-    if source.is_dir():
-        run_dir = source
-    elif source.parent.name == "checkpoints":  # <run dir>/checkpoints/step_*.safetensors
-        run_dir = source.parent.parent
-    else:  # e.g. model.safetensors in a folder written by `hourglass convert`
-        run_dir = source.parent
-    out = Path(args.out) if args.out else run_dir / "samples" / ckpt_name
-    which = "EMA weights (--no-ema for the raw weights)" if args.ema else "raw trained weights (not the EMA)"
-    sampler_name = sampler if isinstance(sampler, str) else sampler.type
-    print(f"sampling {n} image(s) at {hw[0]}x{hw[1]} from step {step} with the {which}; "
-          f"{sampler_name}, {steps} steps, cfg {cfg}, seed {seed}, {device}/{dtype}".replace("torch.", ""))
-    bar = None
-    if progress_enabled() and not args.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=math.ceil(n / batch_size) * steps, desc="sample", unit="step", dynamic_ncols=True)
-    start_time = time.perf_counter()
-    chunks = []
+    if args.classes is not None and pipe.num_classes == 0:
+        raise CLIError("--class needs a class-conditional model; this model has no classes (drop --class)")
+    classes = _class_entries(args.classes)
     try:
-        for start, images in iter_generate(
-            denoiser, n=n, shape=(int(net.spec.in_channels), *hw), sampler=sampler, schedule=s.schedule,
-            steps=steps, seed=seed, labels=labels, cfg_scale=cfg, uncond_class=num_classes,
-            batch_size=batch_size, device=device, dtype=dtype, on_step=(bar.update if bar is not None else None),
-        ):
+        pipe.class_ids(classes)  # checked here to name the option
+    except PipelineError as exc:
+        raise CLIError(f"--class {exc}") from None
+    hw = _resolution(args.resolution, pipe)
+    steps = args.steps or d.steps
+    sampler = args.sampler or d.sampler.type
+    seed = d.seed if args.seed is None else args.seed
+    dtype = resolve_dtype(args.dtype, device.type)
+    common = dict(classes=classes, cfg=cfg, sampler=args.sampler, steps=steps, seed=seed,
+                  batch_size=args.batch_size or d.batch_size, dtype=dtype,
+                  progress=progress_enabled() and not args.no_progress)
+    kind = "sample" if args.init is None else "inpaint" if args.mask is not None else "img2img"
+    ckpt_name = f"step_{pipe.step:08d}" + ("" if kind == "sample" else f"-{kind}")
+    out = Path(args.out) if args.out else run_dir_of(args.checkpoint) / "samples" / ckpt_name
+    weights = pipe.describe_weights()
+    if pipe.weights == "ema" and not pipe.converted_from:
+        weights += " (--no-ema for the raw weights)"
+    settings = f"{sampler}, {steps} steps, cfg {cfg}, seed {seed}, {device}/{dtype}"
+    start_time = time.perf_counter()
+    if kind == "sample":
+        n = args.n or d.n
+        print(f"sampling {_plural(n, 'image')} at {hw[0]}x{hw[1]} from step {pipe.step} with the {weights}; "
+              f"{settings}")
+        chunks = []
+        for start, images in pipe.iter_sample(n, resolution=hw, **common):
             if args.images:
-                for j, image in enumerate(images):
-                    save_image(image, out / f"{start + j:06d}.png")
+                pipe.save_images(images, out, start)
             chunks.append(images)
-    finally:
-        if bar is not None:
-            bar.close()
-    written = [f"{n} images {out}/000000.png..." if args.images else ""]
+        results = torch.cat(chunks)
+        nrow = pipe.num_classes if classes is None and 0 < pipe.num_classes <= min(n, 16) else None
+        grid_images = results
+    else:
+        try:
+            inputs = pipe.load_images(args.init, resolution=hw)
+        except PipelineError as exc:
+            raise CLIError(f"--init: {exc}") from None
+        masks = None
+        if args.mask is not None:
+            from hourglass.pipeline import load_masks
+
+            try:
+                masks = load_masks(args.mask, size=hw)
+            except PipelineError as exc:
+                raise CLIError(f"--mask: {exc}") from None
+            if masks.shape[0] not in (1, inputs.shape[0]):
+                raise CLIError(f"--mask gives {_plural(masks.shape[0], 'mask')} for "
+                               f"{_plural(inputs.shape[0], 'image')} of --init; give one mask, or one per image")
+        n = args.n or inputs.shape[0]
+        strength = args.strength if args.strength is not None else (1.0 if masks is not None else 0.75)
+        kept = max(1, round(strength * steps))
+        what = "inpainting" if masks is not None else "image-to-image on"
+        print(f"{what} {_plural(n, 'image')} at {hw[0]}x{hw[1]} from step {pipe.step} with the {weights}; "
+              f"strength {strength} ({kept} of {steps} steps), {settings}")
+        try:
+            if masks is None:
+                results = pipe.image_to_image(inputs, strength=strength, n=n, **common)
+            else:
+                results = pipe.inpaint(inputs, masks, strength=strength, n=n, **common)
+        except PipelineError as exc:
+            raise CLIError(str(exc)) from None
+        if args.images:
+            pipe.save_images(results, out)
+        order = torch.arange(n) % inputs.shape[0]
+        shown_masks = None if masks is None else masks[order] if masks.shape[0] > 1 else masks
+        nrow = min(n, 8)
+        grid_images = comparison_grid(inputs[order], results, shown_masks, ncol=nrow)
+    written = []
+    if args.images:
+        written.append(f"{_plural(n, 'image')} {out}/000000.png" + ("..." if n > 1 else ""))
     if args.grid:
-        nrow = num_classes if fixed is None and 0 < num_classes <= min(n, 16) else None
-        grid = save_grid(torch.cat(chunks), out / "grid.png", nrow=nrow)
-        written.append(f"grid {grid}")
+        written.append(f"grid {save_grid(grid_images, out / 'grid.png', nrow=nrow)}")
     elapsed = time.perf_counter() - start_time
-    print(f"wrote {', '.join(w for w in written if w) or 'nothing (--no-images --no-grid)'} in {elapsed:.1f} s")
+    print(f"wrote {', '.join(written) or 'nothing (--no-images --no-grid)'} in {elapsed:.1f} s")
     return 0
