@@ -342,7 +342,7 @@ def test_mkdocs_build_strict(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (site / "index.html").is_file()
-    pages = ["quickstart", "concepts", "recipes", "components", "cli", "plugins", "contributing", "k-diffusion",
+    pages = ["quickstart", "python-api", "concepts", "recipes", "components", "cli", "plugins", "contributing", "k-diffusion",
              "benchmarks", "api/registry", "api/recipe", "api/models", "api/nn", "api/diffusion", "api/data", "api/train",
              "api/backends", "api/interop", "api/hourglass"]
     for page in pages:
