@@ -128,7 +128,7 @@ def test_image_to_image_writes_results_and_a_grid(run_dir, pictures, tmp_path, c
             "--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "image-to-image on 3 images at 16x16" in text and "strength 0.5 (2 of 4 steps)" in text
+    assert "image-to-image on 3 images at 16x16" in text and "strength 0.5 (2 of 4 steps), euler, 4 steps, no class" in text
     assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "grid.png"]
     grid = _pixels(out / "grid.png")
     assert grid.shape == (2 * 18 + 2, 3 * 18 + 2, 3)  # a row of inputs (a, b, a), a row of results
@@ -144,7 +144,8 @@ def test_inpaint_keeps_the_black_part_of_the_mask(run_dir, pictures, tmp_path, c
     out = tmp_path / "fill"
     assert main(["sample", str(run_dir), "--init", str(folder), "--mask", str(mask), "--steps", "3",
                  "--out", str(out), "--class", "2", "--cfg", "2"]) == 0
-    assert "inpainting 2 images" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "inpainting 2 images" in text and "strength 1.0 (3 of 3 steps), euler, 3 steps, cfg 2.0," in text
     grid = _pixels(out / "grid.png")
     assert grid.shape == (3 * 18 + 2, 2 * 18 + 2, 3)  # inputs, masks, results
     # 24x40 -> 16x27 (cover), centre crop of columns 5..20: mask columns >= 24 are crop columns >= 11 (+- blend)

@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     weights = pipe.describe_weights()
     if pipe.weights == "ema" and not pipe.converted_from:
         weights += " (--no-ema for the raw weights)"
-    settings = f"{sampler}, {steps} steps, cfg {cfg}, seed {seed}, {device}/{dtype}"
+    guidance = "no class" if kind != "sample" and classes is None and pipe.num_classes else f"cfg {cfg}"
+    settings = f"{sampler}, {steps} steps, {guidance}, seed {seed}, {device}/{dtype}"
     start_time = time.perf_counter()
     if kind == "sample":
         n = args.n or d.n
