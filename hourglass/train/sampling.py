@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from hourglass.diffusion import CFGDenoiser, NoiseSampler, initial_noise
 from hourglass.registry import SAMPLER, SCHEDULE
 
-__all__ = ["autocast_context", "class_labels", "generate_images", "iter_generate"]
+__all__ = ["autocast_context", "class_labels", "generate_images", "iter_generate", "step_callback"]
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -90,7 +90,7 @@ def iter_generate(
     if labels is not None and cfg_scale != 1.0:
         model = CFGDenoiser(denoiser, cfg_scale, uncond_class)
     for start in range(0, n, batch_size):
-        callback = _step_callback(on_step) if on_step is not None else None
+        callback = step_callback(on_step) if on_step is not None else None
         seeds = [seed + i for i in range(start, min(n, start + batch_size))]
         x = initial_noise(seeds, shape, device=device) * sigmas[0]
         extra = {} if labels is None else {"class_cond": labels[start : start + len(seeds)].to(device)}
@@ -101,8 +101,9 @@ def iter_generate(
         yield start, out.float().cpu()
 
 
-def _step_callback(on_step: Callable[[], None]) -> Callable[[dict[str, Any]], None]:
-    # Second-order samplers report several evaluations per step: count each step index once.
+def step_callback(on_step: Callable[[], None]) -> Callable[[dict[str, Any]], None]:
+    """A sampler callback calling ``on_step()`` once per step (second-order samplers report several
+    evaluations per step: each step index counts once)."""
     seen: set[int] = set()
 
     def callback(info: dict[str, Any]) -> None:

@@ -1,31 +1,7 @@
-"""Sampling from Python: a trained run, a checkpoint or a converted folder as one object.
-
-:func:`load` reads a run directory (its newest valid checkpoint), a checkpoint file, or a folder
-written by ``hourglass convert`` (``recipe.toml`` + ``model.safetensors``) into a :class:`Pipeline`
-holding the recipe, the model (the EMA weights unless ``ema=False``) and its denoiser::
-
-    import hourglass
-
-    pipe = hourglass.load("runs/quickstart")
-    images = pipe.sample(12, classes=[0, 4], cfg=3.0, steps=30, seed=0)  # (12, C, H, W) in [-1, 1]
-    pipe.save_grid(images, "grid.png")
-    edited = pipe.image_to_image(images, strength=0.5, seed=1)          # SDEdit
-    filled = pipe.inpaint(images, mask, seed=2)                          # mask: 1 = generate, 0 = keep
-
-Every call returns float32 CPU tensors in ``[-1, 1]`` (nominally; :meth:`Pipeline.to_pil` clips).
-The sampler, schedule, steps, guidance scale, count, batch size and seed default to the run's
-``[sample]`` section. Image ``i`` of a call uses seed ``seed + i`` for its starting noise and for all
-the noise a stochastic sampler adds (as :mod:`hourglass.train.sampling` does for training grids and
-``hourglass sample``), so an image does not depend on ``batch_size`` or on the other images of the
-call. Sampling runs in float32 unless ``dtype`` says otherwise (bfloat16 autocast picks kernels by
-batch size, so its images change with ``batch_size``).
-
-Loading reads safetensors files only (:func:`hourglass.train.load_checkpoint`): nothing is unpickled.
-"""
+"""The :class:`Pipeline`: a loaded model with its recipe and denoiser, ready to sample and edit."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -36,221 +12,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = [
-    "CLASSES_FILE", "Pipeline", "PipelineError", "load", "read_class_names", "run_dir_of",
-    "list_images", "load_images", "load_masks", "to_pil", "comparison_grid",
-]
+from hourglass.pipeline._errors import PipelineError
+from hourglass.pipeline.images import load_images, load_masks, to_pil
+from hourglass.train.sampling import step_callback
 
-#: the file of a run directory that lists its class names (a JSON list of strings, one per class id)
-CLASSES_FILE = "classes.json"
-
-class PipelineError(ValueError):
-    """A request the loaded model cannot serve: an unknown class, a strength outside (0, 1], an
-    unreadable image, an option the sampler does not have, ... The message says what to change."""
+__all__ = ["Pipeline"]
 
 
-# -- where things are -------------------------------------------------------------------------------
-def run_dir_of(path: str | os.PathLike) -> Path:
-    """The run directory (or converted folder) a checkpoint path belongs to.
-
-    A folder is its own; ``<run>/checkpoints/step_*.safetensors`` belongs to ``<run>``; any other file
-    (``model.safetensors`` of a converted folder) to its folder.
-    """
-    path = Path(path)
-    if path.is_dir():
-        return path
-    if path.parent.name == "checkpoints":
-        return path.parent.parent
-    return path.parent
-
-
-def read_class_names(source: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> list[str] | None:
-    """The class names a run recorded, if any: the one place they are read.
-
-    Looked up in order: the checkpoint's safetensors metadata key ``class_names`` (a JSON list), then
-    ``classes.json`` (a JSON list of strings) in the run directory (:func:`run_dir_of` of ``source``).
-    A malformed entry is skipped with a warning.
-
-    Args:
-        source: what was loaded (run directory, checkpoint file or converted folder).
-        checkpoint: the checkpoint file actually read (for its metadata).
-
-    Returns:
-        One name per class id, or None when the run recorded none.
-    """
-    candidates: list[tuple[str, Callable[[], Any]]] = []
-    if checkpoint is not None and Path(checkpoint).is_file():
-        def from_metadata() -> Any:
-            from safetensors import safe_open
-
-            with safe_open(str(checkpoint), framework="pt") as f:
-                text = (f.metadata() or {}).get("class_names")
-            return None if text is None else json.loads(text)
-
-        candidates.append((f"{checkpoint} (metadata class_names)", from_metadata))
-    names_file = run_dir_of(source) / CLASSES_FILE
-    if names_file.is_file():
-        candidates.append((str(names_file), lambda: json.loads(names_file.read_text(encoding="utf-8"))))
-    for where, read in candidates:
-        try:
-            names = read()
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"ignoring the class names of {where}: {exc}", stacklevel=2)
-            continue
-        if names is None:
-            continue
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            warnings.warn(f"ignoring the class names of {where}: expected a JSON list of strings", stacklevel=2)
-            continue
-        return names
-    return None
-
-
-# -- images in and out ------------------------------------------------------------------------------
-def list_images(path: str | os.PathLike) -> list[Path]:
-    """An image file, or the image files directly inside a folder (sorted by name, hidden ones skipped).
-
-    Raises:
-        PipelineError: the path does not exist, is not an image file, or the folder holds none.
-    """
-    from hourglass.data.imagefolder import IMAGE_EXTENSIONS
-
-    path = Path(path)
-    kinds = " ".join(IMAGE_EXTENSIONS)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise PipelineError(f"folder {path} holds no image files ({kinds})")
-        return files
-    if not path.exists():
-        raise PipelineError(f"image {path} does not exist; check the path")
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise PipelineError(f"{path} is not an image file: expected one of {kinds}")
-    return [path]
-
-
-def _expand_sources(sources: Any) -> list[Any]:
-    from PIL import Image
-
-    if isinstance(sources, (str, os.PathLike, Image.Image)):
-        sources = [sources]
-    out: list[Any] = []
-    for item in sources:
-        if isinstance(item, Image.Image):
-            out.append(item)
-        elif isinstance(item, (str, os.PathLike)):
-            out += list_images(item)
-        else:
-            raise TypeError(f"images are paths, folders or PIL images, got {type(item).__name__}")
-    if not out:
-        raise PipelineError("no images given")
-    return out
-
-
-def _read(item: Any, channels: int, size: tuple[int, int], mode: str) -> Tensor:
-    """``(channels, H, W)`` in [0, 1]: read, EXIF-rotated, scaled to cover ``size`` and centre-cropped."""
-    from PIL import Image, ImageOps
-
-    from hourglass.data._base import resize_cover
-    from hourglass.data.imagefolder import pil_to_tensor
-
-    if isinstance(item, Image.Image):
-        image = item
-    else:
-        try:
-            with Image.open(item) as opened:
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise PipelineError(f"cannot read {item} as an image: {exc}") from None
-    return resize_cover(pil_to_tensor(image, channels), size, mode=mode).clamp(0.0, 1.0)
-
-
-def load_images(sources: Any, *, size: int | tuple[int, int], channels: int = 3) -> Tensor:
-    """Images for :meth:`Pipeline.image_to_image` and :meth:`Pipeline.inpaint`, prepared as the datasets do.
-
-    Each is read with PIL (EXIF orientation applied, transparency over white), converted to
-    ``channels`` (grey replicated, or the luma of RGB), scaled so its shorter side covers ``size``
-    (bicubic, antialiased) and centre-cropped.
-
-    Args:
-        sources: an image path, a folder (its image files, sorted), a PIL image, or a list of them.
-        size: ``(H, W)`` or a side.
-        channels: 1 or 3.
-
-    Returns:
-        ``(B, channels, H, W)`` float32 in ``[-1, 1]``.
-
-    Raises:
-        PipelineError: a missing file, a file without an image extension, a file PIL cannot read.
-    """
-    from hourglass.spec import as_pair
-
-    hw = as_pair(size)
-    return torch.stack([_read(item, channels, hw, "bicubic") for item in _expand_sources(sources)]) * 2 - 1
-
-
-def load_masks(sources: Any, *, size: int | tuple[int, int]) -> Tensor:
-    """Inpainting masks from images: white (1) = generate, black (0) = keep; grey levels blend.
-
-    Read as grey, scaled to cover ``size`` (bilinear, so values stay in [0, 1]) and centre-cropped:
-    the same geometry as :func:`load_images`, so a mask drawn on its image stays aligned with it.
-
-    Returns:
-        ``(B, 1, H, W)`` float32 in ``[0, 1]``.
-    """
-    from hourglass.spec import as_pair
-
-    hw = as_pair(size)
-    return torch.stack([_read(item, 1, hw, "bilinear") for item in _expand_sources(sources)])
-
-
-def to_pil(images: Tensor) -> list[Any]:
-    """``(B, C, H, W)`` or ``(C, H, W)`` images in ``[-1, 1]`` (clipped) as 8-bit PIL images (L or RGB)."""
-    from PIL import Image
-
-    from hourglass.train.images import to_uint8
-
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"to_pil expects (B, C, H, W) or (C, H, W) with C in {{1, 3}}, got {tuple(images.shape)}")
-    pixels = to_uint8(images)
-    return [Image.fromarray(p[..., 0], mode="L") if p.shape[-1] == 1 else Image.fromarray(p, mode="RGB")
-            for p in pixels]
-
-
-def comparison_grid(inputs: Tensor, results: Tensor, masks: Tensor | None = None, ncol: int = 8) -> Tensor:
-    """Rows of inputs, masks (when given) and results, ``ncol`` images per row, for :func:`save_grid`.
-
-    Args:
-        inputs: ``(B, C, H, W)`` in [-1, 1].
-        results: ``(B, C, H, W)`` in [-1, 1].
-        masks: ``(B or 1, 1, H, W)`` in [0, 1] (shown white where generated).
-        ncol: images per row; longer batches continue in further groups of rows.
-
-    Returns:
-        ``(groups * rows * ncol, C, H, W)`` images to tile with ``nrow=ncol`` (a short last group is
-        filled with white).
-    """
-    b, c = results.shape[:2]
-    rows = [inputs.float().cpu()]
-    if masks is not None:
-        rows.append(masks.float().cpu().expand(b, c, *results.shape[2:]) * 2 - 1)
-    rows.append(results.float().cpu())
-    ncol = max(1, min(ncol, b))
-    cells = []
-    for start in range(0, b, ncol):
-        for row in rows:
-            part = row[start : start + ncol]
-            if part.shape[0] < ncol:  # a short last group: fill with white
-                part = torch.cat([part, part.new_ones(ncol - part.shape[0], *part.shape[1:])])
-            cells.append(part)
-    return torch.cat(cells)
-
-
-# -- the pipeline -----------------------------------------------------------------------------------
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise PipelineError(f"{name} must be a positive integer, got {value!r}")
@@ -697,7 +465,7 @@ class Pipeline:
                 with torch.no_grad(), autocast_context(device, dtype):
                     result = run(
                         sampler_obj, denoiser, x[start:stop].to(device), sigmas, batch_mask, seeds=seeds,
-                        callback=_count_steps(bar.update) if bar is not None else None, extra_args=extra,
+                        callback=step_callback(bar.update) if bar is not None else None, extra_args=extra,
                     )
                 out.append(result.float().cpu())
         finally:
@@ -856,76 +624,6 @@ class Pipeline:
         return [save_image(image, Path(folder) / f"{start + i:06d}.png") for i, image in enumerate(images)]
 
 
-def _count_steps(on_step: Callable[[], None]) -> Callable[[dict[str, Any]], None]:
-    """A sampler callback calling ``on_step`` once per step index (multi-stage samplers report several)."""
-    seen: set[int] = set()
-
-    def callback(info: dict[str, Any]) -> None:
-        if info["i"] not in seen:
-            seen.add(info["i"])
-            on_step()
-
-    return callback
-
-
 def _check_strength(strength: Any) -> None:
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
         raise PipelineError(f"strength must be in (0, 1] (1 = the whole schedule), got {strength!r}")
-
-
-def load(
-    path: str | os.PathLike,
-    *,
-    ema: bool | None = True,
-    device: str | torch.device = "auto",
-    report: Callable[[str], None] | None = None,
-) -> Pipeline:
-    """Load a trained model for sampling.
-
-    Args:
-        path: a run directory (its newest valid checkpoint), a ``step_*.safetensors`` checkpoint, or a
-            folder (or its ``model.safetensors``) written by ``hourglass convert``.
-        ema: True: the EMA weights (for a converted folder: its one set of weights, unless they are
-            recorded as the raw ones); False: the raw trained weights; None: the EMA weights when the
-            file has them, else the ones it has.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:N"`` or a ``torch.device``.
-        report: receives one message per corrupt checkpoint file skipped in a run directory
-            (default: silent).
-
-    Returns:
-        The :class:`Pipeline`.
-
-    Raises:
-        hourglass.train.CheckpointError: nothing usable at ``path``, or weights that do not fit.
-        PipelineError: the requested weights are not in the file.
-    """
-    from hourglass.devices import resolve_device
-    from hourglass.train.checkpoint import (
-        WEIGHTS_FORMAT,
-        build_checkpoint_model,
-        checkpoint_recipe,
-        resolve_checkpoint,
-    )
-
-    dev = resolve_device(device)
-    data = resolve_checkpoint(path, report=report)
-    recipe, spec = checkpoint_recipe(data)
-    converted_from = ""
-    if data.format == WEIGHTS_FORMAT:  # one set of weights: say what it is, refuse the other
-        weights, which = data.model, data.extra.get("weights", "unknown")
-        converted_from = data.extra.get("source") or "another format"
-        if ema is not None and which == ("raw" if ema else "ema"):
-            wanted = "EMA" if ema else "raw (non-EMA)"
-            raise PipelineError(
-                f"{data.path} holds only the {'raw' if ema else 'EMA'} weights converted from {converted_from}, "
-                f"not the {wanted} ones; {'pass ema=False (--no-ema)' if ema else 'drop ema=False (--no-ema)'}"
-            )
-    elif ema or (ema is None and data.ema):
-        if not data.ema:
-            raise PipelineError(f"{data.path} has no EMA weights; pass ema=False (--no-ema) for the trained weights")
-        weights, which = data.ema, "ema"
-    else:
-        weights, which = data.model, "raw"
-    model = build_checkpoint_model(data, weights, recipe=recipe, spec=spec, device=dev)
-    return Pipeline(model, recipe=recipe, class_names=read_class_names(path, data.path), step=data.step,
-                    weights=which, source=path, converted_from=converted_from)
