@@ -237,6 +237,46 @@ def test_wrong_types():
     assert "true or false" in by_path["runtime.compile"].text
 
 
+def test_strict_types_refuse_quoted_numbers_and_booleans_with_the_fix():
+    by_path = {p.path: p for p in problems_of(SMALL, [
+        ("data.batch_size", "32"), "data.num_workers=true", "runtime.compile=1", ("runtime.dtype", 3),
+        "train.steps=3.0", ("train.lr", "1e-4"), "data.dataset.channels=true", ("train.betas", ["0.9", 0.95]),
+        ("train.gradient_checkpointing", "true"),
+    ])}
+    assert by_path["data.batch_size"].value == "32" and "write 32 without quotes" in by_path["data.batch_size"].text
+    assert "true/false is not a number" in by_path["data.num_workers"].text
+    assert "true or false" in by_path["runtime.compile"].text and by_path["runtime.compile"].value == 1
+    assert "runtime.dtype" in by_path
+    assert "write 3 (a whole number" in by_path["train.steps"].text
+    assert "write 1e-4 without quotes" in by_path["train.lr"].text
+    assert by_path["data.dataset.channels"].value is True
+    assert "write 0.9 without quotes" in by_path["train.betas[0]"].text
+    assert "write true without quotes" in by_path["train.gradient_checkpointing"].text
+    assert len(by_path) == 9
+
+
+def test_strict_types_keep_ints_for_floats_and_arrays_for_tuples():
+    r = small(train__lr=1, train__betas=[0.8, 0.9], data__augment__p=0, model__levels=[
+        {"depth": 1, "width": 32, "attention": {"type": "neighborhood", "kernel_size": 3, "d_head": 16}},
+        {"depth": 1, "width": 64, "attention": {"type": "global", "d_head": 16}},
+    ])
+    assert r.train.lr == 1.0 and isinstance(r.train.lr, float) and r.train.betas == (0.8, 0.9)
+    import json
+
+    from hourglass.registry import MODEL
+
+    as_json = json.loads(json.dumps(r.to_data()))  # tuples become lists, as in a checkpoint's model_spec
+    assert MODEL.validate(as_json["model"]) == r.model and recipe_from_data(as_json) == r
+
+
+def test_every_registered_spec_is_strict():
+    from hourglass.registry import REGISTRIES
+
+    loose = [f"{family}:{name}" for family, registry in REGISTRIES.items() for name in registry.names()
+             if not registry.spec_class(name).model_config.get("strict")]
+    assert not loose
+
+
 def test_missing_fields():
     text = SMALL.replace("depth = 1\nwidth = 64", "width = 64").replace('dataset = { type = "shapes", size = 64 }', "")
     problems = problems_of(text)

@@ -203,8 +203,45 @@ def _convert(err: dict, data: Any, root: type[BaseModel], prefix: list[Any]) -> 
             return with_values([p.under(path) for p in error.problems], data)
         text = str(error) if error is not None else str(err["msg"]).removeprefix("Value error, ")
         return [Problem(path, text, "", NO_VALUE if isinstance(value, dict) else value)]
-    fix = _FIXES.get(kind, "")
+    fix = _typed_fix(kind, value) or _FIXES.get(kind, "")
     return [Problem(path, str(err["msg"]), fix, value)]
+
+
+def _number_text(text: str) -> int | float | None:
+    """The number a string spells (``"32"`` -> 32, ``" 1e-4"`` -> 0.0001), or None."""
+    from hourglass.recipe.toml import parse_value
+
+    parsed = parse_value(text.strip()) if text.strip() else None
+    return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else None
+
+
+def _typed_fix(kind: str, value: Any) -> str:
+    """A hint naming the fix for a value of the wrong type (strict types: no quoted numbers,
+    no booleans for numbers, no numbers for booleans); ``""`` when the generic hint fits."""
+    if kind in ("int_type", "int_parsing", "int_from_float", "float_type", "float_parsing"):
+        whole = kind.startswith("int")
+        example = "a whole number, e.g. 3" if whole else "a number, e.g. 0.5"
+        if isinstance(value, bool):
+            return f"true/false is not a number; write {example}"
+        if isinstance(value, str):
+            number = _number_text(value)
+            if number is not None and (not whole or isinstance(number, int)):
+                return f"write {value.strip()} without quotes"
+            return f"write {example} (without quotes)"
+        if whole and isinstance(value, float) and value.is_integer():
+            return f"write {int(value)} (a whole number, no decimal point)"
+        return ""
+    if kind in ("bool_type", "bool_parsing"):
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return f"write {value.strip().lower()} without quotes"
+        if isinstance(value, (int, float)):
+            return "write true or false (a number is not a boolean)"
+        return "write true or false (no quotes)"
+    if kind == "literal_error" and isinstance(value, bool):
+        return "true/false is not one of these values; write one of the values listed"
+    if kind == "literal_error" and isinstance(value, str) and _number_text(value) is not None:
+        return f"write {value.strip()} without quotes"
+    return ""
 
 
 def problems_from_validation(
