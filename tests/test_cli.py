@@ -154,6 +154,17 @@ def test_bad_set_expression(capsys, tmp_path):
     assert code == 2 and "key=value" in err and "Traceback" not in err
 
 
+def test_set_of_a_component_type_prints_what_it_keeps_and_drops(capsys, tmp_path):
+    path = write(tmp_path, TINY)
+    code, out, err = run(capsys, "validate", path, "--set", "model.levels[0].attention.type=shifted_window",
+                         "--set", "model.levels[0].attention.window_size=4")
+    assert code == 0, err
+    assert err.splitlines() == ["note: model.levels[0].attention: type neighborhood -> shifted_window keeps d_head; "
+                                "drops kernel_size (not options of shifted_window)"]
+    code, out, err = run(capsys, "build", path, "--json", "--set", "model.levels[0].attention.type=global")
+    assert code == 0 and "keeps d_head; drops kernel_size" in err
+
+
 # -- flops ----------------------------------------------------------------------------------------
 def _gmacs(capsys, *argv) -> list[float]:
     code, out, err = run(capsys, "flops", *argv, "--json")

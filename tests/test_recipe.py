@@ -198,10 +198,34 @@ def test_override_creates_missing_section_and_appends_levels():
     assert out["train"] == {"ema": {"power": 0.6667}} and len(out["model"]["levels"]) == 3
 
 
-def test_override_type_change_starts_from_new_defaults():
-    r = small(**{"model__levels[0]__attention__type": "shifted_window", "model__levels[0]__width": 64})
-    assert r.model.levels[0].attention.type == "shifted_window"
-    assert r.model.levels[0].attention.d_head == 64 and r.model.levels[0].attention.window_size == 8
+def test_override_type_change_keeps_the_options_the_new_type_has_and_names_the_rest():
+    notes: list[str] = []
+    r = loads_recipe(SMALL, ["model.levels[0].attention.type=shifted_window", "model.levels[0].width=64"], notes=notes)
+    attention = r.model.levels[0].attention
+    assert attention.type == "shifted_window"
+    assert attention.d_head == 16  # kept (it was 16; the new type's default is 64)
+    assert attention.window_size == 8  # the new type's own default
+    assert notes == ["model.levels[0].attention: type neighborhood -> shifted_window keeps d_head; "
+                     "drops kernel_size (not options of shifted_window)"]
+    notes.clear()
+    r = loads_recipe(SMALL, ["model.levels[1].attention.type=neighborhood", "model.levels[1].attention.kernel_size=3"],
+                     notes=notes)
+    assert r.model.levels[1].attention.d_head == 16
+    assert notes == ["model.levels[1].attention: type global -> neighborhood keeps d_head"]
+    notes.clear()
+    problems_of(SMALL, ["model.levels[0].attention.type=no_such_kind"])  # unknown type: reported, no note
+    data = apply_overrides(toml.loads(SMALL), ["model.levels[0].attention.type=no_such_kind"], notes=notes)
+    assert data["model"]["levels"][0]["attention"] == {"type": "no_such_kind"} and notes == []
+
+
+def test_override_reaches_into_a_preset():
+    text = '[model]\npreset = "hdit_test"\ninput_size = 16\nnum_classes = 0\n\n[data]\ndataset = "shapes"\n'
+    base = loads_recipe(text)
+    r = loads_recipe(text, ["model.levels[0].depth=3"])
+    assert r.model.levels[0].depth == 3
+    assert r.model.levels[0].model_copy(update={"depth": base.model.levels[0].depth}) == base.model.levels[0]
+    assert r.model.levels[1:] == base.model.levels[1:] and r.model.mapping == base.model.mapping
+    assert loads_recipe(text, ["model.preset=hdit_test", "model.levels[0].depth=3"]).model.levels[0].depth == 3
 
 
 def test_override_string_component_becomes_table():

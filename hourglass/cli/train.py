@@ -16,7 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
-from hourglass.cli._common import CLIError, add_set_option
+from hourglass.cli._common import CLIError, add_set_option, print_notes
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "default_run_dir"]
 
@@ -56,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_bad_steps is not None and args.max_bad_steps < 1:
         raise CLIError(f"--max-bad-steps must be at least 1, got {args.max_bad_steps}")
-    recipe = load_recipe(args.recipe, args.set)
+    notes: list[str] = []
+    try:
+        recipe = load_recipe(args.recipe, args.set, notes=notes)
+    finally:
+        print_notes(notes)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.recipe)
     try:
         trainer = Trainer(recipe, run_dir, max_bad_steps=args.max_bad_steps,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hourglass.cli._common import add_json_option, add_set_option, human_count, meta_build, print_json
+from hourglass.cli._common import add_json_option, add_set_option, human_count, meta_build, print_json, print_notes
 from hourglass.recipe import RecipeError, load_recipe
 from hourglass.spec import NO_VALUE
 
@@ -42,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     results = []
     failed = 0
     for path in args.recipes:
+        notes: list[str] = []
         try:
-            recipe = load_recipe(path, args.set)
+            try:
+                recipe = load_recipe(path, args.set, notes=notes)
+            finally:
+                print_notes(notes)  # also when the recipe fails: what a type change kept and dropped
             model = meta_build(recipe.model, path)
         except RecipeError as exc:
             failed += 1

@@ -19,7 +19,7 @@ from hourglass.recipe.overrides import format_path, lookup
 from hourglass.registry import ComponentOf, Registry
 from hourglass.spec import NO_VALUE, Problem, SpecError
 
-__all__ = ["Problem", "RecipeError", "problems_from_validation", "model_at", "NO_VALUE", "with_values"]
+__all__ = ["Problem", "RecipeError", "problems_from_validation", "model_at", "registry_at", "NO_VALUE", "with_values"]
 
 
 class RecipeError(ValueError):
@@ -101,25 +101,37 @@ def _as_model(desc: Any, node: Any) -> type[BaseModel] | None:
     return desc if isinstance(desc, type) and issubclass(desc, BaseModel) else None
 
 
-def model_at(root: type[BaseModel], data: Any, parts: list[Any]) -> type[BaseModel] | None:
-    """The spec class that validates the table at ``parts`` (following ``type`` keys), if any."""
+def _descriptor_at(root: type[BaseModel], data: Any, parts: list[Any]) -> tuple[Any, Any]:
+    """``(descriptor, node)`` at ``parts``: what the schema says the value there is, and the value."""
     desc: Any = root
     node = data
     for part in parts:
         if isinstance(desc, tuple):
             kind, inner = desc
             if (kind == "seq") != isinstance(part, int):
-                return None
+                return None, None
             desc, node = inner, lookup(node, [part])
             continue
         cls = _as_model(desc, node)
         if cls is None or not isinstance(part, str) or part not in cls.model_fields:
-            return None
+            return None, None
         field = cls.model_fields[part]
         desc, node = _descriptor(field.annotation, field.metadata), lookup(node, [part])
         if desc is None:
-            return None
-    return _as_model(desc, node) if not isinstance(desc, tuple) else None
+            return None, None
+    return desc, node
+
+
+def model_at(root: type[BaseModel], data: Any, parts: list[Any]) -> type[BaseModel] | None:
+    """The spec class that validates the table at ``parts`` (following ``type`` keys), if any."""
+    desc, node = _descriptor_at(root, data, parts)
+    return _as_model(desc, node) if desc is not None and not isinstance(desc, tuple) else None
+
+
+def registry_at(root: type[BaseModel], data: Any, parts: list[Any]) -> Registry | None:
+    """The registry whose component sits at ``parts`` (e.g. ATTENTION for ``model.levels[0].attention``)."""
+    desc, _ = _descriptor_at(root, data, parts)
+    return desc if isinstance(desc, Registry) else None
 
 
 # -- converting errors ----------------------------------------------------------------------------
