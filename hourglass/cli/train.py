@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     """Train ``args.recipe``; 0 when done or stopped by a signal, 1 when training diverged."""
     import torch
 
-    from hourglass.recipe import load_recipe
+    from hourglass.recipe import RecipeError, availability_problems, load_recipe
+    from hourglass.recipe.problems import with_values
     from hourglass.train import checkpoint as ckpt
     from hourglass.train.trainer import TrainConfigError, Trainer, TrainingDiverged
 
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.set, notes=notes)
     finally:
         print_notes(notes)
+    missing = availability_problems(recipe.data)  # before anything is built
+    if missing:
+        raise RecipeError(with_values(missing, recipe.to_data()), args.recipe)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.recipe)
     try:
         trainer = Trainer(recipe, run_dir, max_bad_steps=args.max_bad_steps,

@@ -30,7 +30,15 @@ from torch import Tensor
 
 from hourglass.data import Augmented, create_dataloader, mix_seed
 from hourglass.devices import resolve_dtype
-from hourglass.recipe import Recipe, build_model, channel_problems, class_problems, dump_recipe, plain_data
+from hourglass.recipe import (
+    Recipe,
+    availability_problems,
+    build_model,
+    channel_problems,
+    class_problems,
+    dump_recipe,
+    plain_data,
+)
 from hourglass.registry import DATASET, DENOISER, MODEL, SIGMA_DENSITY, WEIGHTING
 from hourglass.spec import as_pair
 from hourglass.train import checkpoint as ckpt
@@ -127,6 +135,9 @@ class Trainer:
 
     def _setup(self) -> None:
         recipe, t = self.recipe, self.recipe.train
+        missing = availability_problems(recipe.data)  # before anything is built
+        if missing:
+            raise TrainConfigError("; ".join(str(p) for p in missing))
         self.amp_dtype = getattr(torch, resolve_dtype(recipe.runtime.dtype, self.device.type))
 
         # Model, EMA and optimizer: initialised on the CPU from the seed, identical on every rank.
@@ -186,7 +197,10 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------
     def _build_dataset(self) -> Any:
         data = self.recipe.data
-        dataset = DATASET.build(data.dataset, resolution=self.image_size, split="train")
+        try:
+            dataset = DATASET.build(data.dataset, resolution=self.image_size, split="train")
+        except (OSError, ValueError) as exc:  # e.g. files that vanished since the check, none readable
+            raise TrainConfigError(f"data.dataset ({data.dataset.type}): {' '.join(str(exc).split())}") from None
         # Validation checked what the dataset declares; what it learns only from its files is checked
         # here, by the same rules.
         problems = class_problems(self.num_classes, dataset.num_classes, data.dataset.type)
