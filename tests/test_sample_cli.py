@@ -76,8 +76,9 @@ def test_default_output_folder_is_in_the_run(run_dir):
         (["--steps", "0"], "--steps must be a positive integer, got 0"),
         (["--n", "-2"], "--n must be a positive integer"),
         (["--batch-size", "0"], "--batch-size must be a positive integer"),
-        (["--class", "6"], "--class 6 is out of range: this model has classes 0..5"),
-        (["--class", "a,b"], "is not an integer"),
+        (["--class", "6"], "--class 6: '6' is not a class of this model; its classes (id name): 0 circle, 1 square, "
+                           "2 triangle, 3 cross, 4 star, 5 ring, or 'none'"),
+        (["--class", "circle,hexagon"], "--class circle,hexagon: 'hexagon' is not a class of this model; its classes"),
         (["--resolution", "20"], "--resolution 20x20 does not fit this model"),
         (["--cfg", "nan"], "--cfg must be a finite number"),
         (["--device", "cuda:7"] , "CUDA is not available"),
@@ -98,4 +99,37 @@ def test_missing_or_empty_checkpoint(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "nope.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["sample", str(tmp_path)]) == 2
-    assert "has no usable checkpoint" in capsys.readouterr().err
+    assert "is a folder without checkpoints" in capsys.readouterr().err
+
+
+def test_class_names_are_saved_listed_and_accepted_by_class(run_dir, tmp_path, capsys):
+    import json
+
+    from hourglass.train.checkpoint import read_checkpoint, read_class_names
+
+    shapes = ["circle", "square", "triangle", "cross", "star", "ring"]
+    assert json.loads((run_dir / "classes.json").read_text()) == shapes
+    ckpt = run_dir / "checkpoints" / "step_00000003.safetensors"
+    assert read_checkpoint(ckpt, tensors=False).class_names == shapes
+    assert read_class_names(run_dir) == read_class_names(ckpt) == shapes
+    assert main(["sample", str(run_dir), "--list-classes"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{i}\t{n}" for i, n in enumerate(shapes)]
+    out = tmp_path / "named"
+    args = ["sample", str(ckpt), "--n", "3", "--steps", "1", "--no-grid", "--out", str(out)]
+    assert main([*args, "--class", "star,Ring,0"]) == 0
+    by_name = [_pixels(out / f"{i:06d}.png") for i in range(3)]
+    assert main([*args, "--class", "4,5,circle"]) == 0
+    assert all(np.array_equal(a, _pixels(out / f"{i:06d}.png")) for i, a in enumerate(by_name))
+
+
+def test_show_a_run_prints_its_recipe_step_and_class_names(run_dir, capsys):
+    import json
+
+    assert main(["show", str(run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert f"{run_dir}: checkpoint {run_dir / 'checkpoints' / 'step_00000003.safetensors'}, step 3" in text
+    assert "model: hdit at 16x16, 3 channel(s), 6 classes" in text and "data: shapes" in text
+    assert "classes (6, id name): 0 circle, 1 square, 2 triangle, 3 cross, 4 star, 5 ring" in text
+    assert main(["show", str(run_dir / "checkpoints" / "step_00000003.safetensors"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["step"] == 3 and shown["class_names"][4] == "star" and shown["model"]["num_classes"] == 6

@@ -217,7 +217,7 @@ def test_load_checkpoint_for_inference(tmp_path):
     assert any(not torch.equal(v, saved.ema[k]) for k, v in model.state_dict().items())
     x, sigma = torch.randn(2, 3, 16, 16), torch.ones(2)
     assert ema_model(x, sigma, class_cond=torch.tensor([0, 6])).shape == (2, 3, 16, 16)
-    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"samples is a folder of images \(e.g. final.png\), not a run directory"):
         load_checkpoint(tmp_path / "samples")
 
 

@@ -107,7 +107,8 @@ def _one_message(exc: BaseException) -> str:
 
     if isinstance(exc, RecipeError) and len(exc.problems) == 1:
         where = f"recipe {exc.source}: " if exc.source else "recipe: "
-        return where + str(exc.problems[0])
+        problem = exc.problems[0]
+        return where + (problem.text if not problem.path else str(problem))
     return str(exc)
 
 

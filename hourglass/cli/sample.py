@@ -4,7 +4,8 @@ Uses the EMA weights unless ``--no-ema`` (a folder or ``model.safetensors`` writ
 convert`` holds one set of weights, which is used). Image ``i`` gets seed ``--seed + i`` for all of its
 noise, so the same seed gives the same images whatever ``--batch-size`` is. The sampler, schedule,
 steps and guidance scale default to the run's ``[sample]`` section. Class-conditional models cycle
-through every class unless ``--class`` names some (``none`` = the unconditional "no class").
+through every class unless ``--class`` names some, by name or id (``none`` = the unconditional "no
+class"); ``--list-classes`` lists them (an image folder's classes are its sorted subfolder names).
 Sampling runs in float32 unless ``--dtype`` says otherwise (bfloat16 autocast picks kernels by
 batch size, so its images change with ``--batch-size``). Writes ``000000.png``, ``000001.png``,
 ... and ``grid.png`` into ``--out`` (default ``<run dir>/samples/<checkpoint name>``).
@@ -30,6 +31,8 @@ EXAMPLES = (
     "hourglass sample runs/quickstart",
     "hourglass sample runs/quickstart --n 36 --steps 20 --sampler dpmpp_2m --out samples/",
     "hourglass sample runs/in128/checkpoints/step_00400000.safetensors --class 207 --cfg 1.3 --device cuda",
+    "hourglass sample runs/quickstart --list-classes",
+    "hourglass sample runs/quickstart --class star,ring --n 8",
 )
 
 
@@ -44,9 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", help="sampler name (default: the run's sample.sampler); see `hourglass list sampler`")
     parser.add_argument("--cfg", type=float, metavar="SCALE",
                         help="classifier-free guidance scale, 1 = none (default: the run's sample.cfg_scale)")
-    parser.add_argument("--class", dest="classes", metavar="IDS",
-                        help="class id(s) to draw, comma-separated (cycled), or 'none' for no class; "
-                        "default: every class in turn")
+    parser.add_argument("--class", dest="classes", metavar="NAMES",
+                        help="class names or ids to draw, comma-separated (cycled), or 'none' for no class; "
+                        "default: every class in turn (--list-classes shows them)")
+    parser.add_argument("--list-classes", action="store_true",
+                        help="print the run's class ids and names, then exit")
     parser.add_argument("--seed", type=int, help="image i uses seed SEED + i (default: the run's sample.seed)")
     parser.add_argument("--resolution", type=int, nargs="+", metavar="N",
                         help="image side, or height and width (default: the model's training size)")
@@ -69,23 +74,33 @@ def _positive(name: str, value: int | None) -> None:
         raise CLIError(f"{name} must be a positive integer, got {value}")
 
 
-def _parse_classes(text: str | None, num_classes: int) -> list[int] | None:
+def _parse_classes(text: str | None, num_classes: int, source: Any) -> list[int] | None:
     if text is None:
         return None
     if num_classes == 0:
         raise CLIError("--class needs a class-conditional model; this model has no classes (drop --class)")
-    if text.strip().lower() == "none":
-        return [num_classes]
-    ids = []
-    for part in text.split(","):
-        try:
-            ids.append(int(part))
-        except ValueError:
-            raise CLIError(f"--class {text!r}: {part!r} is not an integer; give ids like 3 or 0,2,5, or 'none'") from None
-    bad = [i for i in ids if not 0 <= i < num_classes]
-    if bad:
-        raise CLIError(f"--class {bad[0]} is out of range: this model has classes 0..{num_classes - 1}")
-    return ids
+    from hourglass.train.checkpoint import read_class_names
+    from hourglass.train.sampling import class_ids
+
+    try:
+        return class_ids(text, num_classes, read_class_names(source))
+    except ValueError as exc:
+        raise CLIError(f"--class {text}: {exc}") from None
+
+
+def _list_classes(source: str) -> int:
+    from hourglass.train.checkpoint import read_class_names, resolve_checkpoint
+
+    info = resolve_checkpoint(source, report=None, tensors=False)
+    num_classes = int((info.model_spec or {}).get("num_classes") or 0)
+    names = read_class_names(source)
+    if not num_classes:
+        print(f"{source}: the model is unconditional (no classes)")
+    elif not names:
+        print(f"{source}: {num_classes} classes, ids 0..{num_classes - 1} (the run recorded no names)")
+    else:
+        print("\n".join(f"{i}\t{name}" for i, name in enumerate(names)))
+    return 0
 
 
 def _resolution(values: list[int] | None, model: Any) -> tuple[int, int]:
@@ -118,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     from hourglass.train.sampling import class_labels, iter_generate
     from hourglass.train.trainer import progress_enabled
 
+    if args.list_classes:
+        return _list_classes(args.checkpoint)
     for name in ("n", "batch_size", "steps"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.sampler is not None and args.sampler not in SAMPLER:
@@ -142,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = s.cfg_scale if args.cfg is None else args.cfg
     if cfg != 1.0 and num_classes == 0:
         raise CLIError(f"--cfg {cfg} needs a class-conditional model; this one has no classes (use --cfg 1)")
-    fixed = _parse_classes(args.classes, num_classes)
+    fixed = _parse_classes(args.classes, num_classes, args.checkpoint)
     hw = _resolution(args.resolution, net)
     n = args.n or s.n
     batch_size = args.batch_size or s.batch_size

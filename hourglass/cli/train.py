@@ -1,7 +1,7 @@
 """``hourglass train``: train a recipe, resuming from the run directory's newest valid checkpoint.
 
 The run directory (default ``runs/<recipe name>``) receives ``recipe.toml`` (the resolved recipe),
-``metrics.jsonl``, ``checkpoints/step_XXXXXXXX.safetensors`` and ``samples/*.png`` (grids from the
+``classes.json`` (the class names, e.g. an image folder's sorted subfolders), ``metrics.jsonl``, ``checkpoints/step_XXXXXXXX.safetensors`` and ``samples/*.png`` (grids from the
 EMA weights, ``final.png`` at the end). Running the same command again continues where the last
 checkpoint left off; a corrupt newest checkpoint is reported and skipped. SIGINT/SIGTERM finish
 the current step, write a checkpoint and exit 0.

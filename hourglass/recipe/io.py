@@ -220,14 +220,35 @@ def load_recipe(
         RecipeError: listing every problem (missing file, TOML syntax, schema, cross-field rules).
     """
     path = Path(path)
+    if path.is_dir():
+        hint = (f"to continue that run: hourglass train {path / 'recipe.toml'} --run-dir {path}"
+                if (path / "recipe.toml").is_file() else "pass a .toml recipe file")
+        raise RecipeError([Problem("", "a folder, not a recipe file", hint)], str(path))
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise RecipeError([_not_a_recipe(path)], str(path)) from None
+    except OSError as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise RecipeError(
             [Problem("", f"cannot read the recipe file: {reason}", "check the path")], str(path)
         ) from None
     return loads_recipe(text, overrides, source=str(path), notes=notes)
+
+
+def _not_a_recipe(path: Path) -> Problem:
+    """What a file that is not TOML text holds (a checkpoint, an image, ...), and what to do."""
+    from hourglass._files import SAFETENSORS, file_kind
+
+    try:
+        kind = file_kind(path)
+    except OSError:
+        kind = None
+    if kind == SAFETENSORS:
+        return Problem("", "a safetensors file (a checkpoint?), not a TOML recipe",
+                       "sample or inspect a checkpoint with `hourglass sample` / `hourglass show`; train a .toml recipe")
+    what = kind or "a binary file"
+    return Problem("", f"{what}, not a TOML recipe", "pass a .toml recipe (see recipes/)")
 
 
 def build_model(recipe: Recipe, device: str = "meta") -> Any:

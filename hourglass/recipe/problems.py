@@ -19,7 +19,10 @@ from hourglass.recipe.overrides import format_path, lookup
 from hourglass.registry import ComponentOf, Registry
 from hourglass.spec import NO_VALUE, Problem, SpecError
 
-__all__ = ["Problem", "RecipeError", "problems_from_validation", "model_at", "registry_at", "NO_VALUE", "with_values"]
+__all__ = [
+    "Problem", "RecipeError", "problems_from_validation", "model_at", "registry_at", "NO_VALUE", "with_values",
+    "components_in", "missing_components",
+]
 
 
 class RecipeError(ValueError):
@@ -132,6 +135,51 @@ def registry_at(root: type[BaseModel], data: Any, parts: list[Any]) -> Registry 
     """The registry whose component sits at ``parts`` (e.g. ATTENTION for ``model.levels[0].attention``)."""
     desc, _ = _descriptor_at(root, data, parts)
     return desc if isinstance(desc, Registry) else None
+
+
+def components_in(root: type[BaseModel] | Registry, data: Any) -> list[tuple[str, Registry, str]]:
+    """``(path, registry, name)`` of every component named in ``data`` (paths relative to ``data``).
+
+    Follows the schema from ``root`` (a spec class such as :class:`hourglass.recipe.Recipe`, or a
+    registry such as ``MODEL`` for a model spec's data); a component whose name is not registered
+    is listed but not entered (its fields are unknown).
+    """
+    from hourglass.spec import join_path
+
+    found: list[tuple[str, Registry, str]] = []
+
+    def walk(desc: Any, node: Any, path: str) -> None:
+        if desc is None or node is None:
+            return
+        if isinstance(desc, tuple):
+            kind, inner = desc
+            if kind == "seq" and isinstance(node, (list, tuple)):
+                for i, item in enumerate(node):
+                    walk(inner, item, join_path(path, f"[{i}]"))
+            elif kind == "map" and isinstance(node, dict):
+                for key, item in node.items():
+                    walk(inner, item, join_path(path, str(key)))
+            return
+        if isinstance(desc, Registry):
+            name = node.get("type") if isinstance(node, dict) else node if isinstance(node, str) else None
+            if not isinstance(name, str):
+                return
+            found.append((path, desc, name))
+        cls = _as_model(desc, node)
+        if cls is None or not isinstance(node, dict):
+            return
+        for fname, field in cls.model_fields.items():
+            if fname in node:
+                walk(_descriptor(field.annotation, field.metadata), node[fname], join_path(path, fname))
+
+    walk(root, data, "")
+    return found
+
+
+def missing_components(root: type[BaseModel] | Registry, data: Any) -> list[tuple[str, str, str]]:
+    """``(path, family, name)`` of every component named in ``data`` that is not registered here
+    (e.g. an attention kind of a plugin that is not installed or is disabled)."""
+    return [(path, registry.family, name) for path, registry, name in components_in(root, data) if name not in registry]
 
 
 # -- converting errors ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ CPU ends with bitwise-identical weights.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -100,7 +101,8 @@ class Trainer:
 
     Args:
         recipe: a validated :class:`hourglass.recipe.Recipe`.
-        run_dir: where ``recipe.toml``, ``metrics.jsonl``, ``checkpoints/`` and ``samples/`` go.
+        run_dir: where ``recipe.toml``, ``classes.json`` (the data's class names, if it names them),
+            ``metrics.jsonl``, ``checkpoints/`` and ``samples/`` go.
         max_bad_steps: consecutive non-finite steps before giving up (default: ``train.max_bad_steps``).
         report: prints a message (rank 0 only); default ``print`` (through tqdm when a bar shows).
         progress: show a tqdm bar (default: :func:`progress_enabled`).
@@ -207,6 +209,9 @@ class Trainer:
         problems += channel_problems(self.channels, dataset.channels)
         if problems:
             raise TrainConfigError("; ".join(str(p) for p in problems))
+        names = [str(n) for n in (getattr(dataset, "class_names", None) or [])]
+        #: one name per class id (saved as classes.json and in every checkpoint), None if the data has none
+        self.class_names: list[str] | None = names if self.num_classes and len(names) == self.num_classes else None
         if data.augment.p > 0:
             dataset = Augmented(dataset, data.augment, seed=self.recipe.train.seed)
         return dataset
@@ -369,7 +374,7 @@ class Trainer:
             ckpt.checkpoint_path(self.run_dir, self.step), step=self.step, model=self.model.state_dict(),
             ema=self.ema.model.state_dict(), optimizer=self.optimizer.state_dict(), rng=rng, data=data,
             recipe_toml=dump_recipe(self.recipe), model_spec=self._model_data(),
-            extra={"bad_steps": self.bad_steps, "world_size": self.dist.world_size},
+            extra={"bad_steps": self.bad_steps, "world_size": self.dist.world_size}, class_names=self.class_names,
         )
         ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_last)
         return path
@@ -407,6 +412,10 @@ class Trainer:
             tmp = self.run_dir / ".recipe.toml.tmp"
             tmp.write_text(text)
             os.replace(tmp, self.run_dir / "recipe.toml")
+            if self.class_names is not None:  # what `hourglass sample --class NAME` and `hourglass show` read
+                tmp = self.run_dir / f".{ckpt.CLASSES_FILE}.tmp"
+                tmp.write_text(json.dumps(self.class_names, ensure_ascii=False) + "\n", encoding="utf-8")
+                os.replace(tmp, self.run_dir / ckpt.CLASSES_FILE)
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
