@@ -177,6 +177,18 @@ def test_set_of_a_component_type_prints_what_it_keeps_and_drops(capsys, tmp_path
     assert code == 0 and "keeps d_head; drops kernel_size" in err
 
 
+def test_warnings_print_as_one_line_during_a_command(capsys, tmp_path):
+    import warnings
+
+    from hourglass.cli import _warning_line
+
+    line = _warning_line("train")("skipped 2 of 9 images:\n  a.png (bad)", UserWarning, "x.py", 3, "code")
+    assert line == "hourglass train: warning: skipped 2 of 9 images: a.png (bad)\n"
+    before = warnings.formatwarning
+    run(capsys, "validate", write(tmp_path, TINY))
+    assert warnings.formatwarning is before  # restored after the command
+
+
 # -- flops ----------------------------------------------------------------------------------------
 def _gmacs(capsys, *argv) -> list[float]:
     code, out, err = run(capsys, "flops", *argv, "--json")

@@ -55,17 +55,7 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
-    if path.is_dir():
-        raise CLIError(f"checkpoint {path} is a folder; pass the k-diffusion checkpoint file (.safetensors or .pth)")
-    if not path.is_file():
-        raise CLIError(f"checkpoint {path} does not exist; check the path")
-    kind = _kind(path)
-    if kind == SAFETENSORS:
-        _refuse_hourglass_file(path)
-    elif kind not in TORCH_KINDS:
-        what = kind or "neither a safetensors nor a PyTorch file"
-        raise CLIError(f"{path} is {what}, not a k-diffusion checkpoint; pass the .safetensors or .pth file that "
-                       "k-diffusion wrote (arguments: CONFIG.json CHECKPOINT OUT_DIR)")
+    kind = _checkpoint_kind(path)
     if kind == SAFETENSORS or path.suffix == ".safetensors":
         import safetensors.torch
 
@@ -90,6 +80,22 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
             return dict(obj)
     keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
     raise CLIError(f"{path} holds no state dict (looked for {', '.join(_PICK)} or a dict of tensors); found {keys}")
+
+
+def _checkpoint_kind(path: Path) -> str | None:
+    """The file kind of a k-diffusion checkpoint (safetensors or torch); anything else is a CLIError naming it."""
+    if path.is_dir():
+        raise CLIError(f"checkpoint {path} is a folder; pass the k-diffusion checkpoint file (.safetensors or .pth)")
+    if not path.is_file():
+        raise CLIError(f"checkpoint {path} does not exist; check the path")
+    kind = _kind(path)
+    if kind == SAFETENSORS:
+        _refuse_hourglass_file(path)
+    elif kind not in TORCH_KINDS:
+        what = kind or "neither a safetensors nor a PyTorch file"
+        raise CLIError(f"{path} is {what}, not a k-diffusion checkpoint; pass the .safetensors or .pth file that "
+                       "k-diffusion wrote (arguments: CONFIG.json CHECKPOINT OUT_DIR)")
+    return kind
 
 
 def _kind(path: Path) -> str | None:
