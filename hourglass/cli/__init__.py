@@ -34,7 +34,7 @@ _EPILOG = """\
 examples:
   hourglass build recipes/hdit_ffhq1024.toml          # per-level table: grid, layers, params, GMACs
   hourglass build hdit_l --resolution 512 --json     # a preset at another size, as JSON
-  hourglass validate recipes/*.toml                  # every problem of every file
+  hourglass validate recipes/*.toml --no-data-check  # every problem of every file (data not looked for)
   hourglass flops recipes/hdit_imagenet128.toml --resolution 128 256 512 --grow
   hourglass list attention                           # registered components and who provides them
   hourglass show neighborhood                        # a component's options and defaults
