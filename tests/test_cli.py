@@ -184,9 +184,15 @@ def test_warnings_print_as_one_line_during_a_command(capsys, tmp_path):
 
     line = _warning_line("train")("skipped 2 of 9 images:\n  a.png (bad)", UserWarning, "x.py", 3, "code")
     assert line == "hourglass train: warning: skipped 2 of 9 images: a.png (bad)\n"
+    import hourglass.cli.validate as validate_command
+
     before = warnings.formatwarning
-    run(capsys, "validate", write(tmp_path, TINY))
-    assert warnings.formatwarning is before  # restored after the command
+    seen = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validate_command, "run", lambda args: seen.append(warnings.formatwarning) or 0)
+        assert run(capsys, "validate", write(tmp_path, TINY))[0] == 0
+    assert seen[0]("a\nb", UserWarning, "x.py", 1) == "hourglass validate: warning: a b\n"  # while the command runs
+    assert warnings.formatwarning is before  # restored after it
 
 
 # -- flops ----------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -133,3 +135,21 @@ def test_show_a_run_prints_its_recipe_step_and_class_names(run_dir, capsys):
     assert main(["show", str(run_dir / "checkpoints" / "step_00000003.safetensors"), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["step"] == 3 and shown["class_names"][4] == "star" and shown["model"]["num_classes"] == 6
+
+
+def test_class_ids_take_names_then_ids():
+    from hourglass.train.sampling import class_ids
+
+    names = ["circle", "square", "Star", "star2"]
+    assert class_ids("circle,3, square ,STAR,none", 4, names) == [0, 3, 1, 2, 4]
+    assert class_ids(["star2", 1], 4, names) == [3, 1]
+    assert class_ids("7,3", 2, ["3", "7"]) == [1, 0]  # a name wins over the id it spells
+    assert class_ids("0,1", 2, None) == [0, 1]
+    for bad, needle in [("hexagon", "'hexagon' is not a class of this model; its classes (id name): 0 circle"),
+                        ("4", "'4' is not a class"), ("1.5", "'1.5' is not a class"), ("", "'' is not a class")]:
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            class_ids(bad, 4, names)
+    with pytest.raises(ValueError, match=r"give class ids 0\.\.1 \(this run recorded no class names\)"):
+        class_ids("x", 2, None)
+    with pytest.raises(ValueError, match="has no classes"):
+        class_ids("0", 0)
