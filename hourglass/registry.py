@@ -56,6 +56,7 @@ __all__ = [
     "PRESET",
     "add_loader",
     "plugin_statuses",
+    "plugin_summary",
     "load_plugins",
 ]
 
@@ -342,15 +343,10 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(str(name), known, n=1)
         if close:
             msg += f". Did you mean {close[0]!r}?"
-        loaded = [s.name for s in _plugin_statuses if s.status == "loaded"]
-        failed = [f"{s.name} ({s.error})" for s in _plugin_statuses if s.status == "failed"]
         if not msg.endswith("?"):
             msg += "."
-        if loaded:
-            msg += f" Plugins loaded: {', '.join(loaded)}."
-        if failed:
-            msg += f" Plugins that failed: {', '.join(failed)}."
-        return msg
+        summary = plugin_summary()
+        return f"{msg} {summary}" if summary else msg
 
     def __repr__(self) -> str:
         return f"Registry({self.family!r}, {len(self._entries)} entries)"
@@ -500,6 +496,22 @@ def _load_one(ep: Any, *, strict: bool, disabled: set[str]) -> None:
             )
     finally:
         _current.name = _current.status = _current.journal = None
+
+
+def plugin_summary() -> str:
+    """The plugins' state in a sentence or three (``""`` when none is installed): which loaded,
+    which failed (and why) and which ``HOURGLASS_DISABLE_PLUGINS`` skipped."""
+    loaded = [s.name for s in _plugin_statuses if s.status == "loaded"]
+    failed = [f"{s.name} ({s.error})" for s in _plugin_statuses if s.status == "failed"]
+    disabled = [s.name for s in _plugin_statuses if s.status == "disabled"]
+    parts = []
+    if loaded:
+        parts.append(f"Plugins loaded: {', '.join(loaded)}.")
+    if failed:
+        parts.append(f"Plugins that failed: {', '.join(failed)}.")
+    if disabled:
+        parts.append(f"Plugins disabled by HOURGLASS_DISABLE_PLUGINS: {', '.join(disabled)}.")
+    return " ".join(parts)
 
 
 def plugin_statuses() -> list[PluginStatus]:

@@ -12,11 +12,14 @@ value found there; the CLI prints one line per problem. Nothing is parsed back o
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, SerializeAsAny, WrapValidator
+from pydantic import BaseModel, ConfigDict, SerializeAsAny, WrapValidator, field_validator
+from pydantic_core import PydanticCustomError
 
 from hourglass.registry import ComponentOf, Registry
 
@@ -26,9 +29,59 @@ __all__ = [
 
 
 class Spec(BaseModel):
-    """Base of every component spec: frozen, unknown keys refused."""
+    """Base of every component spec: frozen, unknown keys refused, strict types.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    Strict: a string or a boolean is refused where a number is expected (``batch_size = "32"``,
+    ``--set data.batch_size=true``), a number where a boolean is, and a float with a fraction
+    where an integer is; an integer is a valid float. Arrays (TOML, JSON) are valid for tuple
+    fields, so a spec written as TOML or JSON reads back.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _lists_as_tuples(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        return value if field is None else _loosen(field.annotation, value)
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a (possibly ``Annotated`` / ``Optional`` / union) annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _loosen(annotation: Any, value: Any) -> Any:
+    """What strict mode leaves out: arrays for tuples (recursively), and no booleans for numeric literals.
+
+    A list becomes a tuple where the annotation has a tuple; ``True`` is refused for
+    ``Literal[1, 3]`` (pydantic compares literals by equality, and ``True == 1``).
+    """
+    members = _members(annotation)
+    if isinstance(value, list):
+        for member in members:
+            if typing.get_origin(member) is tuple:
+                args = typing.get_args(member)
+                if len(args) == 2 and args[1] is Ellipsis:
+                    return tuple(_loosen(args[0], v) for v in value)
+                if args and len(args) == len(value):
+                    return tuple(_loosen(a, v) for a, v in zip(args, value, strict=True))
+                return tuple(value)
+        return value
+    if isinstance(value, bool):
+        literals = [a for m in members if typing.get_origin(m) is Literal for a in typing.get_args(m)]
+        if literals and not any(isinstance(a, bool) for a in literals) and all(
+            isinstance(a, (int, float)) for a in literals
+        ):
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": " or ".join(map(str, literals))}
+            )
+    return value
 
 
 def Component(registry: Registry) -> Any:  # noqa: N802 - reads as a type in annotations

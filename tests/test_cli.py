@@ -137,9 +137,21 @@ def test_validate_reports_every_problem_of_every_file(capsys, tmp_path):
 
 def test_validate_every_shipped_recipe(capsys):
     paths = [str(p) for p in sorted(RECIPES.glob("**/*.toml"))]
-    code, out, err = run(capsys, "validate", *paths)
+    code, out, err = run(capsys, "validate", *paths, "--no-data-check")  # their image folders live elsewhere
     assert code == 0, err
     assert f"{len(paths)} of {len(paths)} recipes valid" in out
+
+
+def test_validate_looks_for_the_data(capsys, tmp_path):
+    imagenet = str(RECIPES / "hdit_imagenet128.toml")
+    code, out, err = run(capsys, "validate", imagenet)
+    assert code == 2 and "data.dataset.root = '/path/to/imagenet/train': folder '/path/to/imagenet/train' " \
+        "does not exist" in err and "--set data.dataset.root=" in err
+    (tmp_path / "train").mkdir()
+    code, out, err = run(capsys, "validate", imagenet, "--set", f"data.dataset.root={tmp_path / 'train'}")
+    assert code == 2 and "holds no image inside a class subfolder" in err
+    code, out, err = run(capsys, "validate", imagenet, "--no-data-check")
+    assert code == 0 and out.startswith("ok ")
 
 
 def test_validate_print_writes_loadable_toml(capsys, tmp_path):
@@ -152,6 +164,35 @@ def test_validate_print_writes_loadable_toml(capsys, tmp_path):
 def test_bad_set_expression(capsys, tmp_path):
     code, _, err = run(capsys, "validate", write(tmp_path, TINY), "--set", "train.lr")
     assert code == 2 and "key=value" in err and "Traceback" not in err
+
+
+def test_set_of_a_component_type_prints_what_it_keeps_and_drops(capsys, tmp_path):
+    path = write(tmp_path, TINY)
+    code, out, err = run(capsys, "validate", path, "--set", "model.levels[0].attention.type=shifted_window",
+                         "--set", "model.levels[0].attention.window_size=4")
+    assert code == 0, err
+    assert err.splitlines() == ["note: model.levels[0].attention: type neighborhood -> shifted_window keeps d_head; "
+                                "drops kernel_size (not options of shifted_window)"]
+    code, out, err = run(capsys, "build", path, "--json", "--set", "model.levels[0].attention.type=global")
+    assert code == 0 and "keeps d_head; drops kernel_size" in err
+
+
+def test_warnings_print_as_one_line_during_a_command(capsys, tmp_path):
+    import warnings
+
+    from hourglass.cli import _warning_line
+
+    line = _warning_line("train")("skipped 2 of 9 images:\n  a.png (bad)", UserWarning, "x.py", 3, "code")
+    assert line == "hourglass train: warning: skipped 2 of 9 images: a.png (bad)\n"
+    import hourglass.cli.validate as validate_command
+
+    before = warnings.formatwarning
+    seen = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validate_command, "run", lambda args: seen.append(warnings.formatwarning) or 0)
+        assert run(capsys, "validate", write(tmp_path, TINY))[0] == 0
+    assert seen[0]("a\nb", UserWarning, "x.py", 1) == "hourglass validate: warning: a b\n"  # while the command runs
+    assert warnings.formatwarning is before  # restored after it
 
 
 # -- flops ----------------------------------------------------------------------------------------

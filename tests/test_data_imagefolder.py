@@ -185,7 +185,53 @@ def test_empty_and_missing_folder_errors(tmp_path: Path):
         DATASET.build({"type": "imagefolder", "root": str(missing)}, resolution=16)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"garbage")
-    with pytest.raises(FileNotFoundError, match="none of the 1 image files"), pytest.warns(UserWarning):
-        DATASET.build({"type": "imagefolder", "root": str(tmp_path / "bad")}, resolution=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one error naming the reasons, no warning before it
+        with pytest.raises(FileNotFoundError, match=r"none of the 1 image files.*x\.png \(UnidentifiedImageError"):
+            DATASET.build({"type": "imagefolder", "root": str(tmp_path / "bad")}, resolution=16)
     with pytest.raises(ValueError, match="no split 'val'.*point 'root'"):
         DATASET.build({"type": "imagefolder", "root": str(empty)}, resolution=16, split="val")
+
+
+def test_availability_problems_find_a_missing_or_empty_folder_without_indexing(tmp_path: Path, monkeypatch):
+    from hourglass.data.imagefolder import ImageFolderDatasetSpec
+
+    def problems(root, **fields):
+        spec = ImageFolderDatasetSpec(root=str(root), **fields)
+        return DATASET.get("imagefolder").availability_problems(spec)
+
+    (p,) = problems(tmp_path / "missing")
+    assert p.path == "root" and "does not exist" in p.message and "data.dataset.root" in p.hint
+    assert p.value == str(tmp_path / "missing")
+    (tmp_path / "file.png").write_bytes(b"x")
+    (p,) = problems(tmp_path / "file.png")
+    assert "is a file, not a folder" in p.message
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no images")
+    (p,) = problems(tmp_path / "empty")
+    assert "holds no image file" in p.message and ".png" in p.message
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    _noise(8, 8).save(loose / "a.png")
+    assert problems(loose) == []
+    (p,) = problems(loose, classes="subfolders")
+    assert "no image inside a class subfolder" in p.message and 'classes = "none"' in p.hint
+    (loose / "cats").mkdir()
+    _noise(8, 8).save(loose / "cats" / "b.png")
+    assert problems(loose, classes="subfolders") == []
+    monkeypatch.chdir(tmp_path)
+    (p,) = problems("relative/missing")
+    assert f"relative to the working directory {tmp_path}" in p.message
+    import hourglass.data.imagefolder as imagefolder
+
+    monkeypatch.setattr(imagefolder, "_walk", None)  # the check never lists the whole folder
+    assert problems(loose) == []
+
+
+def test_class_names_of_datasets_whose_spec_names_them():
+    shapes, digits, lfw = (DATASET.get(n) for n in ("shapes", "digits", "lfw"))
+    assert shapes.class_names_of(DATASET.validate({"type": "shapes", "classes": ["star", "ring"]})) == ["star", "ring"]
+    assert digits.class_names_of(DATASET.validate({"type": "digits", "digits": [3, 7]})) == ["3", "7"]
+    assert digits.class_names_of(DATASET.validate({"type": "digits", "class_cond": False})) is None
+    assert lfw.class_names_of(DATASET.validate("lfw")) == ["face", "non_face"]
+    assert DATASET.get("imagefolder").class_names_of(DATASET.validate({"type": "imagefolder", "root": "x"})) is None

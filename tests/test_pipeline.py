@@ -50,7 +50,7 @@ def test_load_a_run_dir_or_a_checkpoint_file(run_dir, pipe):
     data = read_checkpoint(_ckpt(run_dir))
     assert pipe.step == 3 and pipe.weights == "ema" and pipe.describe_weights() == "EMA weights"
     assert pipe.recipe.sample.sampler.type == "euler" and pipe.recipe.model.num_classes == 6
-    assert (pipe.image_size, pipe.channels, pipe.num_classes, pipe.class_names) == ((16, 16), 3, 6, None)
+    assert (pipe.image_size, pipe.channels, pipe.num_classes, pipe.class_names) == ((16, 16), 3, 6, NAMES)
     assert pipe.denoiser.inner_model is pipe.model and not pipe.model.training
     state = pipe.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in data.ema.items())
@@ -68,7 +68,7 @@ def test_load_errors(tmp_path):
 
     with pytest.raises(CheckpointError, match="does not exist"):
         hourglass.load(tmp_path / "nope")
-    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+    with pytest.raises(CheckpointError, match="is a folder without checkpoints"):
         hourglass.load(tmp_path)
 
 
@@ -131,7 +131,7 @@ def test_class_names_from_classes_json_and_checkpoint_metadata(run_dir, tmp_path
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    assert read_class_names(run) is None
+    assert read_class_names(run) == NAMES  # the shapes dataset names its classes (no file needed)
     (run / "classes.json").write_text(json.dumps(NAMES))
     p = hourglass.load(run, device="cpu")
     assert p.class_names == NAMES
@@ -140,7 +140,7 @@ def test_class_names_from_classes_json_and_checkpoint_metadata(run_dir, tmp_path
     by_id = p.sample(3, classes=[4, 0, None], steps=2, seed=4)
     assert torch.equal(by_name, by_id)
     assert torch.equal(by_id, p.sample(3, classes=["4", "0", "none"], steps=2, seed=4))
-    with pytest.raises(PipelineError, match="'hexagon' is not a class of this model; its classes are circle, square"):
+    with pytest.raises(PipelineError, match="'hexagon' is not a class of this model; its classes \\(id name\\): 0 circle"):
         p.sample(2, classes=["hexagon"])
     # the checkpoint's own metadata comes first
     ckpt = _ckpt(run)
@@ -148,14 +148,17 @@ def test_class_names_from_classes_json_and_checkpoint_metadata(run_dir, tmp_path
         metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     safetensors.torch.save_file(tensors, str(ckpt), metadata={**metadata, "class_names": json.dumps(list("abcdef"))})
     assert hourglass.load(run, device="cpu").class_names == list("abcdef")
-    # names that do not fit the model, or a malformed file, are ignored with a warning
+    # names that do not fit the model are ignored with a warning; a malformed file is an error naming it
     (run / "classes.json").write_text(json.dumps(NAMES[:2]))
-    safetensors.torch.save_file(tensors, str(ckpt), metadata=metadata)
+    without_names = {k: v for k, v in metadata.items() if k != "class_names"}  # training records them too
+    safetensors.torch.save_file(tensors, str(ckpt), metadata=without_names)
     with pytest.warns(UserWarning, match="ignoring 2 class names: the model has 6 classes"):
         assert hourglass.load(run, device="cpu").class_names is None
     (run / "classes.json").write_text("{not json")
-    with pytest.warns(UserWarning, match="ignoring the class names of .*classes.json"):
-        assert read_class_names(run) is None
+    from hourglass.train import CheckpointError
+
+    with pytest.raises(CheckpointError, match="classes.json"):
+        read_class_names(run)
 
 
 # -- sampling ---------------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def test_sampler_options_and_iter_sample(pipe):
     b = pipe.sample(2, sampler={"type": "dpmpp_2m_sde", "eta": 0.0}, steps=3, seed=1)
     assert torch.equal(a, b)
     assert not torch.equal(a, pipe.sample(2, sampler="dpmpp_2m_sde", eta=1.0, steps=3, seed=1))
-    with pytest.raises(PipelineError, match="out of range"):
+    with pytest.raises(PipelineError, match="9 is not a class of this model"):
         pipe.iter_sample(2, classes=[9])  # checked before the first batch is asked for
     batches = list(pipe.iter_sample(5, batch_size=2, steps=1, seed=0))
     assert [start for start, _ in batches] == [0, 2, 4] and [len(x) for _, x in batches] == [2, 2, 1]
@@ -222,9 +225,9 @@ def test_sampler_options_and_iter_sample(pipe):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"classes": [6]}, "6 is out of range: this model has classes 0..5"),
-        ({"classes": ["x"]}, "'x': this model's classes have no recorded names; give ids 0..5"),
-        ({"classes": []}, "classes is empty"),
+        ({"classes": [6]}, "6 is not a class of this model; its classes (id name): 0 circle"),
+        ({"classes": ["x"]}, "'x' is not a class of this model; its classes (id name): 0 circle"),
+        ({"classes": []}, "no class given; its classes"),
         ({"cfg": float("nan")}, "cfg must be a finite number >= 0"),
         ({"steps": 0}, "steps must be a positive integer, got 0"),
         ({"n": 2.5}, "n must be a positive integer"),

@@ -198,10 +198,34 @@ def test_override_creates_missing_section_and_appends_levels():
     assert out["train"] == {"ema": {"power": 0.6667}} and len(out["model"]["levels"]) == 3
 
 
-def test_override_type_change_starts_from_new_defaults():
-    r = small(**{"model__levels[0]__attention__type": "shifted_window", "model__levels[0]__width": 64})
-    assert r.model.levels[0].attention.type == "shifted_window"
-    assert r.model.levels[0].attention.d_head == 64 and r.model.levels[0].attention.window_size == 8
+def test_override_type_change_keeps_the_options_the_new_type_has_and_names_the_rest():
+    notes: list[str] = []
+    r = loads_recipe(SMALL, ["model.levels[0].attention.type=shifted_window", "model.levels[0].width=64"], notes=notes)
+    attention = r.model.levels[0].attention
+    assert attention.type == "shifted_window"
+    assert attention.d_head == 16  # kept (it was 16; the new type's default is 64)
+    assert attention.window_size == 8  # the new type's own default
+    assert notes == ["model.levels[0].attention: type neighborhood -> shifted_window keeps d_head; "
+                     "drops kernel_size (not options of shifted_window)"]
+    notes.clear()
+    r = loads_recipe(SMALL, ["model.levels[1].attention.type=neighborhood", "model.levels[1].attention.kernel_size=3"],
+                     notes=notes)
+    assert r.model.levels[1].attention.d_head == 16
+    assert notes == ["model.levels[1].attention: type global -> neighborhood keeps d_head"]
+    notes.clear()
+    problems_of(SMALL, ["model.levels[0].attention.type=no_such_kind"])  # unknown type: reported, no note
+    data = apply_overrides(toml.loads(SMALL), ["model.levels[0].attention.type=no_such_kind"], notes=notes)
+    assert data["model"]["levels"][0]["attention"] == {"type": "no_such_kind"} and notes == []
+
+
+def test_override_reaches_into_a_preset():
+    text = '[model]\npreset = "hdit_test"\ninput_size = 16\nnum_classes = 0\n\n[data]\ndataset = "shapes"\n'
+    base = loads_recipe(text)
+    r = loads_recipe(text, ["model.levels[0].depth=3"])
+    assert r.model.levels[0].depth == 3
+    assert r.model.levels[0].model_copy(update={"depth": base.model.levels[0].depth}) == base.model.levels[0]
+    assert r.model.levels[1:] == base.model.levels[1:] and r.model.mapping == base.model.mapping
+    assert loads_recipe(text, ["model.preset=hdit_test", "model.levels[0].depth=3"]).model.levels[0].depth == 3
 
 
 def test_override_string_component_becomes_table():
@@ -235,6 +259,46 @@ def test_wrong_types():
     assert by_path["train.lr"].value == "fast" and "number" in by_path["train.lr"].text
     assert "whole number" in by_path["model.levels[0].depth"].text
     assert "true or false" in by_path["runtime.compile"].text
+
+
+def test_strict_types_refuse_quoted_numbers_and_booleans_with_the_fix():
+    by_path = {p.path: p for p in problems_of(SMALL, [
+        ("data.batch_size", "32"), "data.num_workers=true", "runtime.compile=1", ("runtime.dtype", 3),
+        "train.steps=3.0", ("train.lr", "1e-4"), "data.dataset.channels=true", ("train.betas", ["0.9", 0.95]),
+        ("train.gradient_checkpointing", "true"),
+    ])}
+    assert by_path["data.batch_size"].value == "32" and "write 32 without quotes" in by_path["data.batch_size"].text
+    assert "true/false is not a number" in by_path["data.num_workers"].text
+    assert "true or false" in by_path["runtime.compile"].text and by_path["runtime.compile"].value == 1
+    assert "runtime.dtype" in by_path
+    assert "write 3 (a whole number" in by_path["train.steps"].text
+    assert "write 1e-4 without quotes" in by_path["train.lr"].text
+    assert by_path["data.dataset.channels"].value is True
+    assert "write 0.9 without quotes" in by_path["train.betas[0]"].text
+    assert "write true without quotes" in by_path["train.gradient_checkpointing"].text
+    assert len(by_path) == 9
+
+
+def test_strict_types_keep_ints_for_floats_and_arrays_for_tuples():
+    r = small(train__lr=1, train__betas=[0.8, 0.9], data__augment__p=0, model__levels=[
+        {"depth": 1, "width": 32, "attention": {"type": "neighborhood", "kernel_size": 3, "d_head": 16}},
+        {"depth": 1, "width": 64, "attention": {"type": "global", "d_head": 16}},
+    ])
+    assert r.train.lr == 1.0 and isinstance(r.train.lr, float) and r.train.betas == (0.8, 0.9)
+    import json
+
+    from hourglass.registry import MODEL
+
+    as_json = json.loads(json.dumps(r.to_data()))  # tuples become lists, as in a checkpoint's model_spec
+    assert MODEL.validate(as_json["model"]) == r.model and recipe_from_data(as_json) == r
+
+
+def test_every_registered_spec_is_strict():
+    from hourglass.registry import REGISTRIES
+
+    loose = [f"{family}:{name}" for family, registry in REGISTRIES.items() for name in registry.names()
+             if not registry.spec_class(name).model_config.get("strict")]
+    assert not loose
 
 
 def test_missing_fields():

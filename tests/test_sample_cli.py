@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -76,8 +78,9 @@ def test_default_output_folder_is_in_the_run(run_dir):
         (["--steps", "0"], "--steps must be a positive integer, got 0"),
         (["--n", "-2"], "--n must be a positive integer"),
         (["--batch-size", "0"], "--batch-size must be a positive integer"),
-        (["--class", "6"], "--class 6 is out of range: this model has classes 0..5"),
-        (["--class", "a,b"], "--class 'a': this model's classes have no recorded names; give ids 0..5"),
+        (["--class", "6"], "--class 6: '6' is not a class of this model; its classes (id name): 0 circle, 1 square, "
+                           "2 triangle, 3 cross, 4 star, 5 ring, or 'none'"),
+        (["--class", "circle,hexagon"], "--class circle,hexagon: 'hexagon' is not a class of this model; its classes"),
         (["--resolution", "20"], "--resolution 20x20 does not fit this model"),
         (["--cfg", "nan"], "--cfg must be a finite number"),
         (["--device", "cuda:7"] , "CUDA is not available"),
@@ -98,7 +101,7 @@ def test_missing_or_empty_checkpoint(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "nope.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["sample", str(tmp_path)]) == 2
-    assert "has no usable checkpoint" in capsys.readouterr().err
+    assert "is a folder without checkpoints" in capsys.readouterr().err
 
 
 def test_one_image_is_singular(run_dir, tmp_path, capsys):
@@ -170,7 +173,7 @@ def test_inpaint_keeps_the_black_part_of_the_mask(run_dir, pictures, tmp_path, c
         (["--mask", "{mask}"], "--mask edits images: give the images with --init"),
         (["--init", "{inputs}", "--mask", "{tmp}/missing.png"], "--mask: image {tmp}/missing.png does not exist"),
         (["--init", "{inputs}", "--mask", "{masks}"], "--mask gives 3 masks for 2 images of --init"),
-        (["--init", "{inputs}", "--class", "circle"], "--class 'circle': this model's classes have no recorded names"),
+        (["--init", "{inputs}", "--class", "hexagon"], "--class hexagon: 'hexagon' is not a class of this model"),
     ],
 )
 def test_bad_edit_arguments_give_one_line_errors(run_dir, pictures, tmp_path, capsys, extra, message):
@@ -206,3 +209,54 @@ def test_edit_errors_without_a_traceback_in_a_subprocess(run_dir, tmp_path):
         f"hourglass sample: error: --init: cannot read {tmp_path / 'bad.png'} as an image: "
         f"cannot identify image file '{tmp_path / 'bad.png'}'"
     ]
+
+
+def test_class_names_are_saved_listed_and_accepted_by_class(run_dir, tmp_path, capsys):
+    import json
+
+    from hourglass.train.checkpoint import read_checkpoint, read_class_names
+
+    shapes = ["circle", "square", "triangle", "cross", "star", "ring"]
+    assert json.loads((run_dir / "classes.json").read_text()) == shapes
+    ckpt = run_dir / "checkpoints" / "step_00000003.safetensors"
+    assert read_checkpoint(ckpt, tensors=False).class_names == shapes
+    assert read_class_names(run_dir) == read_class_names(ckpt) == shapes
+    assert main(["sample", str(run_dir), "--list-classes"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{i}\t{n}" for i, n in enumerate(shapes)]
+    out = tmp_path / "named"
+    args = ["sample", str(ckpt), "--n", "3", "--steps", "1", "--no-grid", "--out", str(out)]
+    assert main([*args, "--class", "star,Ring,0"]) == 0
+    by_name = [_pixels(out / f"{i:06d}.png") for i in range(3)]
+    assert main([*args, "--class", "4,5,circle"]) == 0
+    assert all(np.array_equal(a, _pixels(out / f"{i:06d}.png")) for i, a in enumerate(by_name))
+
+
+def test_show_a_run_prints_its_recipe_step_and_class_names(run_dir, capsys):
+    import json
+
+    assert main(["show", str(run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert f"{run_dir}: checkpoint {run_dir / 'checkpoints' / 'step_00000003.safetensors'}, step 3" in text
+    assert "model: hdit at 16x16, 3 channel(s), 6 classes" in text and "data: shapes" in text
+    assert "classes (6, id name): 0 circle, 1 square, 2 triangle, 3 cross, 4 star, 5 ring" in text
+    assert main(["show", str(run_dir / "checkpoints" / "step_00000003.safetensors"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["step"] == 3 and shown["class_names"][4] == "star" and shown["model"]["num_classes"] == 6
+
+
+def test_class_ids_take_names_then_ids():
+    from hourglass.train.sampling import class_ids
+
+    names = ["circle", "square", "Star", "star2"]
+    assert class_ids("circle,3, square ,STAR,none", 4, names) == [0, 3, 1, 2, 4]
+    assert class_ids(["star2", 1], 4, names) == [3, 1]
+    assert class_ids("7,3", 2, ["3", "7"]) == [1, 0]  # a name wins over the id it spells
+    assert class_ids("0,1", 2, None) == [0, 1]
+    for bad, needle in [("hexagon", "'hexagon' is not a class of this model; its classes (id name): 0 circle"),
+                        ("4", "'4' is not a class"), ("1.5", "'1.5' is not a class"), ("", "'' is not a class")]:
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            class_ids(bad, 4, names)
+    with pytest.raises(ValueError, match=r"give class ids 0\.\.1 \(this run recorded no class names\)"):
+        class_ids("x", 2, None)
+    with pytest.raises(ValueError, match="has no classes"):
+        class_ids("0", 0)

@@ -217,7 +217,7 @@ def test_load_checkpoint_for_inference(tmp_path):
     assert any(not torch.equal(v, saved.ema[k]) for k, v in model.state_dict().items())
     x, sigma = torch.randn(2, 3, 16, 16), torch.ones(2)
     assert ema_model(x, sigma, class_cond=torch.tensor([0, 6])).shape == (2, 3, 16, 16)
-    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"samples is a folder of images \(e.g. final.png\), not a run directory"):
         load_checkpoint(tmp_path / "samples")
 
 
@@ -248,3 +248,88 @@ def test_checkpoint_loading_never_unpickles(tmp_path):
     time.sleep(0.05)
     assert not marker.exists()
     assert os.listdir(tmp_path / "checkpoints") == ["step_00000001.safetensors"]
+
+
+def test_read_class_names_from_metadata_classes_json_or_the_recipe(tmp_path):
+    from hourglass.recipe import dump_recipe
+    from hourglass.train import read_class_names
+
+    shapes = ["circle", "square", "triangle", "cross", "star", "ring"]
+    recipe = tiny_recipe()
+    path = save_checkpoint(checkpoint_path(tmp_path / "named", 1), step=1, model=_small_state(),
+                           recipe_toml=dump_recipe(recipe), class_names=["a", "b"])
+    assert read_class_names(path) == read_class_names(tmp_path / "named") == ["a", "b"]  # metadata wins
+    assert read_class_names(read_checkpoint(path)) == ["a", "b"]
+    # no metadata: the run's classes.json, else what the recipe's dataset spec names (shapes: its classes)
+    old = save_checkpoint(checkpoint_path(tmp_path / "old", 1), step=1, model=_small_state(),
+                          recipe_toml=dump_recipe(recipe))
+    assert read_checkpoint(old, tensors=False).class_names is None
+    assert read_class_names(old) == read_class_names(tmp_path / "old") == shapes
+    (tmp_path / "old" / "classes.json").write_text('["x", "y"]')
+    assert read_class_names(tmp_path / "old") == read_class_names(old) == ["x", "y"]
+    (tmp_path / "old" / "classes.json").write_text('{"x": 1}')
+    with pytest.raises(CheckpointError, match=r"classes.json: the class names are not a JSON list of strings"):
+        read_class_names(tmp_path / "old")
+    bare = save_checkpoint(checkpoint_path(tmp_path / "bare", 1), step=1, model=_small_state())
+    assert read_class_names(bare) is None
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_class_names(tmp_path / "missing")
+
+
+def test_header_only_reading_skips_the_tensors(tmp_path):
+    path = save_checkpoint(checkpoint_path(tmp_path, 7), step=7, model=_small_state(), model_spec={"type": "x"})
+    info = read_checkpoint(path, tensors=False)
+    assert info.step == 7 and info.model == {} and info.model_spec == {"type": "x"} and info.plugins == {}
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0xFF  # damaged tensor data: only a full read notices
+    path.write_bytes(bytes(raw))
+    assert read_checkpoint(path, tensors=False).step == 7
+    with pytest.raises(CheckpointError, match="checksum"):
+        read_checkpoint(path)
+
+
+def test_trainer_finds_missing_data_before_building_anything(tmp_path, monkeypatch):
+    from hourglass.train import TrainConfigError
+    from hourglass.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "build_model", None)  # never reached
+    recipe = tiny_recipe(f"data.dataset={{type = 'imagefolder', root = '{tmp_path / 'nope'}'}}", "model.num_classes=0")
+    with pytest.raises(TrainConfigError, match=r"data.dataset.root = .*nope.*: folder .* does not exist"):
+        Trainer(recipe, tmp_path / "run", report=quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_needing_an_unregistered_component_is_one_clear_error(tmp_path):
+    from hourglass.recipe import dump_recipe
+
+    recipe = tiny_recipe("train.steps=1")
+    train(recipe, tmp_path / "run", report=quiet)
+    saved = read_checkpoint(checkpoint_path(tmp_path / "run", 1))
+    spec = saved.model_spec
+    spec["levels"][1]["attention"]["type"] = "no_such_kind"
+    save_checkpoint(checkpoint_path(tmp_path / "other", 1), step=1, model=saved.model, ema=saved.ema,
+                    recipe_toml=dump_recipe(recipe).replace('"global"', '"no_such_kind"'), model_spec=spec)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "other")
+    text = str(info.value)
+    assert "needs attention 'no_such_kind' (model.levels[1].attention), not registered here" in text
+    assert "install or enable the plugin that provides it" in text and "\n" not in text
+
+
+def test_checkpoints_record_the_plugin_components_of_their_model(tmp_path):
+    from hourglass.recipe import load_recipe
+    from hourglass.registry import ATTENTION
+
+    if "dinat" not in ATTENTION:
+        pytest.skip("the hourglass-dinat plugin is not installed")
+    recipe = load_recipe(REPO / "plugins" / "hourglass-dinat" / "recipe.toml")
+    path = save_checkpoint(checkpoint_path(tmp_path, 1), step=1, model={}, model_spec=recipe.to_data()["model"])
+    assert read_checkpoint(path, tensors=False).plugins == {"attention:dinat": f"hourglass-dinat {_dinat_version()}"}
+    built_in = save_checkpoint(checkpoint_path(tmp_path, 2), step=2, model={}, model_spec=tiny_recipe().to_data()["model"])
+    assert read_checkpoint(built_in, tensors=False).plugins == {}
+
+
+def _dinat_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("hourglass-dinat")

@@ -4,8 +4,9 @@ Each command is a module of this package listed in :data:`COMMANDS`; it declares
 line for ``hourglass --help``), ``EXAMPLES`` (command lines shown under its own ``--help``, after
 the module docstring), ``add_arguments(parser)`` and ``run(args) -> int``, and may set ``COMMAND``
 when its name differs from the module's. User errors (:class:`CLIError`,
-``RecipeError``, ``RegistryError``, ``PluginError``) are printed as one message without a
-traceback and exit with status 2.
+``RecipeError``, ``RegistryError``, ``PluginError``, ``CheckpointError``) are printed without a
+traceback, on one line (a recipe error with several problems: one line per problem), and exit
+with status 2.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from hourglass.cli._common import EXIT_USAGE, CLIError, example_epilog
 
@@ -31,7 +34,7 @@ _EPILOG = """\
 examples:
   hourglass build recipes/hdit_ffhq1024.toml          # per-level table: grid, layers, params, GMACs
   hourglass build hdit_l --resolution 512 --json     # a preset at another size, as JSON
-  hourglass validate recipes/*.toml                  # every problem of every file
+  hourglass validate recipes/*.toml --no-data-check  # every problem of every file (data not looked for)
   hourglass flops recipes/hdit_imagenet128.toml --resolution 128 256 512 --grow
   hourglass list attention                           # registered components and who provides them
   hourglass show neighborhood                        # a component's options and defaults
@@ -86,8 +89,9 @@ def _strict_plugins() -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hourglass.recipe import RecipeError
     from hourglass.registry import PluginError, RegistryError
+    from hourglass.train.checkpoint import CheckpointError
 
-    errors: list[type[BaseException]] = [CLIError, RecipeError, RegistryError, PluginError]
+    errors: list[type[BaseException]] = [CLIError, RecipeError, RegistryError, PluginError, CheckpointError]
     try:
         from hourglass.backends import BackendUnavailableError
 
@@ -95,6 +99,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - backends is part of the package
         pass
     return tuple(errors)
+
+
+def _one_message(exc: BaseException) -> str:
+    """The error's text; a recipe error with a single problem on one line (``recipe X: path = v: ...``)."""
+    from hourglass.recipe import RecipeError
+
+    if isinstance(exc, RecipeError) and len(exc.problems) == 1:
+        where = f"recipe {exc.source}: " if exc.source else "recipe: "
+        problem = exc.problems[0]
+        return where + (problem.text if not problem.path else str(problem))
+    return str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,13 +129,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     command = args.command
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _warning_line(command)
     try:
         if args.strict_plugins:
             _strict_plugins()
         return int(args._module.run(args) or 0)
     except _user_errors() as exc:
-        print(f"hourglass {command}: error: {exc}", file=sys.stderr)
+        print(f"hourglass {command}: error: {_one_message(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"hourglass {command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _warning_line(command: str) -> Any:
+    """``warnings.formatwarning`` for the CLI: ``hourglass CMD: warning: message`` on one line (no source line)."""
+
+    def format_warning(message: Any, category: Any, filename: str, lineno: int, line: str | None = None) -> str:
+        return f"hourglass {command}: warning: {' '.join(str(message).split())}\n"
+
+    return format_warning

@@ -33,6 +33,7 @@ __all__ = [
     "human_count",
     "example_epilog",
     "meta_build",
+    "print_notes",
 ]
 
 #: exit status of every user error (bad recipe, bad arguments, unknown names)
@@ -56,6 +57,12 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
 def add_json_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--json`` (machine-readable output on stdout, stored in ``args.json``)."""
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+
+def print_notes(notes: Iterable[str]) -> None:
+    """Print notes (e.g. what a ``--set`` of a component's type kept and dropped) on stderr."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def example_epilog(*examples: str) -> str:
@@ -98,8 +105,12 @@ def load_target(target: str, overrides: Sequence[str | tuple[str, Any]] = ()) ->
         RecipeError: every problem of the recipe / overrides.
         CLIError: ``target`` is neither a readable recipe nor a known preset.
     """
+    notes: list[str] = []
     if _looks_like_file(target):
-        recipe = load_recipe(target, overrides)
+        try:
+            recipe = load_recipe(target, overrides, notes=notes)
+        finally:
+            print_notes(notes)
         return Target(target, recipe.model, recipe.runtime, recipe, recipe.to_data())
     from hourglass.models.factory import get_preset, list_models
 
@@ -112,7 +123,10 @@ def load_target(target: str, overrides: Sequence[str | tuple[str, Any]] = ()) ->
             f"{target!r} is neither a recipe file nor a model preset.{hint} Give a path to a .toml recipe "
             f"or one of the presets: {', '.join(list_models())}"
         )
-    data = apply_overrides({"model": get_preset(target)}, overrides)
+    try:
+        data = apply_overrides({"model": get_preset(target)}, overrides, notes=notes)
+    finally:
+        print_notes(notes)
     try:
         parsed = _ModelTarget.model_validate(data)
     except ValidationError as exc:

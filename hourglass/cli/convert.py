@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+from hourglass._files import SAFETENSORS, TORCH_KINDS
 from hourglass.cli._common import CLIError
 
 __all__ = [
@@ -98,9 +100,8 @@ def read_k_diffusion_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"checkpoint {path} does not exist; check the path")
-    if path.suffix == ".safetensors":
+    kind = _checkpoint_kind(path)
+    if kind == SAFETENSORS or path.suffix == ".safetensors":
         import safetensors
         import safetensors.torch
 
@@ -114,8 +115,9 @@ def read_k_diffusion_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError ...
+        first = re.split(r"(?<=\.)\s", " ".join(str(exc).split()), maxsplit=1)[0]  # torch's text runs many lines
         raise CLIError(
-            f"cannot load {path} with torch.load(weights_only=True): {type(exc).__name__}: {exc}. "
+            f"cannot load {path} with torch.load(weights_only=True): {type(exc).__name__}: {first} "
             "Only tensors and plain containers are loaded (never arbitrary pickled code); re-save the "
             "state dict with torch.save(model.state_dict(), path) or as safetensors"
         ) from None
@@ -127,6 +129,67 @@ def read_k_diffusion_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
             return _by_prefix(dict(obj), "unknown")
     keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
     raise CLIError(f"{path} holds no state dict (looked for {', '.join(_PICK)} or a dict of tensors); found {keys}")
+
+
+def _checkpoint_kind(path: Path) -> str | None:
+    """The file kind of a k-diffusion checkpoint (safetensors or torch); anything else is a CLIError naming it."""
+    if path.is_dir():
+        raise CLIError(f"checkpoint {path} is a folder; pass the k-diffusion checkpoint file (.safetensors or .pth)")
+    if not path.is_file():
+        raise CLIError(f"checkpoint {path} does not exist; check the path")
+    kind = _kind(path)
+    if kind == SAFETENSORS:
+        _refuse_hourglass_file(path)
+    elif kind not in TORCH_KINDS:
+        what = kind or "neither a safetensors nor a PyTorch file"
+        raise CLIError(f"{path} is {what}, not a k-diffusion checkpoint; pass the .safetensors or .pth file that "
+                       "k-diffusion wrote (arguments: CONFIG.json CHECKPOINT OUT_DIR)")
+    return kind
+
+
+def _kind(path: Path) -> str | None:
+    from hourglass._files import file_kind
+
+    try:
+        return file_kind(path)
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _refuse_hourglass_file(path: Path) -> None:
+    """An hourglass checkpoint or converted weights need no conversion: say so."""
+    from hourglass.train.checkpoint import FORMAT, WEIGHTS_FORMAT, CheckpointError, read_checkpoint
+
+    try:
+        read_checkpoint(path, tensors=False)
+    except CheckpointError:
+        return  # not an hourglass file: k-diffusion's loader judges it
+    raise CLIError(f"{path} is already an hourglass checkpoint ({FORMAT} or {WEIGHTS_FORMAT}); nothing to convert: "
+                   f"sample it with `hourglass sample {path}`")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The k-diffusion config; a file of another kind (a checkpoint, a recipe, ...) is named."""
+    if path.is_dir():
+        raise CLIError(f"config {path} is a folder; pass the k-diffusion config JSON file")
+    if path.is_file():
+        kind = _kind(path)
+        if kind is not None and kind not in ("a JSON file", "a text file"):
+            swapped = " (the arguments are CONFIG.json CHECKPOINT OUT_DIR)" if kind in (*TORCH_KINDS, SAFETENSORS) else ""
+            what = "an hourglass recipe" if kind == "a recipe" else kind
+            raise CLIError(f"{path} is {what}, not a k-diffusion config JSON{swapped}; pass the config.json "
+                           "k-diffusion trained with")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror or exc}; check the path") from None
+    except UnicodeDecodeError:
+        raise CLIError(f"{path} is a binary file, not a k-diffusion config JSON; pass the config.json") from None
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+    if not isinstance(config, dict):
+        raise CLIError(f"{path} must hold a JSON object (a k-diffusion config)")
+    return config
 
 
 def _density(kd: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -211,14 +274,9 @@ def run(args: argparse.Namespace) -> int:
     from hourglass.train.checkpoint import WEIGHTS_FILE, WEIGHTS_FORMAT
 
     config_path, out_dir = Path(args.config), Path(args.out_dir)
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CLIError(f"cannot read {config_path}: {exc.strerror or exc}; check the path") from None
-    except json.JSONDecodeError as exc:
-        raise CLIError(f"{config_path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
-    if not isinstance(config, dict):
-        raise CLIError(f"{config_path} must hold a JSON object (a k-diffusion config)")
+    config = _read_config(config_path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"OUT_DIR {out_dir} is a file; pass a folder (it is created if missing)")
     try:
         data, notes = recipe_data_from_k_diffusion(config)
         state, which = read_k_diffusion_checkpoint(args.checkpoint)
@@ -245,8 +303,6 @@ def run(args: argparse.Namespace) -> int:
         *[f"Note: {n}" for n in notes],
     ])
     text = recipe.to_toml(header=header)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    recipe_path.write_text(text, encoding="utf-8")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {
         "format": WEIGHTS_FORMAT,
@@ -255,7 +311,12 @@ def run(args: argparse.Namespace) -> int:
         "model_spec": json.dumps(recipe.to_data()["model"]),
         "weights": which,
     }
-    safetensors.torch.save_file(tensors, str(weights_path), metadata=metadata)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        recipe_path.write_text(text, encoding="utf-8")
+        safetensors.torch.save_file(tensors, str(weights_path), metadata=metadata)
+    except OSError as exc:
+        raise CLIError(f"cannot write into {out_dir}: {exc.strerror or exc}; choose a writable OUT_DIR") from None
     n = sum(v.numel() for v in tensors.values())
     print(f"wrote {recipe_path} and {weights_path} ({len(tensors)} tensors, {n:,} values: {_WEIGHTS_WORDS[which]})")
     for note in notes:

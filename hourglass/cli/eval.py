@@ -131,6 +131,9 @@ def _build_dataset(spec: Any, hw: tuple[int, int], split: str | None, default_sp
         validated = DATASET.validate(spec)
     except (ValueError, TypeError) as exc:
         raise CLIError(f"--dataset: {_one_line(exc)}") from None
+    missing = DATASET.get(validated.type).availability_problems(validated)  # e.g. a missing image folder
+    if missing:
+        raise CLIError(f"dataset {validated.type}: " + "; ".join(map(str, missing)))
     tries = [split] if split is not None else list(dict.fromkeys([default_split, "train"]))
     error: Exception | None = None
     for attempt in tries:

@@ -6,8 +6,8 @@ convert`` holds one set of weights, which is used; the message says whether they
 checkpoint's EMA weights). Image ``i`` gets seed ``--seed + i`` for all of its noise, so the same seed
 gives the same images whatever ``--batch-size`` is. The sampler, schedule, steps and guidance scale
 default to the run's ``[sample]`` section. Class-conditional models cycle through every class unless
-``--class`` names some (ids, or names when the run recorded them; ``none`` = the unconditional "no
-class"). Sampling runs in float32 unless ``--dtype`` says otherwise (bfloat16 autocast picks kernels
+``--class`` names some, by name or id (``none`` = the unconditional "no class"); ``--list-classes``
+lists them (an image folder's classes are its sorted subfolder names). Sampling runs in float32 unless ``--dtype`` says otherwise (bfloat16 autocast picks kernels
 by batch size, so its images change with ``--batch-size``). Writes ``000000.png``, ``000001.png``,
 ... and ``grid.png`` into ``--out`` (default ``<run dir>/samples/<checkpoint name>``).
 
@@ -43,6 +43,8 @@ EXAMPLES = (
     "hourglass sample runs/quickstart",
     "hourglass sample runs/quickstart --n 36 --steps 20 --sampler dpmpp_2m --out samples/",
     "hourglass sample runs/in128/checkpoints/step_00400000.safetensors --class 207 --cfg 1.3 --device cuda",
+    "hourglass sample runs/quickstart --list-classes",
+    "hourglass sample runs/quickstart --class star,ring --n 8",
     "hourglass sample runs/quickstart --init photos/ --strength 0.5          # image-to-image",
     "hourglass sample runs/quickstart --init photo.png --mask hole.png --n 4  # inpainting, 4 variations",
 )
@@ -61,8 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", type=float, metavar="SCALE",
                         help="classifier-free guidance scale, 1 = none (default: the run's sample.cfg_scale)")
     parser.add_argument("--class", dest="classes", metavar="CLASSES",
-                        help="class ids or names to draw, comma-separated (cycled), or 'none' for no class; "
-                        "default: every class in turn (with --init: no class)")
+                        help="class names or ids to draw, comma-separated (cycled), or 'none' for no class; "
+                        "default: every class in turn (with --init: no class); --list-classes shows them")
+    parser.add_argument("--list-classes", action="store_true",
+                        help="print the run's class ids and names, then exit")
     parser.add_argument("--seed", type=int, help="image i uses seed SEED + i (default: the run's sample.seed)")
     parser.add_argument("--resolution", type=int, nargs="+", metavar="N",
                         help="image side, or height and width (default: the model's training size)")
@@ -99,20 +103,22 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _class_entries(text: str | None) -> list[Any] | None:
-    """``--class`` as the Python API takes it: ints, names, and None for ``none``."""
-    if text is None:
-        return None
-    entries: list[Any] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            raise CLIError(f"--class {text!r} has an empty entry; give ids or names like 3 or 0,2,5, or 'none'")
-        try:
-            entries.append(int(part))
-        except ValueError:
-            entries.append(part)
-    return entries
+def _list_classes(source: str) -> int:
+    from hourglass.train.checkpoint import CheckpointError, read_class_names, resolve_checkpoint
+
+    try:
+        info = resolve_checkpoint(source, report=None, tensors=False)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+    num_classes = int((info.model_spec or {}).get("num_classes") or 0)
+    names = read_class_names(info)
+    if not num_classes:
+        print(f"{source}: the model is unconditional (no classes)")
+    elif not names:
+        print(f"{source}: {num_classes} classes, ids 0..{num_classes - 1} (the run recorded no names)")
+    else:
+        print("\n".join(f"{i}\t{name}" for i, name in enumerate(names)))
+    return 0
 
 
 def _resolution(values: list[int] | None, pipe: Any) -> tuple[int, int]:
@@ -147,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
     from hourglass.train.images import save_grid
     from hourglass.train.trainer import progress_enabled
 
+    if args.list_classes:
+        return _list_classes(args.checkpoint)
+
     for name in ("n", "batch_size", "steps"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.sampler is not None and args.sampler not in SAMPLER:
@@ -170,11 +179,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--cfg {cfg} needs a class-conditional model; this one has no classes (use --cfg 1)")
     if args.classes is not None and pipe.num_classes == 0:
         raise CLIError("--class needs a class-conditional model; this model has no classes (drop --class)")
-    classes = _class_entries(args.classes)
+    classes = args.classes
     try:
         pipe.class_ids(classes)  # checked here to name the option
     except PipelineError as exc:
-        raise CLIError(f"--class {exc}") from None
+        raise CLIError(f"--class {args.classes}: {exc}") from None
     hw = _resolution(args.resolution, pipe)
     steps = args.steps or d.steps
     sampler = args.sampler or d.sampler.type

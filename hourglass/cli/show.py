@@ -1,7 +1,9 @@
-"""``hourglass show``: a model preset as recipe TOML, or a component's fields and defaults.
+"""``hourglass show``: a model preset as recipe TOML, a component's fields and defaults, or a run.
 
-``NAME`` is a preset (``hdit_l``), a component (``neighborhood``) or ``FAMILY:NAME`` when a
-name exists in several families (``mapping:hdit``, ``pos_emb:none``).
+``NAME`` is a preset (``hdit_l``), a component (``neighborhood``), ``FAMILY:NAME`` when a
+name exists in several families (``mapping:hdit``, ``pos_emb:none``), or a run directory or
+checkpoint file: its recipe in brief, the step of its newest checkpoint, the plugin components
+it needs and its class names (only the checkpoint's header is read).
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ __all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "find_components"]
 COMMAND = "show"
 
 
-HELP = "a preset as TOML, or a component's fields, defaults and backends"
+HELP = "a preset as TOML, a component's fields, defaults and backends, or a run: recipe, step, class names"
 EXAMPLES = (
     "hourglass show hdit_imagenet256        # the preset's [model] section",
     "hourglass show neighborhood            # options of neighborhood attention",
     "hourglass show sampler:dpmpp_3m_sde",
+    "hourglass show runs/quickstart         # a run: recipe summary, step, class names",
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``hourglass show``."""
-    parser.add_argument("name", metavar="NAME", help="preset, component, or FAMILY:NAME")
+    parser.add_argument("name", metavar="NAME", help="preset, component, FAMILY:NAME, or a run directory / checkpoint")
     add_json_option(parser)
 
 
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if ":" not in name and name in list_models():
         _show_preset(name, args.json)
         return 0
+    if _is_path(name):
+        return _show_run(name, args.json)
     matches = find_components(name)
     if not matches:
         import difflib
@@ -109,6 +114,59 @@ def run(args: argparse.Namespace) -> int:
             pass
         blocks.append("\n".join(lines))
     print("\n\n".join(blocks))
+    return 0
+
+
+def _is_path(name: str) -> bool:
+    from pathlib import Path
+
+    if "/" in name or "\\" in name or name.endswith((".safetensors", ".toml", ".pth", ".pt", ".ckpt")):
+        return True
+    return Path(name).exists() and ":" not in name and not find_components(name)
+
+
+def _show_run(name: str, as_json: bool) -> int:
+    """A run directory or checkpoint: recipe summary, step, plugins needed, class names."""
+    from hourglass.recipe import toml
+    from hourglass.train.checkpoint import read_class_names, resolve_checkpoint
+
+    info = resolve_checkpoint(name, report=None, tensors=False)
+    names = read_class_names(name)
+    try:
+        recipe = toml.loads(info.recipe_toml) if info.recipe_toml else {}
+    except toml.TOMLDecodeError:
+        recipe = {}
+    model = info.model_spec or recipe.get("model") or {}
+    if as_json:
+        print_json({"path": name, "checkpoint": str(info.path), "step": info.step, "model": model,
+                    "recipe": recipe, "plugins": info.plugins, "class_names": names})
+        return 0
+    size = model.get("input_size")
+    size = f"{size}x{size}" if isinstance(size, int) else "x".join(map(str, size or ["?"]))
+    classes = int(model.get("num_classes") or 0)
+    lines = [f"{name}: checkpoint {info.path}, step {info.step}",
+             f"model: {model.get('type', '?')} at {size}, {model.get('in_channels', '?')} channel(s), "
+             + (f"{classes} classes" if classes else "unconditional")
+             + (f", {len(model['levels'])} levels" if isinstance(model.get("levels"), list) else "")]
+    data, train, sample = (recipe.get(k) or {} for k in ("data", "train", "sample"))
+    dataset = data.get("dataset")
+    if recipe:
+        kind = dataset.get("type") if isinstance(dataset, dict) else dataset
+        where = f" at {dataset['root']}" if isinstance(dataset, dict) and "root" in dataset else ""
+        sampler = sample.get("sampler")
+        sampler = sampler.get("type") if isinstance(sampler, dict) else sampler
+        lines.append(f"data: {kind}{where}, batch {data.get('batch_size', '?')}; train: {train.get('steps', '?')} "
+                     f"steps, lr {train.get('lr', '?')}; sample: {sampler or '?'}, {sample.get('steps', '?')} steps, "
+                     f"cfg {sample.get('cfg_scale', '?')}")
+    else:
+        lines.append("recipe: none embedded (weights only)")
+    if info.plugins:
+        lines.append("plugin components: " + ", ".join(f"{c} ({d})" for c, d in info.plugins.items()))
+    if names:
+        lines.append(f"classes ({len(names)}, id name): " + ", ".join(f"{i} {n}" for i, n in enumerate(names)))
+    elif classes:
+        lines.append(f"classes: ids 0..{classes - 1} (no names recorded)")
+    print("\n".join(lines))
     return 0
 
 

@@ -1,7 +1,7 @@
 """``hourglass train``: train a recipe, resuming from the run directory's newest valid checkpoint.
 
 The run directory (default ``runs/<recipe name>``) receives ``recipe.toml`` (the resolved recipe),
-``metrics.jsonl``, ``checkpoints/step_XXXXXXXX.safetensors`` and ``samples/*.png`` (grids from the
+``classes.json`` (the class names, e.g. an image folder's sorted subfolders), ``metrics.jsonl``, ``checkpoints/step_XXXXXXXX.safetensors`` and ``samples/*.png`` (grids from the
 EMA weights, ``final.png`` at the end). Running the same command again continues where the last
 checkpoint left off; a corrupt newest checkpoint is reported and skipped. SIGINT/SIGTERM finish
 the current step, write a checkpoint and exit 0.
@@ -16,7 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
-from hourglass.cli._common import CLIError, add_set_option
+from hourglass.cli._common import CLIError, add_set_option, print_notes
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "default_run_dir"]
 
@@ -50,13 +50,21 @@ def run(args: argparse.Namespace) -> int:
     """Train ``args.recipe``; 0 when done or stopped by a signal, 1 when training diverged."""
     import torch
 
-    from hourglass.recipe import load_recipe
+    from hourglass.recipe import RecipeError, availability_problems, load_recipe
+    from hourglass.recipe.problems import with_values
     from hourglass.train import checkpoint as ckpt
     from hourglass.train.trainer import TrainConfigError, Trainer, TrainingDiverged
 
     if args.max_bad_steps is not None and args.max_bad_steps < 1:
         raise CLIError(f"--max-bad-steps must be at least 1, got {args.max_bad_steps}")
-    recipe = load_recipe(args.recipe, args.set)
+    notes: list[str] = []
+    try:
+        recipe = load_recipe(args.recipe, args.set, notes=notes)
+    finally:
+        print_notes(notes)
+    missing = availability_problems(recipe.data)  # before anything is built
+    if missing:
+        raise RecipeError(with_values(missing, recipe.to_data()), args.recipe)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.recipe)
     try:
         trainer = Trainer(recipe, run_dir, max_bad_steps=args.max_bad_steps,

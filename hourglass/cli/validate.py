@@ -2,8 +2,10 @@
 
 Each recipe is parsed, overridden (``--set``), validated against the schema and the cross-field
 rules (widths vs heads, windows vs token grids, image size vs patch and levels, classes and
-channels vs the data), then built on the meta device. Every problem is printed with its recipe
-path, the value found and how to fix it. Exit status 2 if any file has a problem.
+channels vs the data), its data looked for (an image folder must exist and hold an image;
+``--no-data-check`` skips this on a machine without the data), then built on the meta device.
+Every problem is printed with its recipe path, the value found and how to fix it. Exit status 2
+if any file has a problem.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hourglass.cli._common import add_json_option, add_set_option, human_count, meta_build, print_json
-from hourglass.recipe import RecipeError, load_recipe
+from hourglass.cli._common import add_json_option, add_set_option, human_count, meta_build, print_json, print_notes
+from hourglass.recipe import RecipeError, availability_problems, load_recipe
+from hourglass.recipe.problems import with_values
 from hourglass.spec import NO_VALUE
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
@@ -22,8 +25,8 @@ COMMAND = "validate"
 
 HELP = "check recipes: every problem of each file, with its path and a fix"
 EXAMPLES = (
-    "hourglass validate recipes/hdit_ffhq1024.toml",
-    "hourglass validate recipes/*.toml recipes/ablation/*.toml",
+    "hourglass validate recipes/hdit_ffhq1024.toml --set data.dataset.root=/data/ffhq1024",
+    "hourglass validate recipes/*.toml recipes/ablation/*.toml --no-data-check   # their data lives elsewhere",
     "hourglass validate my.toml --set data.dataset.root=/data/ffhq",
 )
 
@@ -33,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe files (.toml)")
     parser.add_argument("--print", dest="print_resolved", action="store_true",
                         help="also print each valid recipe fully resolved (all defaults filled in) as TOML")
+    parser.add_argument("--no-data-check", dest="data_check", action="store_false",
+                        help="do not look for the data (e.g. an image folder that lives on another machine)")
     add_set_option(parser)
     add_json_option(parser)
 
@@ -42,8 +47,16 @@ def run(args: argparse.Namespace) -> int:
     results = []
     failed = 0
     for path in args.recipes:
+        notes: list[str] = []
         try:
-            recipe = load_recipe(path, args.set)
+            try:
+                recipe = load_recipe(path, args.set, notes=notes)
+            finally:
+                print_notes(notes)  # also when the recipe fails: what a type change kept and dropped
+            if args.data_check:
+                missing = availability_problems(recipe.data)
+                if missing:
+                    raise RecipeError(with_values(missing, recipe.to_data()), path)
             model = meta_build(recipe.model, path)
         except RecipeError as exc:
             failed += 1

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from hourglass.registry import DATASET, Contract
+from hourglass.spec import Problem
 
 __all__ = ["DatasetComponent", "ImageDataset", "check_split", "mix_seed", "parse_resolution", "resize_cover", "to_channels"]
 
@@ -156,7 +157,10 @@ class DatasetComponent(Contract):
     instances expose ``num_classes``, ``channels``, ``resolution``, ``class_names`` and
     ``uses_draw_keys``. Recipe validation compares :meth:`classes_of` and :meth:`channels_of`
     with the model; a dataset that learns them only from its files returns ``None`` and is
-    checked once it is built.
+    checked once it is built. :meth:`availability_problems` is checked by ``hourglass validate``
+    and before training builds anything (never while a spec is validated: a checkpoint's recipe
+    must load on a machine without the data). :meth:`class_names_of` names the classes when the
+    spec alone tells them.
     """
 
     num_classes: int
@@ -174,6 +178,24 @@ class DatasetComponent(Contract):
     def channels_of(cls, spec: Any) -> int | None:
         """Channels of its images, or ``None`` if known only after loading."""
         return None
+
+    @classmethod
+    def class_names_of(cls, spec: Any) -> list[str] | None:
+        """One name per class id, if the spec alone tells them (``None``: unknown before loading, or unnamed)."""
+        return None
+
+    @classmethod
+    def availability_problems(cls, spec: Any) -> list[Problem]:
+        """What keeps the data of ``spec`` from being read here (a missing folder, no image in it, ...).
+
+        Cheap (it must not index the whole dataset), and run by ``hourglass validate`` and before
+        training builds anything, never by spec validation. Paths are relative to the dataset spec
+        (``"root"``); the recipe layer prefixes ``data.dataset``.
+
+        Returns:
+            The problems found; ``[]`` (the default) when the data is there or needs no files.
+        """
+        return []
 
 
 DATASET.set_contract(DatasetComponent)

@@ -98,6 +98,11 @@ class DigitsDataset(_GreyArrayDataset):
         return len(spec.digits) if spec.class_cond else 0
 
     @classmethod
+    def class_names_of(cls, spec: DigitsDatasetSpec) -> list[str] | None:
+        """The digits, in class-id order (None when unconditional)."""
+        return [str(d) for d in spec.digits] if spec.class_cond else None
+
+    @classmethod
     def channels_of(cls, spec: Any) -> int:
         """``spec.channels``."""
         return spec.channels
@@ -157,6 +162,11 @@ class LFWDataset(_GreyArrayDataset):
     def classes_of(cls, spec: LFWDatasetSpec) -> int:
         """2 (face, non-face) for ``subset = "all"`` with ``class_cond``, else 0."""
         return 2 if spec.subset == "all" and spec.class_cond else 0
+
+    @classmethod
+    def class_names_of(cls, spec: LFWDatasetSpec) -> list[str] | None:
+        """``["face", "non_face"]`` when labelled, else None."""
+        return ["face", "non_face"] if cls.classes_of(spec) else None
 
     @classmethod
     def channels_of(cls, spec: Any) -> int:

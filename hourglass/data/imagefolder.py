@@ -47,7 +47,7 @@ from torch import Tensor
 
 from hourglass.data._base import ImageDataset, check_split, parse_resolution, resize_cover, to_channels
 from hourglass.registry import DATASET
-from hourglass.spec import Spec
+from hourglass.spec import Problem, Spec
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderDatasetSpec", "pil_to_tensor"]
 
@@ -139,6 +139,26 @@ def _walk(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def _first_image(root: Path, in_subfolders: bool) -> Path | None:
+    """The first image file :func:`_walk` would find (stops there: cheap on a large dataset)."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if in_subfolders and Path(dirpath) == root:
+            continue  # files lying directly in root belong to no class
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                path = Path(dirpath, name)
+                if path.is_file():
+                    return path
+    return None
+
+
 def _listing(items: list[tuple[str, str]]) -> str:
     shown = ", ".join(f"{name} ({why})" for name, why in items[:_LISTED_IN_WARNING])
     more = len(items) - _LISTED_IN_WARNING
@@ -180,6 +200,32 @@ class ImageFolderDataset(ImageDataset):
     def channels_of(cls, spec: Any) -> int:
         """``spec.channels``."""
         return spec.channels
+
+    @classmethod
+    def availability_problems(cls, spec: ImageFolderDatasetSpec) -> list[Problem]:
+        """``root`` must be a readable folder holding at least one image file (inside a class
+        subfolder with ``classes = "subfolders"``); stops at the first image found."""
+        root = Path(spec.root).expanduser()
+        where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        looked_for = " ".join(IMAGE_EXTENSIONS)
+        fix = "set data.dataset.root to the folder of your images (e.g. --set data.dataset.root=/data/ffhq)"
+        if not root.exists():
+            return [Problem("root", f"folder '{root}' does not exist{where}", fix, spec.root)]
+        if not root.is_dir():
+            return [Problem("root", f"'{root}' is a file, not a folder", fix, spec.root)]
+        if not os.access(root, os.R_OK | os.X_OK):
+            return [Problem("root", f"folder '{root}' cannot be read (permission denied)",
+                            "make it readable by this user, or point root at a copy", spec.root)]
+        if _first_image(root, spec.classes == "subfolders") is not None:
+            return []
+        if spec.classes == "subfolders":
+            loose = _first_image(root, False)
+            hint = ("its images lie directly in it: move them into one subfolder per class, or set "
+                    "data.dataset.classes = \"none\"" if loose is not None else fix)
+            return [Problem("root", f"folder '{root}' holds no image inside a class subfolder "
+                            f"(classes = \"subfolders\"; looked for {looked_for})", hint, spec.root)]
+        return [Problem("root", f"folder '{root}' holds no image file (looked recursively for {looked_for})",
+                        "put the images there, or point data.dataset.root at the folder that holds them", spec.root)]
 
     def __init__(
         self, spec: ImageFolderDatasetSpec, *, resolution: int | tuple[int, int], split: str = "train"
@@ -243,6 +289,12 @@ class ImageFolderDataset(ImageDataset):
             labels.append(label)
         self.labels = np.asarray(labels, dtype=np.int64)
         total = len(candidates)
+        if not self.files:  # one error naming the reasons, no warnings before it
+            reasons = _listing(self.skipped + [(rel, f"smaller than min_size={spec.min_size} px: {why}")
+                                               for rel, why in small])
+            raise FileNotFoundError(
+                f"none of the {total} image files in '{root}' is usable (unreadable or below min_size): {reasons}"
+            )
         if self.skipped:
             warnings.warn(
                 f"skipped {len(self.skipped)} of {total} images under '{root}' that could not be read: "
@@ -258,11 +310,6 @@ class ImageFolderDataset(ImageDataset):
                 stacklevel=2,
             )
             self.skipped.extend((rel, f"smaller than min_size: {why}") for rel, why in small)
-        if not self.files:
-            raise FileNotFoundError(
-                f"none of the {total} image files in '{root}' is usable (unreadable or below min_size); "
-                "see the warnings above"
-            )
         self.load_failures = 0
         self._bad: set[int] = set()
 

@@ -174,6 +174,11 @@ class ShapesDataset(ImageDataset):
         return len(spec.classes)
 
     @classmethod
+    def class_names_of(cls, spec: ShapesDatasetSpec) -> list[str]:
+        """``spec.classes`` (the shape names, in class-id order)."""
+        return list(spec.classes)
+
+    @classmethod
     def channels_of(cls, spec: Any) -> int:
         """``spec.channels``."""
         return spec.channels

@@ -26,7 +26,8 @@ Loading reads safetensors files only (:func:`hourglass.train.load_checkpoint`): 
 from hourglass.pipeline._errors import PipelineError
 from hourglass.pipeline.core import Pipeline
 from hourglass.pipeline.images import comparison_grid, list_images, load_images, load_masks, to_pil
-from hourglass.pipeline.sources import CLASSES_FILE, load, read_class_names, run_dir_of
+from hourglass.pipeline.sources import load, run_dir_of
+from hourglass.train.checkpoint import CLASSES_FILE, read_class_names
 
 __all__ = [
     "CLASSES_FILE", "Pipeline", "PipelineError", "load", "read_class_names", "run_dir_of",

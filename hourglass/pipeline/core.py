@@ -147,50 +147,28 @@ class Pipeline:
         """Class ids for ``classes``: ids, names, or None / ``"none"`` for "no class" (id ``num_classes``).
 
         Args:
-            classes: one entry or a sequence (or a ``(B,)`` int tensor) of them; None alone means
-                "not given" and returns None.
+            classes: one entry, comma-separated text (``"cat,dog"``), or a sequence (or a ``(B,)`` int
+                tensor) of entries; None alone means "not given" and returns None. Names match the
+                run's class names exactly, else case-insensitively when unambiguous
+                (:func:`hourglass.train.sampling.class_ids`).
 
         Raises:
             PipelineError: a class given to an unconditional model, an id out of range, an unknown name.
         """
+        from hourglass.train.sampling import class_ids
+
         if classes is None:
             return None
-        k = self.num_classes
-        if k == 0:
-            raise PipelineError("classes need a class-conditional model; this model has no classes (drop classes)")
         if isinstance(classes, Tensor):
             classes = classes.reshape(-1).tolist()
-        elif isinstance(classes, (str, int)):
+        elif isinstance(classes, int):
             classes = [classes]
-        entries = list(classes)
-        if not entries:
-            raise PipelineError("classes is empty; give class ids, names, or None for every class in turn")
-        ids = []
-        for entry in entries:
-            if entry is None:
-                ids.append(k)
-            elif isinstance(entry, str):
-                ids.append(self._class_from_text(entry))
-            elif isinstance(entry, int) and not isinstance(entry, bool):
-                if not 0 <= entry < k:
-                    raise PipelineError(f"{entry} is out of range: this model has classes 0..{k - 1} (None or 'none' = no class)")
-                ids.append(entry)
-            else:
-                raise PipelineError(f"class {entry!r} is neither an id, a name nor None")
-        return ids
-
-    def _class_from_text(self, text: str) -> int:
-        names = self.class_names or []
-        if text in names:
-            return names.index(text)
-        if text.strip().lower() == "none":
-            return self.num_classes
-        if text.strip().isdigit():
-            return self.class_ids([int(text)])[0]  # type: ignore[index]
-        if names:
-            raise PipelineError(f"{text!r} is not a class of this model; its classes are {', '.join(names)}")
-        raise PipelineError(f"{text!r}: this model's classes have no recorded names; "
-                            f"give ids 0..{self.num_classes - 1}")
+        if not isinstance(classes, str):
+            classes = ["none" if entry is None else entry for entry in classes]
+        try:
+            return class_ids(classes, self.num_classes, self.class_names)
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from None
 
     def _labels(self, n: int, classes: Any, default_every_class: bool) -> Tensor | None:
         from hourglass.train.sampling import class_labels

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from hourglass.pipeline._errors import PipelineError
 from hourglass.pipeline.core import Pipeline
 
-__all__ = ["CLASSES_FILE", "run_dir_of", "read_class_names", "load"]
-
-#: the file of a run directory that lists its class names (a JSON list of strings, one per class id)
-CLASSES_FILE = "classes.json"
-
+__all__ = ["run_dir_of", "load"]
 
 def run_dir_of(path: str | os.PathLike) -> Path:
     """The run directory (or converted folder) a checkpoint path belongs to.
@@ -32,48 +25,6 @@ def run_dir_of(path: str | os.PathLike) -> Path:
     if path.parent.name == "checkpoints":
         return path.parent.parent
     return path.parent
-
-
-def read_class_names(source: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> list[str] | None:
-    """The class names a run recorded, if any: the one place they are read.
-
-    Looked up in order: the checkpoint's safetensors metadata key ``class_names`` (a JSON list), then
-    ``classes.json`` (a JSON list of strings) in the run directory (:func:`run_dir_of` of ``source``).
-    A malformed entry is skipped with a warning.
-
-    Args:
-        source: what was loaded (run directory, checkpoint file or converted folder).
-        checkpoint: the checkpoint file actually read (for its metadata).
-
-    Returns:
-        One name per class id, or None when the run recorded none.
-    """
-    candidates: list[tuple[str, Callable[[], Any]]] = []
-    if checkpoint is not None and Path(checkpoint).is_file():
-        def from_metadata() -> Any:
-            from safetensors import safe_open
-
-            with safe_open(str(checkpoint), framework="pt") as f:
-                text = (f.metadata() or {}).get("class_names")
-            return None if text is None else json.loads(text)
-
-        candidates.append((f"{checkpoint} (metadata class_names)", from_metadata))
-    names_file = run_dir_of(source) / CLASSES_FILE
-    if names_file.is_file():
-        candidates.append((str(names_file), lambda: json.loads(names_file.read_text(encoding="utf-8"))))
-    for where, read in candidates:
-        try:
-            names = read()
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"ignoring the class names of {where}: {exc}", stacklevel=2)
-            continue
-        if names is None:
-            continue
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            warnings.warn(f"ignoring the class names of {where}: expected a JSON list of strings", stacklevel=2)
-            continue
-        return names
-    return None
 
 
 def load(
@@ -107,6 +58,7 @@ def load(
         WEIGHTS_FORMAT,
         build_checkpoint_model,
         checkpoint_recipe,
+        read_class_names,
         resolve_checkpoint,
     )
 
@@ -130,5 +82,5 @@ def load(
     else:
         weights, which = data.model, "raw"
     model = build_checkpoint_model(data, weights, recipe=recipe, spec=spec, device=dev)
-    return Pipeline(model, recipe=recipe, class_names=read_class_names(path, data.path), step=data.step,
+    return Pipeline(model, recipe=recipe, class_names=read_class_names(data), step=data.step,
                     weights=which, source=path, converted_from=converted_from)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hourglass.recipe.toml import parse_value
 
-__all__ = ["OverrideError", "parse_path", "format_path", "apply_override", "apply_overrides", "lookup"]
+__all__ = ["OverrideError", "parse_path", "format_path", "apply_override", "apply_overrides", "lookup", "Retype"]
+
+#: ``retype(data, component_path, old_table, new_type) -> names of the old options to keep``, or None
+#: when the new type is not known (then the component starts afresh); ``data`` is the whole recipe
+#: data before the change
+Retype = Callable[[dict, list, dict, Any], "Iterable[str] | None"]
 
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)|\[(-?\d+)\]|(\.)")
 
@@ -90,12 +95,13 @@ def lookup(data: Any, parts: Iterable[str | int]) -> Any:
     return node
 
 
-def apply_override(data: dict[str, Any], path: str, value: Any) -> None:
+def apply_override(data: dict[str, Any], path: str, value: Any, *, retype: Retype | None = None) -> None:
     """Set ``value`` at dotted ``path`` inside ``data`` (in place), creating missing tables.
 
     An index equal to the list's length appends (``model.levels[2].depth=2`` on a 2-level model
-    adds a level). Setting a component's ``type`` to a different name starts that component
-    afresh from the new type's defaults (its old options would not fit the new type).
+    adds a level). Setting a component's ``type`` to a different name keeps the options that
+    ``retype`` names (those the new type also has; see :func:`hourglass.recipe.apply_overrides`)
+    and drops the rest; without ``retype`` the component starts afresh from the new type's defaults.
 
     Raises:
         OverrideError: if the path runs through a value that is not a table or list, or an index
@@ -138,7 +144,10 @@ def apply_override(data: dict[str, Any], path: str, value: Any) -> None:
     if not isinstance(node, dict):
         raise OverrideError(path, value, f"{format_path(parts[:-1])} is not a table")
     if last == "type" and len(parts) > 1 and node.get("type") not in (None, value):
-        node.clear()  # a new component type: its options start from the new type's defaults
+        keep = retype(data, parts[:-1], dict(node), value) if retype is not None else None
+        keep = set(keep or ())
+        for key in [k for k in node if k not in keep]:
+            del node[key]  # options the new type does not have
     node[last] = value
 
 
@@ -153,13 +162,17 @@ def _index(node: list, index: int, here: str, path: str) -> int:
     return index
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple[str, Any]]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: Iterable[str | tuple[str, Any]], *, retype: Retype | None = None
+) -> dict[str, Any]:
     """Return a copy of ``data`` with every override applied, in order.
 
     Args:
         data: recipe data as read from TOML.
         overrides: ``"path=value"`` strings (values read as TOML, else as strings) or
             ``(path, value)`` pairs (values used as given).
+        retype: decides which options a component keeps when its ``type`` changes (see
+            :func:`apply_override`).
     Raises:
         OverrideError: for the first malformed override.
     """
@@ -174,5 +187,5 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple[str, A
             value = parse_value(text.strip())
         else:
             path, value = item
-        apply_override(out, path.strip(), value)
+        apply_override(out, path.strip(), value, retype=retype)
     return out

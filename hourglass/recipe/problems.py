@@ -19,7 +19,10 @@ from hourglass.recipe.overrides import format_path, lookup
 from hourglass.registry import ComponentOf, Registry
 from hourglass.spec import NO_VALUE, Problem, SpecError
 
-__all__ = ["Problem", "RecipeError", "problems_from_validation", "model_at", "NO_VALUE", "with_values"]
+__all__ = [
+    "Problem", "RecipeError", "problems_from_validation", "model_at", "registry_at", "NO_VALUE", "with_values",
+    "components_in", "missing_components",
+]
 
 
 class RecipeError(ValueError):
@@ -101,25 +104,82 @@ def _as_model(desc: Any, node: Any) -> type[BaseModel] | None:
     return desc if isinstance(desc, type) and issubclass(desc, BaseModel) else None
 
 
-def model_at(root: type[BaseModel], data: Any, parts: list[Any]) -> type[BaseModel] | None:
-    """The spec class that validates the table at ``parts`` (following ``type`` keys), if any."""
+def _descriptor_at(root: type[BaseModel], data: Any, parts: list[Any]) -> tuple[Any, Any]:
+    """``(descriptor, node)`` at ``parts``: what the schema says the value there is, and the value."""
     desc: Any = root
     node = data
     for part in parts:
         if isinstance(desc, tuple):
             kind, inner = desc
             if (kind == "seq") != isinstance(part, int):
-                return None
+                return None, None
             desc, node = inner, lookup(node, [part])
             continue
         cls = _as_model(desc, node)
         if cls is None or not isinstance(part, str) or part not in cls.model_fields:
-            return None
+            return None, None
         field = cls.model_fields[part]
         desc, node = _descriptor(field.annotation, field.metadata), lookup(node, [part])
         if desc is None:
-            return None
-    return _as_model(desc, node) if not isinstance(desc, tuple) else None
+            return None, None
+    return desc, node
+
+
+def model_at(root: type[BaseModel], data: Any, parts: list[Any]) -> type[BaseModel] | None:
+    """The spec class that validates the table at ``parts`` (following ``type`` keys), if any."""
+    desc, node = _descriptor_at(root, data, parts)
+    return _as_model(desc, node) if desc is not None and not isinstance(desc, tuple) else None
+
+
+def registry_at(root: type[BaseModel], data: Any, parts: list[Any]) -> Registry | None:
+    """The registry whose component sits at ``parts`` (e.g. ATTENTION for ``model.levels[0].attention``)."""
+    desc, _ = _descriptor_at(root, data, parts)
+    return desc if isinstance(desc, Registry) else None
+
+
+def components_in(root: type[BaseModel] | Registry, data: Any) -> list[tuple[str, Registry, str]]:
+    """``(path, registry, name)`` of every component named in ``data`` (paths relative to ``data``).
+
+    Follows the schema from ``root`` (a spec class such as :class:`hourglass.recipe.Recipe`, or a
+    registry such as ``MODEL`` for a model spec's data); a component whose name is not registered
+    is listed but not entered (its fields are unknown).
+    """
+    from hourglass.spec import join_path
+
+    found: list[tuple[str, Registry, str]] = []
+
+    def walk(desc: Any, node: Any, path: str) -> None:
+        if desc is None or node is None:
+            return
+        if isinstance(desc, tuple):
+            kind, inner = desc
+            if kind == "seq" and isinstance(node, (list, tuple)):
+                for i, item in enumerate(node):
+                    walk(inner, item, join_path(path, f"[{i}]"))
+            elif kind == "map" and isinstance(node, dict):
+                for key, item in node.items():
+                    walk(inner, item, join_path(path, str(key)))
+            return
+        if isinstance(desc, Registry):
+            name = node.get("type") if isinstance(node, dict) else node if isinstance(node, str) else None
+            if not isinstance(name, str):
+                return
+            found.append((path, desc, name))
+        cls = _as_model(desc, node)
+        if cls is None or not isinstance(node, dict):
+            return
+        for fname, field in cls.model_fields.items():
+            if fname in node:
+                walk(_descriptor(field.annotation, field.metadata), node[fname], join_path(path, fname))
+
+    walk(root, data, "")
+    return found
+
+
+def missing_components(root: type[BaseModel] | Registry, data: Any) -> list[tuple[str, str, str]]:
+    """``(path, family, name)`` of every component named in ``data`` that is not registered here
+    (e.g. an attention kind of a plugin that is not installed or is disabled)."""
+    return [(path, registry.family, name) for path, registry, name in components_in(root, data) if name not in registry]
 
 
 # -- converting errors ----------------------------------------------------------------------------
@@ -203,8 +263,45 @@ def _convert(err: dict, data: Any, root: type[BaseModel], prefix: list[Any]) -> 
             return with_values([p.under(path) for p in error.problems], data)
         text = str(error) if error is not None else str(err["msg"]).removeprefix("Value error, ")
         return [Problem(path, text, "", NO_VALUE if isinstance(value, dict) else value)]
-    fix = _FIXES.get(kind, "")
+    fix = _typed_fix(kind, value) or _FIXES.get(kind, "")
     return [Problem(path, str(err["msg"]), fix, value)]
+
+
+def _number_text(text: str) -> int | float | None:
+    """The number a string spells (``"32"`` -> 32, ``" 1e-4"`` -> 0.0001), or None."""
+    from hourglass.recipe.toml import parse_value
+
+    parsed = parse_value(text.strip()) if text.strip() else None
+    return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else None
+
+
+def _typed_fix(kind: str, value: Any) -> str:
+    """A hint naming the fix for a value of the wrong type (strict types: no quoted numbers,
+    no booleans for numbers, no numbers for booleans); ``""`` when the generic hint fits."""
+    if kind in ("int_type", "int_parsing", "int_from_float", "float_type", "float_parsing"):
+        whole = kind.startswith("int")
+        example = "a whole number, e.g. 3" if whole else "a number, e.g. 0.5"
+        if isinstance(value, bool):
+            return f"true/false is not a number; write {example}"
+        if isinstance(value, str):
+            number = _number_text(value)
+            if number is not None and (not whole or isinstance(number, int)):
+                return f"write {value.strip()} without quotes"
+            return f"write {example} (without quotes)"
+        if whole and isinstance(value, float) and value.is_integer():
+            return f"write {int(value)} (a whole number, no decimal point)"
+        return ""
+    if kind in ("bool_type", "bool_parsing"):
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return f"write {value.strip().lower()} without quotes"
+        if isinstance(value, (int, float)):
+            return "write true or false (a number is not a boolean)"
+        return "write true or false (no quotes)"
+    if kind == "literal_error" and isinstance(value, bool):
+        return "true/false is not one of these values; write one of the values listed"
+    if kind == "literal_error" and isinstance(value, str) and _number_text(value) is not None:
+        return f"write {value.strip()} without quotes"
+    return ""
 
 
 def problems_from_validation(

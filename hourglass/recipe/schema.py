@@ -37,6 +37,7 @@ __all__ = [
     "cross_field_problems",
     "class_problems",
     "channel_problems",
+    "availability_problems",
 ]
 
 
@@ -239,6 +240,18 @@ def cross_field_problems(
                 problems.append(Problem(f"diffusion.{name}.sigma_data", f"{other} differs from "
                                         f"diffusion.denoiser.sigma_data {sd}", f"use the same value ({sd})"))
     return problems
+
+
+def availability_problems(data: DataSection) -> list[Problem]:
+    """Whether the data of ``data.dataset`` can be read here, at paths under ``data.dataset``.
+
+    Asks the dataset's contract (:meth:`~hourglass.data.DatasetComponent.availability_problems`:
+    e.g. an image folder that is missing or holds no image). Not part of recipe validation (a
+    checkpoint's recipe must load on a machine without the data): ``hourglass validate`` and
+    ``hourglass train`` run it, and :class:`~hourglass.train.Trainer` before it builds anything.
+    """
+    dataset = DATASET.get(data.dataset.type)
+    return [p.under("data.dataset") for p in dataset.availability_problems(data.dataset)]
 
 
 class Recipe(Spec):

@@ -10,7 +10,13 @@ File ``run_dir/checkpoints/step_00001000.safetensors`` holds tensors under these
 and string metadata: ``format`` (``"hourglass-checkpoint"``), ``format_version``, ``step``,
 ``recipe`` (the resolved recipe as TOML), ``model_spec`` (JSON), ``optimizer`` (JSON: the param
 groups and the non-tensor state), ``extra`` (JSON: counters), ``sha256`` (digest of every tensor,
-checked on load) and ``hourglass_version``.
+checked on load), ``hourglass_version``, ``class_names`` (JSON list, one name per class id, when
+the data names its classes; the run directory also holds them as ``classes.json``) and
+``plugins`` (JSON: ``{"attention:dinat": "hourglass-dinat 0.1.0"}``, the plugin components the
+model needs, named when a machine without them loads it).
+
+A file that is not a checkpoint (a recipe, an image, a torch ``.pth``, an empty file, ...) is
+recognised from its first bytes and named in the error, with what to do instead.
 
 A save writes a temporary file in the same folder, fsyncs it, renames it over the target with
 ``os.replace`` and fsyncs the folder, so a crash mid-write leaves the previous files intact.
@@ -32,6 +38,8 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from hourglass._files import SAFETENSORS, TORCH_KINDS, file_kind, read_head
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -48,6 +56,8 @@ __all__ = [
     "unflatten_optimizer_state",
     "resolve_checkpoint",
     "load_checkpoint",
+    "read_class_names",
+    "CLASSES_FILE",
     "checkpoint_recipe",
     "build_checkpoint_model",
 ]
@@ -56,6 +66,8 @@ FORMAT = "hourglass-checkpoint"
 FORMAT_VERSION = "1"
 WEIGHTS_FORMAT = "hourglass-weights"  # inference weights only (``hourglass convert``): model tensors + recipe
 WEIGHTS_FILE = "model.safetensors"
+CLASSES_FILE = "classes.json"  # the run directory's class names: a JSON list, one name per class id
+_MAX_HEADER = 100 << 20  # safetensors refuses larger headers
 _NAME_RE = re.compile(r"^step_(\d{8,})\.safetensors$")
 _TMP_RE = re.compile(r"^\.step_\d+\.safetensors\.tmp-\d+$")
 _CHUNK = 16 << 20
@@ -84,6 +96,8 @@ class CheckpointData:
         path: the file it came from.
         format: :data:`FORMAT` (a training checkpoint) or ``WEIGHTS_FORMAT`` (weights only, from
             ``hourglass convert``: the one set of weights is in ``model``).
+        class_names: one name per class id, when the run recorded them (None otherwise).
+        plugins: plugin components the model needs, ``{"attention:dinat": "hourglass-dinat 0.1.0"}``.
     """
 
     step: int
@@ -97,6 +111,8 @@ class CheckpointData:
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     format: str = FORMAT
+    class_names: list[str] | None = None
+    plugins: dict[str, str] = field(default_factory=dict)
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
@@ -205,6 +221,7 @@ def save_checkpoint(
     recipe_toml: str = "",
     model_spec: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file, fsync, ``os.replace``, fsync of the folder).
 
@@ -219,6 +236,7 @@ def save_checkpoint(
         recipe_toml: the resolved recipe.
         model_spec: the model's spec as plain data.
         extra: JSON-able counters.
+        class_names: one name per class id (stored as metadata ``class_names``).
 
     Returns:
         The written path.
@@ -244,13 +262,74 @@ def save_checkpoint(
         "sha256": _digest(tensors),
         "hourglass_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "plugins": json.dumps(_plugin_components(model_spec or {})),
     }
+    if class_names is not None:
+        metadata["class_names"] = json.dumps([str(n) for n in class_names])
     path = Path(path)
     _atomic_write(path, safetensors.torch.save(tensors, metadata=metadata))
     return path
 
 
+def _plugin_components(model_spec: dict[str, Any]) -> dict[str, str]:
+    """``{"family:name": "distribution version"}`` of the model's components that plugins provide."""
+    from hourglass.recipe.problems import components_in
+    from hourglass.registry import MODEL, plugin_statuses
+
+    if not model_spec:
+        return {}
+    versions = {s.distribution or s.name: s.version for s in plugin_statuses()}
+    out: dict[str, str] = {}
+    for _, registry, name in components_in(MODEL, model_spec):
+        if name in registry and registry.provider(name) != "hourglass":
+            provider = registry.provider(name)
+            version = versions.get(provider)
+            out[f"{registry.family}:{name}"] = f"{provider} {version}" if version else provider
+    return out
+
+
 # -- reading ---------------------------------------------------------------------------------------
+_TORCH_ADVICE = ("hourglass reads safetensors checkpoints (written by `hourglass train`) and never unpickles "
+                 "files; convert a k-diffusion checkpoint with `hourglass convert k-diffusion CONFIG.json {path} "
+                 "OUT_DIR`, then pass OUT_DIR")
+_PASS = "pass a run directory written by `hourglass train` or one of its checkpoints/step_*.safetensors"
+
+
+def _not_a_checkpoint(path: Path, head: bytes, size: int) -> str | None:
+    """Why ``path`` is no safetensors checkpoint, judged from its first bytes (None: it may be one).
+
+    Names an empty file, images, torch zip and pickle files, recipes (TOML), JSON and other text;
+    anything else whose first bytes are no safetensors header is "not a safetensors checkpoint".
+    """
+    kind = file_kind(path, head, size)
+    if kind == SAFETENSORS:
+        return None  # possibly truncated or corrupt: read_checkpoint says which
+    if kind == "an empty file":
+        return (f"{path} is an empty file (0 bytes), not a checkpoint (truncated, or never written); delete it, "
+                f"and {_PASS}")
+    if kind in TORCH_KINDS:
+        return f"{path} is {kind}, not a safetensors checkpoint; " + _TORCH_ADVICE.format(path=path)
+    if kind == "a zip archive":
+        return f"{path} is a zip archive, not a checkpoint; {_PASS}"
+    if kind == "a recipe":
+        return (f"{path} is a recipe, not a checkpoint: train it first with `hourglass train {path}`, then pass "
+                f"its run directory (runs/{path.stem})")
+    if kind == "a JSON file":
+        return (f"{path} is a JSON file, not a checkpoint; {_PASS} (a k-diffusion config.json goes with its "
+                "checkpoint to `hourglass convert k-diffusion CONFIG.json CHECKPOINT OUT_DIR`)")
+    if kind is not None:
+        return f"{path} is {kind}, not a checkpoint; {_PASS}"
+    return (f"{path} is not a safetensors checkpoint: its first bytes ({head[:8].hex(' ')}) are neither a "
+            f"safetensors header nor a known file type (corrupt, or another format); {_PASS}")
+
+
+def _read_head(path: Path, n: int = 4096) -> tuple[bytes, int]:
+    try:
+        return read_head(path, n)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _header(raw: bytes, path: Path) -> dict[str, str]:
     if len(raw) < 8:
         raise CheckpointError(f"{path} is truncated ({len(raw)} bytes); delete it or pick an older checkpoint")
@@ -264,49 +343,100 @@ def _header(raw: bytes, path: Path) -> dict[str, str]:
         header = json.loads(raw[8 : 8 + n])
     except ValueError as exc:
         raise CheckpointError(f"{path} has a corrupt header ({exc}); delete it or pick an older checkpoint") from None
-    return header.get("__metadata__") or {}
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a corrupt header (not a JSON object); delete it or pick an older checkpoint")
+    meta = header.get("__metadata__") or {}
+    return meta if isinstance(meta, dict) else {}
 
 
-def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> CheckpointData:
-    """Read and check a checkpoint file (tensors land on the CPU; nothing is unpickled).
+def _read_header_only(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file, reading only its header."""
+    head, size = _read_head(path, 8)
+    if len(head) < 8:
+        return _header(head, path)
+    n = int.from_bytes(head[:8], "little")
+    if n > min(size - 8, _MAX_HEADER):
+        return _header(head, path)  # says "truncated"
+    with open(path, "rb") as f:
+        return _header(f.read(8 + n), path)
 
-    Args:
-        path: a ``.safetensors`` checkpoint written by :func:`save_checkpoint`, or a weights-only
-            file written by ``hourglass convert`` (step 0, no EMA, optimizer or RNG state).
-        verify: recompute the SHA-256 of every tensor and compare it with the stored digest.
 
-    Returns:
-        The checkpoint's content.
-
-    Raises:
-        CheckpointError: if the file is missing, truncated, corrupt or of another format.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run directory")
-    raw = path.read_bytes()
-    meta = _header(raw, path)
-    if meta.get("format") == WEIGHTS_FORMAT:
-        return _read_weights(raw, meta, path)
+def _check_format(meta: dict[str, str], path: Path) -> None:
     if meta.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path} is not an hourglass training checkpoint (metadata format={meta.get('format')!r}); "
-            "pass a file written by `hourglass train`"
+            f"{path} is a safetensors file but not an hourglass training checkpoint (metadata format={meta.get('format')!r}); "
+            f"{_PASS}, or convert a k-diffusion checkpoint with `hourglass convert k-diffusion CONFIG.json {path} "
+            "OUT_DIR`"
         )
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {meta.get('format_version')!r}; this hourglass reads "
             f"version {FORMAT_VERSION}: upgrade hourglass"
         )
+
+
+def _names(text: str | None, where: str) -> list[str] | None:
+    if text is None:
+        return None
     try:
-        tensors = safetensors.torch.load(raw)
+        names = json.loads(text)
+    except ValueError:
+        names = None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{where}: the class names are not a JSON list of strings; delete them")
+    return names
+
+
+def read_checkpoint(path: str | os.PathLike, *, verify: bool = True, tensors: bool = True) -> CheckpointData:
+    """Read and check a checkpoint file (tensors land on the CPU; nothing is unpickled).
+
+    Args:
+        path: a ``.safetensors`` checkpoint written by :func:`save_checkpoint`, or a weights-only
+            file written by ``hourglass convert`` (step 0, no EMA, optimizer or RNG state).
+        verify: recompute the SHA-256 of every tensor and compare it with the stored digest.
+        tensors: False reads the metadata only (step, recipe, model spec, class names; the tensor
+            dicts stay empty and nothing is verified): cheap, for showing a run.
+
+    Returns:
+        The checkpoint's content.
+
+    Raises:
+        CheckpointError: if the file is missing, truncated, corrupt or of another kind (a recipe,
+            an image, a torch ``.pth``, ...: the message says which, and what to pass instead).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass it as a run directory (resolve_checkpoint) or pick a file")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run directory")
+    head, size = _read_head(path)
+    why = _not_a_checkpoint(path, head, size)
+    if why is not None:
+        raise CheckpointError(why)
+    if not tensors:
+        meta = _read_header_only(path)
+        if meta.get("format") == WEIGHTS_FORMAT:
+            return _weights_data({}, meta, path)
+        _check_format(meta, path)
+        return _checkpoint_data(meta, {}, path)
+    raw = path.read_bytes()
+    meta = _header(raw, path)
+    if meta.get("format") == WEIGHTS_FORMAT:
+        return _read_weights(raw, meta, path)
+    _check_format(meta, path)
+    try:
+        loaded = safetensors.torch.load(raw)
     except Exception as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}); delete it or pick an older checkpoint") from None
     del raw
-    if verify and _digest(tensors) != meta.get("sha256"):
+    if verify and _digest(loaded) != meta.get("sha256"):
         raise CheckpointError(
             f"{path} is corrupt (tensor checksum mismatch); delete it or pick an older checkpoint"
         )
+    return _checkpoint_data(meta, loaded, path)
+
+
+def _checkpoint_data(meta: dict[str, str], tensors: dict[str, Tensor], path: Path) -> CheckpointData:
     parts: dict[str, dict[str, Tensor]] = {"model": {}, "ema": {}, "rng": {}, "data": {}}
     for name, value in tensors.items():
         prefix, _, rest = name.partition(".")
@@ -314,7 +444,7 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Checkpoi
             parts[prefix][rest] = value
     try:
         optimizer_meta = json.loads(meta.get("optimizer") or "null")
-        optimizer = unflatten_optimizer_state(tensors, optimizer_meta) if optimizer_meta else None
+        optimizer = unflatten_optimizer_state(tensors, optimizer_meta) if optimizer_meta and tensors else None
         return CheckpointData(
             step=int(meta["step"]),
             model=parts["model"],
@@ -326,6 +456,8 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Checkpoi
             model_spec=json.loads(meta.get("model_spec") or "{}"),
             extra=json.loads(meta.get("extra") or "{}"),
             path=path,
+            class_names=_names(meta.get("class_names"), str(path)),
+            plugins=json.loads(meta.get("plugins") or "{}"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path} has corrupt metadata ({exc}); delete it or pick an older checkpoint") from None
@@ -340,13 +472,22 @@ def _read_weights(raw: bytes, meta: dict[str, str], path: Path) -> CheckpointDat
     """
     try:
         tensors = safetensors.torch.load(raw)
-        spec = json.loads(meta.get("model_spec") or "{}")
     except Exception as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}); convert the weights again") from None
+    return _weights_data(tensors, meta, path)
+
+
+def _weights_data(tensors: dict[str, Tensor], meta: dict[str, str], path: Path) -> CheckpointData:
+    try:
+        spec = json.loads(meta.get("model_spec") or "{}")
+        plugins = json.loads(meta.get("plugins") or "{}")
+    except ValueError as exc:
+        raise CheckpointError(f"{path} has corrupt metadata ({exc}); convert the weights again") from None
     weights = meta.get("weights", "unknown")
     extra = {"source": meta.get("source", ""), "weights": weights if weights in ("ema", "raw") else "unknown"}
     return CheckpointData(step=0, model=tensors, recipe_toml=meta.get("recipe", ""), model_spec=spec, extra=extra,
-                          path=path, format=WEIGHTS_FORMAT)
+                          path=path, format=WEIGHTS_FORMAT, class_names=_names(meta.get("class_names"), str(path)),
+                          plugins=plugins)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -363,7 +504,8 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def find_latest_checkpoint(
-    run_dir: str | os.PathLike, *, verify: bool = True, report: Callable[[str], None] | None = print
+    run_dir: str | os.PathLike, *, verify: bool = True, report: Callable[[str], None] | None = print,
+    tensors: bool = True,
 ) -> CheckpointData | None:
     """The newest checkpoint of a run that reads back intact.
 
@@ -373,13 +515,14 @@ def find_latest_checkpoint(
         run_dir: the run directory (holding ``checkpoints/``).
         verify: check the tensor digests.
         report: called with one message per skipped file (None: silent).
+        tensors: False reads metadata only (see :func:`read_checkpoint`).
 
     Returns:
         The checkpoint, or None when the run has no valid checkpoint.
     """
     for _, path in reversed(list_checkpoints(run_dir)):
         try:
-            return read_checkpoint(path, verify=verify)
+            return read_checkpoint(path, verify=verify, tensors=tensors)
         except CheckpointError as exc:
             if report is not None:
                 report(f"skipping checkpoint {path.name}: {exc}")
@@ -417,7 +560,7 @@ def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
 
 # -- inference -------------------------------------------------------------------------------------
 def resolve_checkpoint(
-    path_or_run_dir: str | os.PathLike, *, report: Callable[[str], None] | None = print
+    path_or_run_dir: str | os.PathLike, *, report: Callable[[str], None] | None = print, tensors: bool = True
 ) -> CheckpointData:
     """Read a checkpoint file, or the newest valid checkpoint of a run directory.
 
@@ -425,26 +568,108 @@ def resolve_checkpoint(
         path_or_run_dir: a ``.safetensors`` checkpoint or weights file, a run directory (holding
             ``checkpoints/``) or a folder written by ``hourglass convert`` (holding ``model.safetensors``).
         report: receives one message per skipped (corrupt) file of a run directory.
+        tensors: False reads metadata only (see :func:`read_checkpoint`); a run directory's newest
+            file is then taken without checking its tensors.
 
     Returns:
         The checkpoint's content.
 
     Raises:
-        CheckpointError: nothing usable at that path.
+        CheckpointError: nothing usable at that path; the message says what is there instead (a
+            recipe, an image, a torch file, a folder without checkpoints, ...) and what to pass.
     """
     path = Path(path_or_run_dir)
     if path.is_dir() and not list_checkpoints(path) and (path / WEIGHTS_FILE).is_file():
-        return read_checkpoint(path / WEIGHTS_FILE)  # a folder written by ``hourglass convert``
+        return read_checkpoint(path / WEIGHTS_FILE, tensors=tensors)  # a folder written by ``hourglass convert``
     if path.is_dir():
-        found = find_latest_checkpoint(path, report=report)
+        found = find_latest_checkpoint(path, report=report, tensors=tensors)
         if found is None:
-            n = len(list_checkpoints(path))
-            why = f"all {n} checkpoint file(s) are corrupt" if n else "it has no checkpoints/step_*.safetensors"
-            raise CheckpointError(f"run directory {path} has no usable checkpoint ({why}); train first or pass a file")
+            raise CheckpointError(_no_checkpoint(path))
         return found
     if not path.exists():
-        raise CheckpointError(f"{path} does not exist; pass a checkpoint file or a run directory")
-    return read_checkpoint(path)
+        raise CheckpointError(f"{path} does not exist; {_PASS}")
+    return read_checkpoint(path, tensors=tensors)
+
+
+def _no_checkpoint(folder: Path) -> str:
+    n = len(list_checkpoints(folder))
+    if n:
+        return (f"run directory {folder} has no usable checkpoint (all {n} checkpoint file(s) are corrupt); "
+                "train again or pass an intact file")
+    if folder.name == "checkpoints" and list_checkpoints(folder.parent):
+        return (f"{folder} is the checkpoints folder of run directory {folder.parent}: pass {folder.parent} (its "
+                "newest valid checkpoint) or one of the step_*.safetensors files")
+    if (folder / "recipe.toml").is_file():
+        return (f"run directory {folder} has no checkpoint yet (no checkpoints/step_*.safetensors): train it with "
+                f"`hourglass train {folder / 'recipe.toml'} --run-dir {folder}`")
+    images = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+    if images:
+        return f"{folder} is a folder of images (e.g. {images[0]}), not a run directory; {_PASS}"
+    files = sorted(p.name for p in folder.glob("*.safetensors"))
+    if files:
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        return f"{folder} is a folder without a run's checkpoints/ but holds {shown}; pass one of those files"
+    return (f"{folder} is a folder without checkpoints (no checkpoints/step_*.safetensors, no {WEIGHTS_FILE}); "
+            f"{_PASS}")
+
+
+def read_class_names(run_or_checkpoint: str | os.PathLike | CheckpointData) -> list[str] | None:
+    """The class names of a run, in class-id order, or None when it records none.
+
+    Looked up, cheapest first: the metadata ``class_names`` of the checkpoint (for a run directory,
+    its newest; only the header is read), the run directory's ``classes.json``, and the dataset
+    of the run's recipe when its spec alone names the classes (``shapes``, ``digits``, ``lfw``:
+    :meth:`~hourglass.data.DatasetComponent.class_names_of`), so runs written before names were
+    recorded have them too.
+
+    Args:
+        run_or_checkpoint: a run directory, a checkpoint file (``step_*.safetensors``), a folder
+            or file written by ``hourglass convert``, or a :class:`CheckpointData` already read.
+
+    Returns:
+        One name per class id, or None (an unconditional model, or data whose classes have no names).
+
+    Raises:
+        CheckpointError: the path holds no checkpoint (the message says what it holds instead),
+            or its recorded names are malformed.
+    """
+    if isinstance(run_or_checkpoint, CheckpointData):
+        data = run_or_checkpoint
+    else:
+        path = Path(run_or_checkpoint)
+        run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else None
+        if run_dir is not None and (run_dir / CLASSES_FILE).is_file():
+            names_file = run_dir / CLASSES_FILE
+            try:
+                text = names_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"cannot read {names_file}: {exc}") from None
+            if path.is_dir():
+                return _names(text, str(names_file))
+        data = resolve_checkpoint(path, report=None, tensors=False)
+    if data.class_names is not None:
+        return list(data.class_names)
+    if data.path is not None and data.path.parent.name == "checkpoints":
+        names_file = data.path.parent.parent / CLASSES_FILE
+        if names_file.is_file():
+            return _names(names_file.read_text(encoding="utf-8"), str(names_file))
+    return _names_from_recipe(data.recipe_toml)
+
+
+def _names_from_recipe(recipe_toml: str) -> list[str] | None:
+    """Class names the recipe's dataset spec tells (no data is read), or None."""
+    if not recipe_toml:
+        return None
+    from hourglass.recipe import toml
+    from hourglass.registry import DATASET
+
+    try:
+        dataset = toml.loads(recipe_toml)["data"]["dataset"]
+        spec = DATASET.validate(dataset)
+        names = DATASET.get(spec.type).class_names_of(spec)
+    except (KeyError, TypeError, ValueError, toml.TOMLDecodeError):  # no data section, or a dataset not installed
+        return None
+    return list(names) if names else None
 
 
 def load_checkpoint(
@@ -459,51 +684,62 @@ def load_checkpoint(
         path_or_run_dir: a checkpoint file or a run directory (its newest valid checkpoint), or a
             weights file / folder written by ``hourglass convert``.
         device: where to put the models.
-        report: receives messages about skipped corrupt files.
+        report: receives messages about skipped corrupt files, and a note when the embedded
+            recipe does not load here (the model is then rebuilt from the stored model spec).
 
     Returns:
         ``(model, ema_model, recipe, step)``: the raw and EMA backbones (``ema_model`` is None when
         the checkpoint has no EMA weights; a weights-only file's one set of weights, EMA or not, is
-        ``model``: :func:`resolve_checkpoint` tells which in ``extra["weights"]``; both with the recipe's ``[runtime.backends]`` pinned), the
-        run's :class:`hourglass.recipe.Recipe` (None if the checkpoint carries none) and the step it
-        was written at.
+        ``model``, and :func:`resolve_checkpoint` tells which in ``extra["weights"]``; both with the
+        recipe's ``[runtime.backends]`` pinned), the run's :class:`hourglass.recipe.Recipe` (None if
+        the checkpoint carries none, or it does not load here) and the step it was written at.
 
     Raises:
-        CheckpointError: no usable checkpoint, or weights that do not fit the stored model spec.
+        CheckpointError: no usable checkpoint, a model that needs a component not registered here
+            (a plugin not installed or disabled: named, with the plugins' state), or weights that
+            do not fit the stored model spec.
     """
     data = resolve_checkpoint(path_or_run_dir, report=report)
-    recipe, spec = checkpoint_recipe(data)
+    recipe, spec = checkpoint_recipe(data, report=report)
     models = [build_checkpoint_model(data, weights, recipe=recipe, spec=spec, device=device) if weights else None
               for weights in (data.model, data.ema)]
     return models[0], models[1], recipe, data.step
 
 
-def checkpoint_recipe(data: CheckpointData) -> tuple[Any, Any]:
-    """The recipe and the model spec a checkpoint was written with.
+def checkpoint_recipe(data: CheckpointData, *, report: Callable[[str], None] | None = None) -> tuple[Any, Any]:
+    """The recipe and the validated model spec a checkpoint was written with.
 
     Args:
         data: a checkpoint's content (:func:`read_checkpoint`, :func:`resolve_checkpoint`).
+        report: receives a note when the embedded recipe does not load here (the model spec is
+            then used alone).
 
     Returns:
         ``(recipe, model_spec)``: the :class:`hourglass.recipe.Recipe` (None if the checkpoint carries
-        none, or when its recipe no longer validates but a model spec is stored) and the model spec
-        (plain data or a spec).
+        none, or when its recipe no longer validates but a model spec is stored) and the model spec.
 
     Raises:
-        CheckpointError: neither a usable recipe nor a model spec.
+        CheckpointError: neither a usable recipe nor a model spec; a component that is not
+            registered here (named, with the plugins' state); a spec that no longer validates.
     """
     from hourglass.recipe import RecipeError, loads_recipe
 
     recipe = None
+    recipe_error: RecipeError | None = None
     if data.recipe_toml:
         try:
             recipe = loads_recipe(data.recipe_toml, source=f"{data.path} (embedded recipe)")
         except RecipeError as exc:
             if not data.model_spec:
-                raise CheckpointError(f"{data.path}: its embedded recipe no longer validates: {exc}") from None
+                raise CheckpointError(_unloadable(data, exc)) from None
+            recipe_error = exc
     spec = data.model_spec or (recipe.model if recipe is not None else None)
     if not spec:
         raise CheckpointError(f"{data.path} carries neither a model spec nor a recipe; it cannot be rebuilt")
+    spec = _validated_model_spec(data, spec)
+    if recipe_error is not None and report is not None:  # the model loads, the rest of its recipe does not
+        report(f"note: the recipe embedded in {data.path} does not load here, so the run's [sample] and "
+               f"[runtime] settings are not used: {' '.join(str(recipe_error).split())}")
     return recipe, spec
 
 
@@ -523,14 +759,17 @@ def build_checkpoint_model(
         The backbone in eval mode without gradients.
 
     Raises:
-        CheckpointError: the weights do not fit the spec.
+        CheckpointError: the model cannot be built here, or the weights do not fit the spec.
     """
     from hourglass.nn.attention import pin_backends
     from hourglass.registry import MODEL
 
     # Built for real (not on "meta"): non-persistent buffers must be computed, not loaded.
-    with torch.device(device):
-        model = MODEL.build(spec)
+    try:
+        with torch.device(device):
+            model = MODEL.build(spec)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{data.path}: its model cannot be built here: {' '.join(str(exc).split())}") from None
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
@@ -538,3 +777,55 @@ def build_checkpoint_model(
     if recipe is not None:
         pin_backends(model, recipe.runtime.backends)
     return model.to(device).eval().requires_grad_(False)
+
+
+def _missing_message(data: CheckpointData, missing: list[tuple[str, str, str]]) -> str:
+    """``PATH needs attention 'dinat' (model.levels[0].attention), not registered here; ...`` with the
+    plugin that provided it when the file was written (if recorded) and the plugins' state."""
+    from hourglass.registry import plugin_summary
+
+    names = [f"{family} {name!r} ({where})" for where, family, name in missing]
+    provided = [data.plugins[f"{family}:{name}"] for _, family, name in missing if f"{family}:{name}" in data.plugins]
+    text = f"{data.path} needs {', '.join(names)}, not registered here"
+    if provided:
+        text += f"; it was written with {', '.join(dict.fromkeys(provided))}: install or enable that plugin"
+    else:
+        text += "; install or enable the plugin that provides it"
+    summary = plugin_summary()
+    return text + f" (`hourglass plugins` lists them). {summary or 'No plugins are installed.'}"
+
+
+def _validated_model_spec(data: CheckpointData, spec: Any) -> Any:
+    """The model spec, validated; a missing component (plugin) or a spec that no longer validates
+    is a :class:`CheckpointError` of one line."""
+    from pydantic import BaseModel, ValidationError
+
+    from hourglass.recipe.problems import missing_components, problems_from_validation
+    from hourglass.registry import MODEL, RegistryError
+
+    if isinstance(spec, BaseModel):
+        return spec
+    missing = [(f"model.{p}" if p else "model", family, name) for p, family, name in missing_components(MODEL, spec)]
+    if missing:
+        raise CheckpointError(_missing_message(data, missing))
+    try:
+        return MODEL.validate(spec)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, spec, MODEL.spec_class(spec["type"]))
+        text = "; ".join(str(p.under("model")) for p in problems)
+    except (RegistryError, ValueError, TypeError) as exc:
+        text = " ".join(str(exc).split())
+    raise CheckpointError(f"{data.path}: its model spec does not validate with this hourglass: {text}")
+
+
+def _unloadable(data: CheckpointData, exc: Exception) -> str:
+    from hourglass.recipe import Recipe, toml
+    from hourglass.recipe.problems import missing_components
+
+    try:
+        missing = missing_components(Recipe, toml.loads(data.recipe_toml))
+    except toml.TOMLDecodeError:
+        missing = []
+    if missing:
+        return _missing_message(data, missing)
+    return f"{data.path}: its embedded recipe no longer validates: {' '.join(str(exc).split())}"

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from hourglass.diffusion import CFGDenoiser, NoiseSampler, initial_noise
 from hourglass.registry import SAMPLER, SCHEDULE
 
-__all__ = ["autocast_context", "class_labels", "generate_images", "iter_generate", "step_callback"]
+__all__ = ["autocast_context", "class_ids", "class_labels", "generate_images", "iter_generate", "step_callback"]
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -25,6 +25,60 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.Abs
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def class_ids(classes: str | Sequence[str | int], num_classes: int, names: Sequence[str] | None = None) -> list[int]:
+    """Class ids from names or ids, e.g. ``"cat,dog"``, ``"0,2"``, ``["cat", 2]`` or ``"none"``.
+
+    A value that is one of ``names`` means that class (exactly, else case-insensitively when that is
+    unambiguous), otherwise an integer is an id; ``"none"`` is the unconditional "no class" (id
+    ``num_classes``), unless a class has that name.
+
+    Args:
+        classes: comma-separated text, or a sequence of names and ids.
+        num_classes: the model's classes (0: unconditional, then any class is an error).
+        names: one name per class id (e.g. from :func:`hourglass.train.checkpoint.read_class_names`).
+
+    Returns:
+        The ids, in the order given.
+
+    Raises:
+        ValueError: one line naming the value and listing the valid names (or the id range).
+    """
+    if num_classes == 0:
+        raise ValueError("this model has no classes (it is unconditional); drop the class")
+    items = [p.strip() for p in classes.split(",")] if isinstance(classes, str) else list(classes)
+    names = list(names) if names else []
+    lowered: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        lowered.setdefault(name.lower(), []).append(i)
+    ids = []
+    for item in items:
+        if isinstance(item, str) and item in names:
+            ids.append(names.index(item))
+        elif isinstance(item, str) and len(lowered.get(item.lower(), [])) == 1:
+            ids.append(lowered[item.lower()][0])
+        elif isinstance(item, str) and item.lower() == "none":
+            ids.append(num_classes)
+        else:
+            try:
+                i = int(item) if not isinstance(item, bool) else None
+            except (TypeError, ValueError):
+                i = None
+            if i is None or not 0 <= i < num_classes or (isinstance(item, float) and not item.is_integer()):
+                raise ValueError(f"{item!r} is not a class of this model; {_valid_classes(num_classes, names)}")
+            ids.append(i)
+    if not ids:
+        raise ValueError(f"no class given; {_valid_classes(num_classes, names)}")
+    return ids
+
+
+def _valid_classes(num_classes: int, names: Sequence[str]) -> str:
+    if names:
+        shown = ", ".join(f"{i} {name}" for i, name in enumerate(names[:50]))
+        more = f", ... ({len(names)} in all)" if len(names) > 50 else ""
+        return f"its classes (id name): {shown}{more}, or 'none'"
+    return f"give class ids 0..{num_classes - 1} (this run recorded no class names), or 'none'"
 
 
 def class_labels(n: int, num_classes: int, fixed: Sequence[int] | None = None) -> Tensor | None:

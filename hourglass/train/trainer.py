@@ -14,6 +14,7 @@ CPU ends with bitwise-identical weights.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -30,7 +31,15 @@ from torch import Tensor
 
 from hourglass.data import Augmented, create_dataloader, mix_seed
 from hourglass.devices import resolve_dtype
-from hourglass.recipe import Recipe, build_model, channel_problems, class_problems, dump_recipe, plain_data
+from hourglass.recipe import (
+    Recipe,
+    availability_problems,
+    build_model,
+    channel_problems,
+    class_problems,
+    dump_recipe,
+    plain_data,
+)
 from hourglass.registry import DATASET, DENOISER, MODEL, SIGMA_DENSITY, WEIGHTING
 from hourglass.spec import as_pair
 from hourglass.train import checkpoint as ckpt
@@ -92,7 +101,8 @@ class Trainer:
 
     Args:
         recipe: a validated :class:`hourglass.recipe.Recipe`.
-        run_dir: where ``recipe.toml``, ``metrics.jsonl``, ``checkpoints/`` and ``samples/`` go.
+        run_dir: where ``recipe.toml``, ``classes.json`` (the data's class names, if it names them),
+            ``metrics.jsonl``, ``checkpoints/`` and ``samples/`` go.
         max_bad_steps: consecutive non-finite steps before giving up (default: ``train.max_bad_steps``).
         report: prints a message (rank 0 only); default ``print`` (through tqdm when a bar shows).
         progress: show a tqdm bar (default: :func:`progress_enabled`).
@@ -127,6 +137,9 @@ class Trainer:
 
     def _setup(self) -> None:
         recipe, t = self.recipe, self.recipe.train
+        missing = availability_problems(recipe.data)  # before anything is built
+        if missing:
+            raise TrainConfigError("; ".join(str(p) for p in missing))
         self.amp_dtype = getattr(torch, resolve_dtype(recipe.runtime.dtype, self.device.type))
 
         # Model, EMA and optimizer: initialised on the CPU from the seed, identical on every rank.
@@ -186,13 +199,19 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------
     def _build_dataset(self) -> Any:
         data = self.recipe.data
-        dataset = DATASET.build(data.dataset, resolution=self.image_size, split="train")
+        try:
+            dataset = DATASET.build(data.dataset, resolution=self.image_size, split="train")
+        except (OSError, ValueError) as exc:  # e.g. files that vanished since the check, none readable
+            raise TrainConfigError(f"data.dataset ({data.dataset.type}): {' '.join(str(exc).split())}") from None
         # Validation checked what the dataset declares; what it learns only from its files is checked
         # here, by the same rules.
         problems = class_problems(self.num_classes, dataset.num_classes, data.dataset.type)
         problems += channel_problems(self.channels, dataset.channels)
         if problems:
             raise TrainConfigError("; ".join(str(p) for p in problems))
+        names = [str(n) for n in (getattr(dataset, "class_names", None) or [])]
+        #: one name per class id (saved as classes.json and in every checkpoint), None if the data has none
+        self.class_names: list[str] | None = names if self.num_classes and len(names) == self.num_classes else None
         if data.augment.p > 0:
             dataset = Augmented(dataset, data.augment, seed=self.recipe.train.seed)
         return dataset
@@ -355,7 +374,7 @@ class Trainer:
             ckpt.checkpoint_path(self.run_dir, self.step), step=self.step, model=self.model.state_dict(),
             ema=self.ema.model.state_dict(), optimizer=self.optimizer.state_dict(), rng=rng, data=data,
             recipe_toml=dump_recipe(self.recipe), model_spec=self._model_data(),
-            extra={"bad_steps": self.bad_steps, "world_size": self.dist.world_size},
+            extra={"bad_steps": self.bad_steps, "world_size": self.dist.world_size}, class_names=self.class_names,
         )
         ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_last)
         return path
@@ -393,6 +412,10 @@ class Trainer:
             tmp = self.run_dir / ".recipe.toml.tmp"
             tmp.write_text(text)
             os.replace(tmp, self.run_dir / "recipe.toml")
+            if self.class_names is not None:  # what `hourglass sample --class NAME` and `hourglass show` read
+                tmp = self.run_dir / f".{ckpt.CLASSES_FILE}.tmp"
+                tmp.write_text(json.dumps(self.class_names, ensure_ascii=False) + "\n", encoding="utf-8")
+                os.replace(tmp, self.run_dir / ckpt.CLASSES_FILE)
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,3 +112,211 @@ def test_good_inputs_still_work(model):
     with torch.no_grad():
         out = model(**_inputs(model))
     assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all()
+
+
+# -- wrong files, missing data, missing plugins, wrong types (issue #15) ---------------------------
+def _one_line_error(argv, capsys, *needles):
+    """In-process ``main(argv)``: exit 2, exactly one line on stderr naming the needles, no warning
+    (on the command line each warning is a line of its own), no traceback."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+    err = capsys.readouterr().err
+    problems = []
+    if code != 2:
+        problems.append(f"exit {code}")
+    if err.count("\n") != 1 or not err.startswith("hourglass "):
+        problems.append(f"{err.count(chr(10))} lines")
+    if caught:
+        problems.append(f"warnings {[str(w.message)[:80] for w in caught]}")
+    problems += [f"missing {n!r}" for n in needles if n.lower() not in err.lower()]
+    return f"{argv}: {', '.join(problems)} in {err[:400]!r}" if problems else None
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """A trained tiny run, and files and folders of every wrong kind."""
+    import json
+    import pickle
+
+    from hourglass.recipe import loads_recipe
+    from hourglass.train import train
+    from hourglass.train.checkpoint import checkpoint_path, read_checkpoint, save_checkpoint
+
+    from .conftest import TINY_RECIPE
+
+    root = tmp_path_factory.mktemp("zoo")
+    run = root / "run"
+    train(loads_recipe(TINY_RECIPE, ["train.steps=1"]), run, report=lambda _: None)
+    recipe = root / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(root / "image.png")
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(root / "photo.jpg")
+    torch.save({"w": torch.ones(2)}, root / "model.pth")
+    torch.save({"w": torch.ones(2)}, root / "legacy.pt", _use_new_zipfile_serialization=False)
+    (root / "pickled.ckpt").write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    (root / "empty.safetensors").write_bytes(b"")
+    (root / "random.bin").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    (root / "config.json").write_text(json.dumps({"model": {
+        "type": "image_transformer_v2", "input_channels": 3, "input_size": [32, 32], "patch_size": [4, 4],
+        "depths": [1, 1], "widths": [32, 64], "self_attns": [{"type": "global", "d_head": 16}] * 2,
+        "mapping_depth": 1, "mapping_width": 64}}))
+    (root / "notes.txt").write_text("just text\n")
+    (root / "empty_dir").mkdir()
+    (root / "empty_images").mkdir()
+    (root / "broken_images").mkdir()
+    (root / "broken_images" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    # a run whose model needs an attention kind registered nowhere (as a plugin that is not installed)
+    saved = read_checkpoint(checkpoint_path(run, 1))
+    spec = saved.model_spec
+    spec["levels"][0]["attention"]["type"] = "no_such_kind"
+    save_checkpoint(checkpoint_path(root / "plugin_run", 1), step=1, model=saved.model, ema=saved.ema,
+                    recipe_toml=saved.recipe_toml.replace('"global"', '"no_such_kind"', 1), model_spec=spec)
+    return root
+
+
+def _recipe_with(zoo, dataset: str, extra: str = "") -> str:
+    import hashlib
+
+    from .conftest import TINY_RECIPE
+
+    path = zoo / f"recipe_{hashlib.sha1((dataset + extra).encode()).hexdigest()[:8]}.toml"
+    text = TINY_RECIPE.replace('dataset = {type = "shapes", size = 64}', f"dataset = {dataset}") + extra
+    if "imagefolder" in dataset:
+        text = text.replace("num_classes = 6", "num_classes = 0")  # an unlabelled folder
+    path.write_text(text)
+    return str(path)
+
+
+def wrong_input_cases(zoo):
+    run, ckpt = zoo / "run", zoo / "run" / "checkpoints" / "step_00000001.safetensors"
+    missing = _recipe_with(zoo, f'{{type = "imagefolder", root = "{zoo / "no_such_folder"}"}}')
+    empty = _recipe_with(zoo, f'{{type = "imagefolder", root = "{zoo / "empty_images"}"}}')
+    broken = _recipe_with(zoo, f'{{type = "imagefolder", root = "{zoo / "broken_images"}"}}')
+    return [
+        # files that are not checkpoints
+        (["sample", zoo / "tiny.toml"], ["is a recipe, not a checkpoint", "hourglass train", "run directory"]),
+        (["sample", zoo / "image.png"], ["is a PNG image, not a checkpoint", "run directory"]),
+        (["sample", zoo / "photo.jpg"], ["is a JPEG image"]),
+        (["sample", zoo / "model.pth"], ["is a PyTorch checkpoint", "safetensors", "hourglass convert k-diffusion"]),
+        (["sample", zoo / "legacy.pt"], ["is a PyTorch pickle", "hourglass convert k-diffusion"]),
+        (["sample", zoo / "pickled.ckpt"], ["is a PyTorch pickle"]),
+        (["sample", zoo / "empty.safetensors"], ["is an empty file (0 bytes)"]),
+        (["sample", zoo / "random.bin"], ["is not a safetensors checkpoint", "neither a safetensors header"]),
+        (["sample", zoo / "config.json"], ["is a JSON file, not a checkpoint", "hourglass convert k-diffusion"]),
+        (["sample", zoo / "notes.txt"], ["is a text file, not a checkpoint"]),
+        (["sample", zoo / "empty_dir"], ["is a folder without checkpoints"]),
+        (["sample", run / "samples"], ["is a folder of images", "not a run directory"]),
+        (["sample", run / "checkpoints"], ["is the checkpoints folder of run directory", str(run)]),
+        (["show", zoo / "random.bin"], ["is not a safetensors checkpoint"]),
+        (["eval", "--checkpoint", zoo / "tiny.toml", "--val-loss"], ["is a recipe, not a checkpoint"]),
+        (["eval", "--checkpoint", zoo / "image.png", "--val-loss"], ["is a PNG image"]),
+        # files that are not recipes
+        (["train", ckpt], ["a safetensors file (a checkpoint?), not a TOML recipe", "hourglass sample"]),
+        (["train", run], ["a folder, not a recipe file", f"--run-dir {run}"]),
+        (["validate", zoo / "model.pth", "--json"], []),  # (the report is JSON on stdout)
+        (["train", zoo / "image.png"], ["a PNG image, not a TOML recipe"]),
+        # convert given the wrong files
+        (["convert", "k-diffusion", zoo / "model.pth", zoo / "config.json", zoo / "out"],
+         ["not a k-diffusion config JSON", "the arguments are CONFIG.json CHECKPOINT OUT_DIR"]),
+        (["convert", "k-diffusion", zoo / "tiny.toml", zoo / "model.pth", zoo / "out"], ["is an hourglass recipe"]),
+        (["convert", "k-diffusion", zoo / "config.json", zoo / "image.png", zoo / "out"],
+         ["is a PNG image, not a k-diffusion checkpoint"]),
+        (["convert", "k-diffusion", zoo / "config.json", ckpt, zoo / "out"], ["already an hourglass checkpoint"]),
+        (["convert", "k-diffusion", zoo / "config.json", zoo / "random.bin", zoo / "out"],
+         ["neither a safetensors nor a PyTorch file"]),
+        (["convert", "k-diffusion", zoo / "config.json", zoo / "model.pth", zoo / "notes.txt"], ["is a file"]),
+        # data that is not there
+        (["train", missing, "--run-dir", zoo / "r1"], ["data.dataset.root", "does not exist", "--set data.dataset.root"]),
+        (["train", empty, "--run-dir", zoo / "r2"], ["data.dataset.root", "holds no image file"]),
+        (["train", broken, "--run-dir", zoo / "r3"], ["none of the 1 image files", "a.png"]),
+        (["eval", run / "samples", "--dataset", f'{{type = "imagefolder", root = "{zoo / "no_such_folder"}"}}'],
+         ["dataset imagefolder", "does not exist"]),
+        # a component nobody registered (a plugin that is not installed)
+        (["sample", zoo / "plugin_run", "--n", "1"],
+         ["needs attention 'no_such_kind' (model.levels[0].attention), not registered here", "install or enable"]),
+        (["eval", "--checkpoint", zoo / "plugin_run", "--val-loss"], ["needs attention 'no_such_kind'"]),
+        # wrong types
+        (["train", zoo / "tiny.toml", "--set", "data.batch_size=true"],
+         ["data.batch_size = True", "true/false is not a number"]),
+        (["train", zoo / "tiny.toml", "--set", 'data.batch_size="32"'],
+         ["data.batch_size = '32'", "write 32 without quotes"]),
+        (["build", zoo / "tiny.toml", "--set", "runtime.compile=1"], ["runtime.compile = 1", "true or false"]),
+        (["train", zoo / "tiny.toml", "--set", "data.dataset.channels=true"], ["data.dataset.channels = True"]),
+        # classes
+        (["sample", run, "--class", "lion"], ["'lion' is not a class", "0 circle", "5 ring"]),
+        (["sample", run, "--class", "2.5"], ["'2.5' is not a class"]),
+    ]
+
+
+def test_wrong_inputs_are_one_line_exit_2_without_traceback(zoo, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cases = wrong_input_cases(zoo)
+    failures = []
+    for argv, needles in cases:
+        if argv[0] == "validate":
+            code = main([str(a) for a in argv])
+            out, err = capsys.readouterr()
+            if code != 2 or err or "not a TOML recipe" not in out:
+                failures.append(f"{argv}: exit {code}, stderr {err!r}, stdout {out[:200]!r}")
+            continue
+        failure = _one_line_error(argv, capsys, *needles)
+        if failure:
+            failures.append(failure)
+    print(f"FAULTS wrong inputs: {len(cases)} wrong files, folders, data, plugins and types, "
+          f"{len(cases) - len(failures)} one-line errors")
+    assert not failures, "\n".join(failures)
+    assert not (zoo / "out").exists() and not (zoo / "r1").exists() and not (zoo / "r2").exists()
+
+
+def test_validate_reports_missing_data_with_the_path_and_no_traceback(zoo, capsys):
+    missing = _recipe_with(zoo, f'{{type = "imagefolder", root = "{zoo / "no_such_folder"}"}}')
+    assert main(["validate", missing]) == 2
+    err = capsys.readouterr().err
+    assert f"data.dataset.root = '{zoo / 'no_such_folder'}': folder" in err and "does not exist" in err
+    assert "Traceback" not in err
+    assert main(["validate", missing, "--no-data-check"]) == 0
+
+
+def test_missing_data_in_a_real_train_process_is_one_line(zoo, tmp_path):
+    """The report of issue #15: on the command line, a missing image folder is one line, exit 2."""
+    missing = _recipe_with(zoo, f'{{type = "imagefolder", root = "{zoo / "no_such_folder"}"}}')
+    proc = run_cli("train", missing, "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert_clean_error(proc, "data.dataset.root", "does not exist")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_of_a_disabled_plugin_is_one_line_naming_it(tmp_path):
+    """A dinat run sampled with HOURGLASS_DISABLE_PLUGINS=dinat: the component, the plugin, its state."""
+    import os
+    import subprocess
+    import sys
+
+    from hourglass.registry import ATTENTION
+
+    if "dinat" not in ATTENTION:
+        pytest.skip("the hourglass-dinat plugin is not installed")
+    from hourglass.recipe import build_model, load_recipe
+    from hourglass.train.checkpoint import checkpoint_path, save_checkpoint
+
+    recipe = load_recipe(REPO / "plugins" / "hourglass-dinat" / "recipe.toml")
+    model = build_model(recipe, device="cpu")
+    save_checkpoint(checkpoint_path(tmp_path / "dn", 1), step=1, model=model.state_dict(), ema=model.state_dict(),
+                    recipe_toml=recipe.to_toml(), model_spec=recipe.to_data()["model"])
+    from .conftest import child_env
+
+    env = child_env() | {"HOURGLASS_DISABLE_PLUGINS": "dinat"}
+    proc = subprocess.run([sys.executable, "-m", "hourglass", "sample", str(tmp_path / "dn"), "--n", "1"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert_clean_error(proc, "needs attention 'dinat' (model.levels[0].attention)", "hourglass-dinat 0.1.0",
+                       "disabled by HOURGLASS_DISABLE_PLUGINS: dinat")
+    assert proc.stderr.count("\n") == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert os.listdir(tmp_path) == ["dn"]
