@@ -12,17 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hourglass.pipeline._errors import PipelineError
+from hourglass.pipeline._errors import PipelineError, check_strength, positive_int
 from hourglass.pipeline.images import load_images, load_masks, to_pil
 from hourglass.train.sampling import step_callback
 
 __all__ = ["Pipeline"]
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PipelineError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class Pipeline:
@@ -258,9 +252,9 @@ class Pipeline:
         from hourglass.devices import resolve_dtype
 
         d = self.defaults
-        n = _positive_int("n", d.n if n is None else n)
-        steps = _positive_int("steps", d.steps if steps is None else steps)
-        batch_size = _positive_int("batch_size", d.batch_size if batch_size is None else batch_size)
+        n = positive_int("n", d.n if n is None else n)
+        steps = positive_int("steps", d.steps if steps is None else steps)
+        batch_size = positive_int("batch_size", d.batch_size if batch_size is None else batch_size)
         seed = d.seed if seed is None else seed
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise PipelineError(f"seed must be an integer >= 0, got {seed!r}")
@@ -500,7 +494,7 @@ class Pipeline:
             raise PipelineError("give strength or sigma_start, not both")
         if sigma_start is None:
             strength = 0.75 if strength is None else strength
-            _check_strength(strength)
+            check_strength(strength)
         elif isinstance(sigma_start, bool) or not isinstance(sigma_start, (int, float)) or not (
                 math.isfinite(sigma_start) and sigma_start > 0):
             raise PipelineError(f"sigma_start must be a positive noise level, got {sigma_start!r}")
@@ -565,7 +559,7 @@ class Pipeline:
         """
         from hourglass.diffusion import inpaint_images
 
-        _check_strength(strength)
+        check_strength(strength)
         for name, value, low in (("jumps", jumps, 0), ("jump_length", jump_length, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PipelineError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -600,8 +594,3 @@ class Pipeline:
         from hourglass.train.images import save_image
 
         return [save_image(image, Path(folder) / f"{start + i:06d}.png") for i, image in enumerate(images)]
-
-
-def _check_strength(strength: Any) -> None:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
-        raise PipelineError(f"strength must be in (0, 1] (1 = the whole schedule), got {strength!r}")
