@@ -247,11 +247,9 @@ def test_generated_pages_are_committed_and_say_so():
 def test_no_empty_placeholders_in_any_page():
     """Every generated region has its end marker and content; no marker of the old hook (which the files
     showed as nothing) is left."""
-    import docgen_hooks
-
     problems = {}
     for page in markdown_pages():
-        found = docgen_hooks.region_problems(page.read_text(encoding="utf-8"))
+        found = docgen.region_problems(page.read_text(encoding="utf-8"))
         if found:
             problems[str(page.relative_to(ROOT))] = found
     assert problems == {}

@@ -70,7 +70,7 @@ LEGACY = re.compile(r"^<!--\s*(?:hourglass(?:\[\d+\])?|docgen):\s", flags=re.M)
 
 __all__ = [
     "PAGES", "COMMAND", "DocgenError", "example_plugins", "prepare", "page_header", "fill_regions",
-    "regions", "run_command", "generate", "stale", "main",
+    "regions", "region_problems", "run_command", "generate", "stale", "main",
 ]
 
 
@@ -206,6 +206,23 @@ def run_command(args: str, root: Path = ROOT) -> tuple[int, str]:
 def regions(text: str) -> list[re.Match]:
     """The generated regions of a page's text."""
     return list(REGION.finditer(text))
+
+
+def region_problems(markdown: str) -> list[str]:
+    """What is wrong with a page's generated regions as committed: legacy markers, unbalanced or empty regions
+    (the mkdocs hook and ``tests/test_docs.py`` report them)."""
+    problems = []
+    legacy = LEGACY.search(markdown)
+    if legacy:
+        problems.append(f"{legacy.group(0)!r} is an old marker that nothing fills any more; use "
+                        "`<!-- docgen:begin command: hourglass ARGS -->` ... `<!-- docgen:end -->`")
+    found = regions(markdown)
+    if len(found) != len(BEGIN.findall(markdown)) or len(found) != len(END.findall(markdown)):
+        problems.append("a `<!-- docgen:begin ... -->` marker without its `<!-- docgen:end -->` (or the reverse)")
+    for region in found:
+        if not region.group("body").strip():
+            problems.append(f"the region `{region.group('kind')}: {region.group('arg')}` is empty")
+    return [f"{p}; run `{COMMAND}`" for p in problems]
 
 
 def _region_body(match: re.Match, where: str, tables: dict[str, Callable[[], str]]) -> str:

@@ -30,7 +30,7 @@ if str(HERE) not in sys.path:  # docgen lives beside this hook
 
 import docgen  # noqa: E402
 
-__all__ = ["on_config", "on_files", "on_page_markdown", "reliability_nav", "region_problems"]
+__all__ = ["on_config", "on_files", "on_page_markdown", "reliability_nav"]
 
 log = logging.getLogger("mkdocs.hooks.hourglass")
 
@@ -54,22 +54,6 @@ def reliability_nav(nav: list[Any], docs_dir: Path) -> list[Any]:
     return out
 
 
-def region_problems(markdown: str) -> list[str]:
-    """What is wrong with a page's generated regions: legacy markers, unbalanced or empty regions."""
-    problems = []
-    legacy = docgen.LEGACY.search(markdown)
-    if legacy:
-        problems.append(f"{legacy.group(0)!r} is an old marker that nothing fills any more; use "
-                        "`<!-- docgen:begin command: hourglass ARGS -->` ... `<!-- docgen:end -->`")
-    regions = docgen.regions(markdown)
-    if len(regions) != len(docgen.BEGIN.findall(markdown)) or len(regions) != len(docgen.END.findall(markdown)):
-        problems.append("a `<!-- docgen:begin ... -->` marker without its `<!-- docgen:end -->` (or the reverse)")
-    for region in regions:
-        if not region.group("body").strip():
-            problems.append(f"the region `{region.group('kind')}: {region.group('arg')}` is empty")
-    return [f"{p}; run `{docgen.COMMAND}`" for p in problems]
-
-
 def on_config(config: Any) -> Any:
     """Add Reliability to the nav when its page exists."""
     if config.nav is not None:
@@ -88,6 +72,6 @@ def on_files(files: Files, config: Any) -> Files:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     """Warn about broken generated regions; the Markdown is rendered as committed."""
-    for problem in region_problems(markdown):
+    for problem in docgen.region_problems(markdown):
         log.warning("%s: %s", page.file.src_uri, problem)
     return markdown
