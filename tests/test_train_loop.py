@@ -298,7 +298,7 @@ def test_a_finished_run_is_reported_and_left_alone(tmp_path, capsys):
     after = (final.stat().st_mtime_ns, final.read_bytes(), (tmp_path / "metrics.jsonl").read_text(),
              (tmp_path / "recipe.toml").read_text())
     assert after == before  # nothing redrawn or rewritten
-    assert any("already trained" in m and "(2 of 2)" in m and "--set train.steps=N" in m for m in messages)
+    assert any("already trained (step 2 of train.steps 2)" in m and "--set train.steps=N" in m for m in messages)
     assert any(f"its final grid is {final}" in m for m in messages)
     # the CLI: the same report, exit status 0
     recipe = tmp_path / "tiny.toml"

@@ -441,9 +441,9 @@ class Trainer:
         final = self.run_dir / "samples" / "final.png"
         grid: Path | None = final if final.is_file() else None
         if self.dist.is_main:
-            past = "is" if self.step == t.steps else "is past"
-            self.say(f"{self.run_dir} is already trained: it {past} train.steps ({self.step} of {t.steps}); "
-                     "nothing to train. To train longer, raise train.steps (--set train.steps=N)")
+            where = f"step {self.step} of" if self.step == t.steps else f"step {self.step}, past"
+            self.say(f"{self.run_dir} is already trained ({where} train.steps {t.steps}); nothing to train. "
+                     "To train longer, raise train.steps (--set train.steps=N)")
             if grid is None:
                 self.say(f"{final} is missing (the run stopped before drawing it); drawing it now")
                 grid = self._final_grid()
