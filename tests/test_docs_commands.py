@@ -170,6 +170,7 @@ RUN_ELSEWHERE: dict[str, tuple[str, str]] = {
     "mkdocs build --strict --site-dir /tmp/site": (
         "tests/test_docs.py::test_mkdocs_build_strict", "the strict build, into a temporary folder"),
     "mkdocs build --strict": ("tests/test_docs.py::test_mkdocs_build_strict", "the strict build, into a temporary folder"),
+    "mkdocs build": ("tests/test_docs.py::test_mkdocs_build_strict", "with --strict, into a temporary folder"),
     "python docs/_gen/docgen.py": (
         "tests/test_docs.py::test_generated_docs_are_current", "with --check (this form rewrites the checkout)"),
     "python -m pytest plugins/hourglass-my-ffn/tests": (
