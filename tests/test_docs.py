@@ -1,7 +1,10 @@
-"""The documentation site: generated reference pages are complete, examples run, the build is strict-clean.
+"""The documentation: generated reference pages are complete and current, links and anchors resolve in the
+files, examples run, the build is strict-clean.
 
-The generators live in ``docs/_gen`` (an mkdocs hook runs them on every build). The fast tests call
-them directly; ``test_mkdocs_build_strict`` (slow) runs ``mkdocs build --strict`` and checks the HTML.
+The generators live in ``docs/_gen``; ``python docs/_gen/docgen.py`` writes their output into the committed
+pages (``test_generated_docs_are_current`` fails when it is stale). The fast tests call the generators
+directly; ``test_mkdocs_build_strict`` (slow) runs ``mkdocs build --strict`` and checks the HTML. The commands
+the pages show are run by ``tests/test_docs_commands.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ GEN = DOCS / "_gen"
 if str(GEN) not in sys.path:
     sys.path.insert(0, str(GEN))
 
+import docgen  # noqa: E402
 import docgen_benchmarks  # noqa: E402
 import docgen_catalogue  # noqa: E402
 import docgen_cli  # noqa: E402
@@ -217,6 +221,161 @@ def test_cli_reference_covers_a_parser_with_nested_commands():
     assert "```bash\nhourglass outer inner\n```" in text
 
 
+# -- committed generated pages, links, regions ------------------------------------------------------------
+def markdown_pages() -> list[Path]:
+    """``README.md`` and every Markdown page of ``docs/`` (the generators' folder aside)."""
+    return [ROOT / "README.md", *sorted(p for p in DOCS.rglob("*.md") if "_gen" not in p.relative_to(DOCS).parts)]
+
+
+def test_generated_docs_are_current():
+    """The committed generated pages and regions are what ``python docs/_gen/docgen.py`` writes now."""
+    result = subprocess.run([sys.executable, str(GEN / "docgen.py"), "--check", "--diff"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (
+        f"generated docs are stale or cannot be generated; run `{docgen.COMMAND}` and commit the result\n"
+        + result.stdout + result.stderr
+    )
+
+
+def test_generated_pages_are_committed_and_say_so():
+    for rel, source in docgen.PAGES.items():
+        path = ROOT / rel
+        assert path.is_file(), f"{rel} is missing: run `{docgen.COMMAND}`"
+        assert path.read_text(encoding="utf-8").startswith(docgen.page_header(source)), rel
+
+
+def test_no_empty_placeholders_in_any_page():
+    """Every generated region has its end marker and content; no marker of the old hook (which the files
+    showed as nothing) is left."""
+    problems = {}
+    for page in markdown_pages():
+        found = docgen.region_problems(page.read_text(encoding="utf-8"))
+        if found:
+            problems[str(page.relative_to(ROOT))] = found
+    assert problems == {}
+    assert sum(len(docgen.regions(p.read_text(encoding="utf-8"))) for p in markdown_pages()) >= 5
+
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_HTML_LINK = re.compile(r'<(?:a|img)\b[^>]*?\b(?:href|src)="([^"]+)"')
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_ATTR_ID = re.compile(r"\s*\{[^}]*#([\w-]+)[^}]*\}\s*$")
+
+
+def _prose_lines(text: str) -> list[tuple[int, str]]:
+    """``(line number, line)`` outside fenced code, with inline code spans blanked."""
+    out, fence = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _FENCE.match(line)
+        if match:
+            marker = match.group(1)
+            if fence is None:
+                fence = marker
+            elif marker.startswith(fence[0]) and len(marker) >= len(fence) and not line.strip()[len(marker):]:
+                fence = None
+            continue
+        if fence is None:
+            out.append((number, re.sub(r"(`+)(?:(?!\1).)+?\1", "``", line)))
+    return out
+
+
+def anchors_of(page: Path) -> set[str]:
+    """The ids a link can point at on ``page``, as the site has them: headings (Python-Markdown's ``toc``
+    slugs, or an explicit ``{#id}``) and ``id``/``name`` attributes of HTML."""
+    from markdown.extensions.toc import slugify
+
+    text = page.read_text(encoding="utf-8")
+    ids: set[str] = set(re.findall(r'\b(?:id|name)="([^"]+)"', text))
+    slugs: dict[str, int] = {}
+    fence = None
+    for line in text.splitlines():
+        match = _FENCE.match(line)
+        if match:
+            fence = None if fence and match.group(1).startswith(fence[0]) else (fence or match.group(1))
+            continue
+        heading = _HEADING.match(line) if fence is None else None
+        if not heading:
+            continue
+        title = heading.group(2)
+        explicit = _ATTR_ID.search(title)
+        if explicit:
+            ids.add(explicit.group(1))
+            continue
+        plain = re.sub(r"<[^>]+>", "", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)).replace("`", "").replace("*", "")
+        slug = slugify(plain, "-")
+        count = slugs.get(slug, 0)
+        slugs[slug] = count + 1
+        ids.add(slug if count == 0 else f"{slug}_{count}")
+    return ids
+
+
+def test_every_relative_link_and_anchor_resolves():
+    """Each relative link of README.md and docs/ names a file of the repository (a page by its .md name) and,
+    with ``#anchor``, a heading or id on that page: the links work in the files and on the site alike."""
+    pytest.importorskip("markdown")
+    broken, checked = [], 0
+    anchors: dict[Path, set[str]] = {}
+    for page in markdown_pages():
+        for number, line in _prose_lines(page.read_text(encoding="utf-8")):
+            for target in _LINK.findall(line) + _HTML_LINK.findall(line):
+                if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("//"):
+                    continue  # http(s):, mailto: ...
+                checked += 1
+                where = f"{page.relative_to(ROOT)}:{number}: {target}"
+                path, _, fragment = target.partition("#")
+                dest = (page.parent / path).resolve() if path else page
+                if not dest.is_file():
+                    broken.append(f"{where} (no such file)")
+                    continue
+                if ROOT not in dest.parents:
+                    broken.append(f"{where} (outside the repository)")
+                    continue
+                if fragment:
+                    if dest.suffix != ".md":
+                        broken.append(f"{where} (an anchor in a file that is not a Markdown page)")
+                        continue
+                    if dest not in anchors:
+                        anchors[dest] = anchors_of(dest)
+                    if fragment not in anchors[dest]:
+                        broken.append(f"{where} (no heading or id #{fragment} in {dest.relative_to(ROOT)})")
+    assert broken == [], "broken links:\n" + "\n".join(broken)
+    assert checked > 150  # the catalogue and recipe reference alone link hundreds of anchors
+
+
+def test_link_checker_finds_broken_links(tmp_path):
+    """The checker's own rules, on a page made to break them."""
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n## Two words `code`\n\n### Same\n\n### Same\n\n#### Named {#named}\n\n"
+                    '<a id="cell"></a>\n\n```text\n# not a heading\n```\n')
+    assert anchors_of(page) == {"a-page", "two-words-code", "same", "same_1", "named", "cell"}
+    lines = dict(_prose_lines("a [x](y.md#z) `[no](link.md)`\n```\n[no](link.md)\n```\n![i](img.png)"))
+    assert [_LINK.findall(line) for line in lines.values()] == [["y.md#z"], ["img.png"]]
+
+
+def test_docgen_regions(tmp_path):
+    tables = {"t": lambda: "| a |\n|---|\n| 1 |"}
+    text = ("intro\n<!-- docgen:begin table: t -->\nold\n<!-- docgen:end -->\n"
+            "<!-- docgen:begin command[2]: hourglass validate missing.toml -->\n<!-- docgen:end -->\n")
+    filled = docgen.fill_regions(text, "x.md", tables)
+    assert "<!-- docgen:begin table: t -->\n\n| a |\n|---|\n| 1 |\n\n<!-- docgen:end -->" in filled and "old" not in filled
+    assert "```text\n$ hourglass validate missing.toml\n" in filled
+    assert docgen.fill_regions(filled, "x.md", tables) == filled  # idempotent
+    for bad, match in [("<!-- docgen:begin table: nope -->\n<!-- docgen:end -->", "unknown docgen table"),
+                       ("<!-- docgen:begin table: t -->\n", "needs one"),
+                       ("<!-- hourglass: list -->", "old marker"),
+                       ("<!-- docgen:begin command: hourglass validate missing.toml -->\n<!-- docgen:end -->",
+                        "exited with status 2, expected 0")]:
+        with pytest.raises(docgen.DocgenError, match=match):
+            docgen.fill_regions(bad, "x.md", tables)
+
+
+def test_docgen_loads_exactly_the_example_plugins():
+    found = {(ep.name, ep.dist.metadata["Name"], ep.value) for ep in docgen.example_plugins(ROOT)}
+    assert found == {("dinat", "hourglass-dinat", "hourglass_dinat:register"),
+                     ("extras", "hourglass-extras", "hourglass_extras:register")}
+
+
 # -- benchmarks, nav, helpers -----------------------------------------------------------------------
 def test_benchmarks_page_without_results(tmp_path):
     text = docgen_benchmarks.benchmarks_markdown(tmp_path / "docs", ROOT)
@@ -358,7 +517,7 @@ def test_mkdocs_build_strict(tmp_path):
     recipes = _ids((site / "recipes" / "index.html").read_text(encoding="utf-8"))
     assert [i for ids_ in docgen_recipes.section_ids().values() for i in ids_ if i not in recipes] == []
     index = (site / "index.html").read_text(encoding="utf-8")
-    assert "<!-- hourglass" not in index and "$ hourglass flops" in index  # live output replaced the markers
+    assert "$ hourglass flops" in index and "<!-- hourglass:" not in index  # the committed output, no old markers
     assert (site / "assets" / "hdit_architecture.svg").is_file()
     api = (site / "api" / "registry" / "index.html").read_text(encoding="utf-8")
     assert 'id="hourglass.registry.Registry"' in api and ":class:`" not in api

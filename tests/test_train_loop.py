@@ -152,7 +152,7 @@ def test_class_dropout_uses_the_null_class(tmp_path):
 def test_sample_grid_every_n_steps(tmp_path):
     train(tiny_recipe("train.sample_every=2"), tmp_path, report=quiet)
     names = sorted(p.name for p in (tmp_path / "samples").iterdir())
-    assert names == ["final.png", "step_000002.png"]
+    assert names == ["final.png", "step_00000002.png"]  # named like the checkpoint of that step
     from PIL import Image
 
     with Image.open(tmp_path / "samples" / "final.png") as im:
@@ -205,3 +205,115 @@ def test_cli_train_and_sigterm(tmp_path):
     assert "received SIGTERM" in text and "stopped by SIGTERM" in text
     (step, path), = list_checkpoints(run_dir)
     assert step >= 10 and read_checkpoint(path).step == step
+
+
+# -- the progress bar, the final grid and finished runs -------------------------------------------------
+class _FakeBar:
+    """Stands in for ``tqdm.auto.tqdm``: records what each bar does into ``events``."""
+
+    events: list[tuple] = []
+
+    def __init__(self, total=None, initial=0, desc="", **kwargs):
+        self.desc, self.total, self.n, self.closed = desc, total, initial, False
+        self.events.append(("open", desc, total))
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix(self, refresh=True, **values):
+        self.events.append(("postfix", self.desc, values))
+
+    def write(self, message):
+        self.events.append(("say", message))
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.events.append(("close", self.desc, self.n))
+
+
+@pytest.fixture
+def fake_bars(monkeypatch):
+    import tqdm.auto
+
+    import hourglass.train.trainer as trainer_module
+
+    _FakeBar.events = []
+    monkeypatch.setattr(tqdm.auto, "tqdm", _FakeBar)
+    monkeypatch.setattr(trainer_module, "progress_enabled", lambda: True)  # as on a terminal
+    return _FakeBar.events
+
+
+def test_bar_closes_before_the_final_grid_and_done_shows_its_last_loss(tmp_path, fake_bars, capsys):
+    from hourglass.cli import main
+
+    recipe = _write_recipe(tmp_path)
+    code = main(["train", str(recipe), "--run-dir", str(tmp_path / "run"), "--set", "train.steps=5",
+                 "--set", "train.log_every=2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    events = [e for e in fake_bars if e[0] != "postfix"]
+    opened = [e[1] for e in events if e[0] == "open"]
+    assert opened == ["train", "grid final"]
+    train_closed = events.index(("close", "train", 5))  # closed at 5/5 ...
+    status = next(i for i, e in enumerate(events) if e[0] == "say" or (e[0] == "open" and e[1] == "grid final"))
+    assert train_closed < status  # ... before the final grid's status line and its own bar
+    assert "sampling the final grid: 6 images, 2 steps" in out
+    assert events[-1] == ("close", "grid final", 2)  # 6 images in one batch, 2 sampler steps
+    # the loss the bar showed last, the last metrics record and the "done" line are one number
+    shown = [e[2]["loss"] for e in fake_bars if e[0] == "postfix" and e[1] == "train"][-1]
+    logged = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert logged["step"] == 5 and f"{logged['loss']:.4f}" == shown
+    assert f"done: step 5, loss {shown}," in out
+
+
+def test_bar_shows_the_mean_since_the_last_log_line(tmp_path, fake_bars):
+    messages: list[str] = []
+    result = train(tiny_recipe("train.steps=3", "train.log_every=3"), tmp_path, report=messages.append,
+                   progress=True)
+    shown = [float(e[2]["loss"]) for e in fake_bars if e[0] == "postfix" and e[1] == "train"]
+    losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert len(shown) == 3 and len(losses) == 1  # one record at step 3: the mean of steps 1-3
+    assert shown[-1] == pytest.approx(losses[0], abs=1e-4) and result.loss == losses[0]
+
+
+class _NoGrid(Trainer):
+    def sample_grid(self, name):
+        raise AssertionError(f"drew a grid ({name}) on a finished run")
+
+
+def test_a_finished_run_is_reported_and_left_alone(tmp_path, capsys):
+    from hourglass.cli import main
+
+    first = train(tiny_recipe("train.steps=2"), tmp_path, report=quiet)
+    final = tmp_path / "samples" / "final.png"
+    assert first.grid == final and not first.already_finished
+    before = (final.stat().st_mtime_ns, final.read_bytes(), (tmp_path / "metrics.jsonl").read_text(),
+              (tmp_path / "recipe.toml").read_text())
+    messages: list[str] = []
+    trainer = _NoGrid(tiny_recipe("train.steps=2", "sample.n=12"), tmp_path, report=messages.append, progress=True)
+    result = trainer.fit()
+    assert result.already_finished and result.step == 2 and result.checkpoint is None
+    assert result.grid == final and result.loss == first.loss  # the run's last logged loss
+    after = (final.stat().st_mtime_ns, final.read_bytes(), (tmp_path / "metrics.jsonl").read_text(),
+             (tmp_path / "recipe.toml").read_text())
+    assert after == before  # nothing redrawn or rewritten
+    assert any("already trained (step 2 of train.steps 2)" in m and "--set train.steps=N" in m for m in messages)
+    assert any(f"its final grid is {final}" in m for m in messages)
+    # the CLI: the same report, exit status 0
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    assert main(["train", str(recipe), "--run-dir", str(tmp_path), "--set", "train.steps=2"]) == 0
+    out = capsys.readouterr().out
+    assert "already trained" in out and f"its final grid is {final}" in out
+    assert final.stat().st_mtime_ns == before[0]
+
+
+def test_a_finished_run_without_its_final_grid_draws_only_that(tmp_path):
+    train(tiny_recipe("train.steps=2"), tmp_path, report=quiet)
+    (tmp_path / "samples" / "final.png").unlink()  # e.g. stopped while the grid was drawn
+    messages: list[str] = []
+    result = train(tiny_recipe("train.steps=2"), tmp_path, report=messages.append)
+    assert result.already_finished and result.grid == tmp_path / "samples" / "final.png" and result.grid.is_file()
+    assert any("is missing" in m for m in messages) and any("sampling the final grid" in m for m in messages)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]

@@ -1,4 +1,4 @@
-"""Generate the Benchmarks page (``benchmarks/index.md``) from whatever results exist at build time.
+"""Generate the Benchmarks page (``benchmarks/index.md``) from whatever results exist when it is generated.
 
 Benchmark scripts (``benchmarks/*.py``) write Markdown tables and PNG plots under
 ``docs/benchmarks/``. This page inlines every ``docs/benchmarks/*.md`` (headings moved one level
@@ -78,18 +78,13 @@ def benchmarks_markdown(docs_dir: Path, root: Path) -> str:
     folder = docs_dir / "benchmarks"
     pages = result_pages(docs_dir)
     lines = ["# Benchmarks", ""]
-    intro = folder / "index.md"
-    if intro.is_file():  # a hand-written introduction, if someone adds one, leads the page
-        text = intro.read_text(encoding="utf-8")
-        lines += [re.sub(r"\A\s*# .*\n", "", text).strip(), ""]
-    else:
-        lines += [
-            "Measurements written by the scripts in `benchmarks/`: each writes its tables (Markdown) and plots "
-            "(PNG) into `docs/benchmarks/`, and this page, rebuilt with the docs, shows whatever is there. "
-            "Timings depend on the machine and its load: compare numbers within one table, and see each "
-            "table's notes for where and how it was measured.",
-            "",
-        ]
+    lines += [
+        "Measurements written by the scripts in `benchmarks/`: each writes its tables (Markdown) and plots "
+        "(PNG) into `docs/benchmarks/`, and this page, regenerated with `python docs/_gen/docgen.py`, shows "
+        "whatever is there. Timings depend on the machine and its load: compare numbers within one table, and "
+        "see each table's notes for where and how it was measured.",
+        "",
+    ]
     shown: set[str] = set()
     if pages:
         lines += ["Results below (each also has a page of its own):", ""]
@@ -108,8 +103,8 @@ def benchmarks_markdown(docs_dir: Path, root: Path) -> str:
     else:
         lines += [
             "!!! note \"No results yet\"",
-            "    No benchmark has written results into `docs/benchmarks/` in the checkout that built these pages. "
-            "Run a script below and rebuild the docs (`mkdocs build`).",
+            "    No benchmark has written results into `docs/benchmarks/` yet. Run a script below, then "
+            "`python docs/_gen/docgen.py`.",
             "",
         ]
     plots = sorted(p for p in folder.glob("*.png") if p.name not in {Path(s).name for s in shown}) if folder.is_dir() else []

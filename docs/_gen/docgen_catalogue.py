@@ -57,16 +57,19 @@ def _provider_text(provider: str, statuses: list[Any]) -> str:
 
 
 def _plugins_section(statuses: list[Any]) -> list[str]:
-    lines = ["## Installed plugins", ""]
+    lines = ["## Plugins", ""]
     if not statuses:
         lines.append(
-            "No distribution provides the entry-point group `hourglass.plugins` in the environment that built "
-            "these pages, so only the built-in components are listed. See [Writing a plugin](plugins.md)."
+            "No plugin (entry-point group `hourglass.plugins`) was loaded when this page was generated, so only "
+            "the built-in components are listed. See [Writing a plugin](plugins.md)."
         )
         return lines + [""]
     lines += [
-        "These pages were built with the following plugins installed; their components are listed with "
-        "the built-in ones, each naming the distribution that provides it.",
+        "Besides the built-in components, this page lists those of the example plugins in the repository's "
+        "`plugins/` folder (installed with `pip install -e plugins/NAME`, as the test suite's setup does); each "
+        "of their components names the plugin that provides it. An installation has the components of the "
+        "plugins it has installed: `hourglass plugins` and `hourglass list` show them. "
+        "See [Writing a plugin](plugins.md).",
         "",
         "| entry point | distribution | version | status | components |",
         "|---|---|---|---|---|",
@@ -118,7 +121,7 @@ def _presets_section() -> list[str]:
         "",
         "A preset is a model spec with a name: `hourglass.create_model(NAME)`, `timm.create_model(NAME)` "
         "after `import hourglass`, `[model] preset = \"NAME\"` in a recipe, `hourglass show NAME` to print it "
-        "as TOML. Parameters are counted on a meta-device build when these pages are built.",
+        "as TOML. Parameters are counted on a meta-device build when this page is generated.",
         "",
         "| preset | model | input size | layout | classes | params |",
         "|---|---|---|---|---|---|",
@@ -149,7 +152,7 @@ def catalogue_markdown() -> str:
     lines = [
         "# Component catalogue",
         "",
-        "Every component registered when these pages were built, generated from "
+        "Every built-in component, and those of the example plugins in `plugins/`, generated from "
         "`hourglass.registry.REGISTRIES` (the same information as `hourglass list` and `hourglass show NAME`). "
         "A recipe field of a family takes a component's name (`ffn = \"geglu\"`) or a table with its "
         "`type` and options (`ffn = {type = \"geglu\", bias = true}`); options left out keep the defaults "
@@ -180,23 +183,31 @@ def _backend_provider(key: str) -> str:
     return "built in" if provider == "hourglass" else f"plugin `{provider}`"
 
 
+def _auto_text(backend: Any) -> str:
+    """``auto``'s rank of a backend per device type, e.g. ``cuda 1, other devices 0``."""
+    from hourglass.backends._registry import ANY_DEVICE
+
+    ranks = [f"{device} {rank}" for device, rank in sorted(backend.auto.items()) if device != ANY_DEVICE]
+    if ANY_DEVICE in backend.auto:
+        ranks.append(f"{'other devices' if ranks else 'any device'} {backend.auto[ANY_DEVICE]}")
+    elif ranks:
+        ranks.append("other devices: never")
+    return ", ".join(ranks) if ranks else "never (explicit choice only)"
+
+
 def backends_table() -> str:
-    """Kernels x backends (plugins' included), with what runs on this machine's CPU (``available_backends``)."""
-    import torch
+    """Kernels x backends (plugins' included): who provides each and the rank ``auto`` gives it per device type.
 
-    from hourglass.backends import KERNEL, available_backends, backend_names, kernel_names
+    Only what the backends declare, so the table is the same on every machine (which of them runs
+    on a given machine is ``hourglass.backends.available_backends``'s answer there).
+    """
+    from hourglass.backends import BACKEND, KERNEL, backend_names, kernel_names
 
-    lines = ["| kernel | backend | provided by | trains on CPU here | runs forward on CPU here |", "|---|---|---|---|---|"]
+    lines = ["| kernel | backend | provided by | `auto` rank (lower is tried first) |", "|---|---|---|---|"]
     for kernel in kernel_names():
-        train = available_backends(kernel, device="cpu", dtype=torch.float32, requires_grad=True)
-        infer = available_backends(kernel, device="cpu", dtype=torch.float32, requires_grad=False)
         reference = KERNEL.get(kernel).reference
         for name in backend_names(kernel):
-            cells = []
-            for probe in (train, infer):
-                reason = probe.get(name)
-                cells.append("yes" if reason is None else "no: " + md_cell(reason))
             shown = f"`{name}` (reference)" if name == reference else f"`{name}`"
             provider = _backend_provider(f"{kernel}:{name}")
-            lines.append(f"| `{kernel}` | {shown} | {provider} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| `{kernel}` | {shown} | {provider} | {_auto_text(BACKEND.get(f'{kernel}:{name}'))} |")
     return "\n".join(lines)

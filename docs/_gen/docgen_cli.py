@@ -161,7 +161,7 @@ def cli_markdown(parser: argparse.ArgumentParser | None = None) -> str:
         "# CLI reference",
         "",
         "The `hourglass` command (also `python -m hourglass`). This page is generated from the argparse parser "
-        "(`hourglass.cli.build_parser()`) when the docs are built; `hourglass COMMAND --help` prints the same.",
+        "(`hourglass.cli.build_parser()`) by `python docs/_gen/docgen.py`; `hourglass COMMAND --help` prints the same.",
         "",
         "| command | what it does |",
         "|---|---|",

@@ -1,65 +1,38 @@
-"""mkdocs hooks: generate the reference pages on every build, so they never go stale.
+"""mkdocs hooks: the nav's Reliability entry, and checks that the committed generated docs are complete.
 
-Registered in ``mkdocs.yml`` under ``hooks:``. On each build:
+Registered in ``mkdocs.yml`` under ``hooks:``. The generated pages (``components.md``,
+``recipes.md``, ``cli.md``, ``benchmarks/index.md``) and the generated regions inside hand-written
+pages are committed Markdown, written by ``python docs/_gen/docgen.py`` (see that module); the build
+renders them as they are, so the site and the files in the repository read the same. On each build:
 
 * ``on_config`` adds the Reliability page to the nav when ``docs/reliability.md`` exists;
-* ``on_files`` adds the generated pages: ``components.md`` (from the registries, plugins
-  included), ``recipes.md`` (from the recipe schema), ``cli.md`` (from the argparse parser) and
-  ``benchmarks/index.md`` (from whatever results exist under ``docs/benchmarks/``);
-* ``on_page_markdown`` replaces ``<!-- hourglass: ARGS -->`` markers with the output of
-  ``hourglass ARGS``, run in-process when the page is built (``<!-- hourglass[2]: ARGS -->``
-  expects exit status 2: an example of an error message), and ``<!-- docgen: NAME -->`` markers
-  with the table :data:`SNIPPETS` ``[NAME]`` generates.
+* ``on_files`` warns when a generated page is missing;
+* ``on_page_markdown`` warns about a region without its end marker, an empty region, and the
+  markers of the older hook (``<!-- hourglass: ARGS -->``), which nothing fills any more.
 
-A generator that raises fails the build (never a silently stale page); a marker whose command
-exits with another status than expected, or names no snippet, logs a warning, which
-``mkdocs build --strict`` turns into a failure.
+``mkdocs build --strict`` turns those warnings into a failure. Whether the committed text is up to
+date is checked by ``python docs/_gen/docgen.py --check`` (and ``tests/test_docs.py``), not here:
+it runs every documented command, which a ``mkdocs serve`` rebuild should not wait for.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import os
-import re
-import shlex
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mkdocs.structure.files import File, Files
+from mkdocs.structure.files import Files
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # the generator modules live beside this hook
+if str(HERE) not in sys.path:  # docgen lives beside this hook
     sys.path.insert(0, str(HERE))
 
-import docgen_benchmarks  # noqa: E402
-import docgen_catalogue  # noqa: E402
-import docgen_cli  # noqa: E402
-import docgen_recipes  # noqa: E402
+import docgen  # noqa: E402
 
-__all__ = ["GENERATED", "SNIPPETS", "on_config", "on_files", "on_page_markdown", "run_marker", "reliability_nav"]
+__all__ = ["on_config", "on_files", "on_page_markdown", "reliability_nav"]
 
 log = logging.getLogger("mkdocs.hooks.hourglass")
-ROOT = HERE.parents[1]
-MARKER = re.compile(r"<!--\s*hourglass(?:\[(\d+)\])?:\s*(.+?)\s*-->")
-SNIPPET = re.compile(r"<!--\s*docgen:\s*([\w-]+)\s*-->")
-
-#: generated pages: docs path -> function(docs_dir) returning the Markdown
-GENERATED: dict[str, Callable[[Path], str]] = {
-    "components.md": lambda docs: docgen_catalogue.catalogue_markdown(),
-    "recipes.md": lambda docs: docgen_recipes.recipes_markdown(ROOT),
-    "cli.md": lambda docs: docgen_cli.cli_markdown(),
-    docgen_benchmarks.INDEX: lambda docs: docgen_benchmarks.benchmarks_markdown(docs, ROOT),
-}
-
-#: tables generated into hand-written pages: ``<!-- docgen: NAME -->`` -> Markdown
-SNIPPETS: dict[str, Callable[[], str]] = {
-    "backends": docgen_catalogue.backends_table,
-}
 
 
 def reliability_nav(nav: list[Any], docs_dir: Path) -> list[Any]:
@@ -89,50 +62,16 @@ def on_config(config: Any) -> Any:
 
 
 def on_files(files: Files, config: Any) -> Files:
-    """Generate the reference pages into the build's file collection."""
-    docs_dir = Path(config.docs_dir)
-    for uri, generate in GENERATED.items():
-        start = time.perf_counter()
-        content = generate(docs_dir)
-        existing = files.get_file_from_path(uri)
-        if existing is not None:  # a page on disk with this name is replaced by the generated one
-            files.remove(existing)
-        files.append(File.generated(config, uri, content=content))
-        log.debug("generated %s in %.2f s", uri, time.perf_counter() - start)
+    """Warn about a generated page that is not in the docs folder."""
+    for rel in docgen.PAGES:
+        uri = rel.removeprefix("docs/")
+        if files.get_file_from_path(uri) is None:
+            log.warning("the generated page %s is missing: run `%s`", uri, docgen.COMMAND)
     return files
 
 
-def run_marker(args: str) -> tuple[int, str]:
-    """Run ``hourglass ARGS`` in-process from the repository root; ``(exit status, stdout + stderr)``."""
-    from hourglass.cli import main
-
-    out = io.StringIO()
-    cwd = Path.cwd()
-    os.chdir(ROOT)  # the commands' paths (recipes/...) are relative to the repository root
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            status = main(shlex.split(args))
-    finally:
-        os.chdir(cwd)
-    return status, out.getvalue().rstrip()
-
-
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
-    """Replace ``<!-- hourglass: ARGS -->`` with a text block of that command's live output."""
-
-    def command(match: re.Match) -> str:
-        expected, args = int(match.group(1) or 0), match.group(2)
-        status, output = run_marker(args)
-        if status != expected:
-            log.warning("%s: `hourglass %s` exited with status %s, expected %s: %s",
-                        page.file.src_uri, args, status, expected, output)
-        return f"```text\n$ hourglass {args}\n{output}\n```"
-
-    def snippet(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in SNIPPETS:
-            log.warning("%s: unknown docgen snippet %r; known: %s", page.file.src_uri, name, ", ".join(SNIPPETS))
-            return match.group(0)
-        return SNIPPETS[name]()
-
-    return SNIPPET.sub(snippet, MARKER.sub(command, markdown))
+    """Warn about broken generated regions; the Markdown is rendered as committed."""
+    for problem in docgen.region_problems(markdown):
+        log.warning("%s: %s", page.file.src_uri, problem)
+    return markdown

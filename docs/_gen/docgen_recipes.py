@@ -115,7 +115,7 @@ def recipes_markdown(root: Path) -> str:
         "",
         "A recipe is one TOML file that declares a whole experiment. It is validated by "
         "`hourglass.recipe.Recipe` (pydantic, frozen, unknown keys refused); this page is generated from that "
-        "schema when the docs are built, so it lists every section and field of the installed version.",
+        "schema by `python docs/_gen/docgen.py` (a test fails when it is stale), so it lists every section and field.",
         "",
         "- Load one with `hourglass.recipe.load_recipe(path)`, check files with `hourglass validate FILE...`, "
         "train with `hourglass train FILE`.",

@@ -46,11 +46,11 @@ from hourglass.train import checkpoint as ckpt
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from hourglass.train.ema import EMA
 from hourglass.train.images import save_grid
-from hourglass.train.metrics import MetricsLogger
+from hourglass.train.metrics import MetricsLogger, read_metrics
 from hourglass.train.optim import create_optimizer, lr_factor, set_lr
 from hourglass.train.sampling import autocast_context, class_labels, generate_images
 
-__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "TrainConfigError", "train", "progress_enabled"]
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "TrainConfigError", "train", "progress_enabled", "step_name"]
 
 class TrainingDiverged(RuntimeError):
     """The loss (or gradient norm) was NaN/inf for ``max_bad_steps`` consecutive steps."""
@@ -66,13 +66,17 @@ class TrainResult:
 
     Attributes:
         step: optimizer steps taken in total (including earlier runs of the same directory).
-        loss: mean loss over the last logging interval (None if no step ran).
+        loss: mean loss over the last logging interval: the last ``loss`` of ``metrics.jsonl``, and the
+            last value the progress bar showed (None if no step ran and nothing was logged before).
         run_dir: the run directory.
         checkpoint: the last checkpoint written (None if none was).
         grid: the last sample grid written (None if none was).
         interrupted: the signal name when stopped by SIGINT/SIGTERM, else None.
         bad_steps: skipped (non-finite) steps in total.
         wall_time: seconds spent in this call.
+        already_finished: the run directory was already at ``train.steps`` (or past it): nothing was
+            trained; ``loss`` is then the last loss in ``metrics.jsonl`` and ``grid`` the existing
+            ``samples/final.png`` (drawn now only if it was missing).
     """
 
     step: int
@@ -83,6 +87,13 @@ class TrainResult:
     interrupted: str | None
     bad_steps: int
     wall_time: float
+    already_finished: bool = False
+
+
+def step_name(step: int) -> str:
+    """The name of step ``step``'s files: ``step_00001000``, as checkpoints, training grids
+    (``samples/step_00001000.png``) and ``hourglass sample``'s folders are named."""
+    return ckpt.checkpoint_path(".", step).stem
 
 
 def progress_enabled() -> bool:
@@ -384,10 +395,11 @@ class Trainer:
 
         ``min(sample.n, 64)`` images with seeds ``sample.seed + i`` (the same every time, so grids
         of successive steps are comparable); class ids cycle ``0, 1, ...`` so that with up to 16
-        classes each column of the grid is one class.
+        classes each column of the grid is one class. With progress bars on, a bar of its own
+        (``grid NAME``, removed when done) counts the sampler steps.
 
         Args:
-            name: file stem under ``run_dir/samples`` (``step_000100`` or ``final``).
+            name: file stem under ``run_dir/samples`` (:func:`step_name` of the step, or ``final``).
 
         Returns:
             The PNG path (None on other ranks).
@@ -397,13 +409,71 @@ class Trainer:
         s = self.recipe.sample
         n = min(s.n, 64)
         labels = class_labels(n, self.num_classes)
-        images = generate_images(
-            self.ema_denoiser, n=n, shape=(self.channels, *self.image_size), sampler=s.sampler,
-            schedule=s.schedule, steps=s.steps, seed=s.seed, labels=labels, cfg_scale=s.cfg_scale,
-            uncond_class=self.num_classes, batch_size=s.batch_size, device=self.device, dtype=self.amp_dtype,
-        )
+        bar = None
+        if self._progress_on:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=s.steps * math.ceil(n / s.batch_size), desc=f"grid {name}", unit="step", leave=False,
+                       dynamic_ncols=True)
+        try:
+            images = generate_images(
+                self.ema_denoiser, n=n, shape=(self.channels, *self.image_size), sampler=s.sampler,
+                schedule=s.schedule, steps=s.steps, seed=s.seed, labels=labels, cfg_scale=s.cfg_scale,
+                uncond_class=self.num_classes, batch_size=s.batch_size, device=self.device, dtype=self.amp_dtype,
+                on_step=None if bar is None else bar.update,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         nrow = self.num_classes if 0 < self.num_classes <= n and self.num_classes <= 16 else None
         return save_grid(images, self.run_dir / "samples" / f"{name}.png", nrow=nrow)
+
+    def _final_grid(self) -> Path | None:
+        """Draw ``samples/final.png``, saying so first (the training bar is closed by then)."""
+        if not self.dist.is_main:
+            return None
+        s = self.recipe.sample
+        self.say(f"sampling the final grid: {min(s.n, 64)} images, {s.steps} steps "
+                 f"-> {self.run_dir / 'samples' / 'final.png'}")
+        return self.sample_grid("final")
+
+    def _last_logged_loss(self) -> float | None:
+        """The last ``loss`` of ``metrics.jsonl`` at or before the current step (None if there is none)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return None
+        for record in reversed(read_metrics(path)):
+            if int(record.get("step", 0)) <= self.step and "loss" in record:
+                try:
+                    return float(record["loss"])
+                except (TypeError, ValueError):
+                    continue
+        return None
+
+    def _finished(self, start_time: float) -> TrainResult:
+        """What :meth:`fit` does on a run already at ``train.steps``: report where its grid is, train nothing.
+
+        Only a missing ``samples/final.png`` (a run stopped while drawing it) is drawn; no other file
+        is touched.
+        """
+        t = self.recipe.train
+        final = self.run_dir / "samples" / "final.png"
+        grid: Path | None = final if final.is_file() else None
+        if self.dist.is_main:
+            where = f"step {self.step} of" if self.step == t.steps else f"step {self.step}, past"
+            self.say(f"{self.run_dir} is already trained ({where} train.steps {t.steps}); nothing to train. "
+                     "To train longer, raise train.steps (--set train.steps=N)")
+            if grid is None:
+                self.say(f"{final} is missing (the run stopped before drawing it); drawing it now")
+                grid = self._final_grid()
+            else:
+                self.say(f"its final grid is {final}")
+        barrier(self.dist)
+        return TrainResult(
+            step=self.step, loss=self._last_logged_loss(), run_dir=self.run_dir, checkpoint=None, grid=grid,
+            interrupted=None, bad_steps=self.bad_steps, wall_time=time.perf_counter() - start_time,
+            already_finished=True,
+        )
 
     def _write_recipe(self) -> None:
         if self.dist.is_main:
@@ -441,6 +511,15 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until ``train.steps`` (or a signal), writing metrics, checkpoints and grids.
 
+        The progress bar (and, without one, each log line) shows the loss as the mean over the
+        steps since the last log line; it is logged to ``metrics.jsonl`` every ``train.log_every``
+        steps and at the last step, so the bar's last value, the last record and
+        :attr:`TrainResult.loss` are one number. The bar is closed when the last step is done,
+        before ``samples/final.png`` is drawn (with its own status line and bar).
+
+        A run directory already at ``train.steps`` is reported (where its final grid is) and left
+        as it is: see :attr:`TrainResult.already_finished`.
+
         Returns:
             A :class:`TrainResult`.
 
@@ -450,6 +529,8 @@ class Trainer:
         """
         t = self.recipe.train
         start_time = time.perf_counter()
+        if self.step >= t.steps:
+            return self._finished(start_time)
         self._write_recipe()
         metrics = MetricsLogger(
             self.run_dir, enabled=self.dist.is_main, resume_step=self.step if self.resumed_from else None
@@ -460,11 +541,7 @@ class Trainer:
         if self.dist.is_main and self._progress_on:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=t.steps, initial=min(self.step, t.steps), desc="train", dynamic_ncols=True)
-        if self.step >= t.steps:
-            self.say(f"{self.run_dir} is already at step {self.step} >= train.steps {t.steps}; "
-                     "raise train.steps (e.g. --set train.steps=...) to train longer")
-        steps_before = self.step
+            self._bar = tqdm(total=t.steps, initial=self.step, desc="train", dynamic_ncols=True)
         window_losses: list[float] = []
         window_images, window_start = 0, time.perf_counter()
         images_per_step = self.micro_batch * t.grad_accum * self.dist.world_size
@@ -480,13 +557,15 @@ class Trainer:
                     window_images += images_per_step
                     if out["ok"]:
                         window_losses.append(out["loss"])
+                    # the loss shown and logged: mean over the (finite) steps since the last log line
+                    window_mean = sum(window_losses) / len(window_losses) if window_losses else float("nan")
                     elapsed = time.perf_counter() - window_start
                     speed = window_images / elapsed if elapsed > 0 else 0.0
                     if self._bar is not None:
                         self._bar.update(1)
-                        self._bar.set_postfix(loss=f"{out['loss']:.4f}", img_s=f"{speed:.1f}", refresh=False)
+                        self._bar.set_postfix(loss=f"{window_mean:.4f}", img_s=f"{speed:.1f}", refresh=False)
                     if self.step % t.log_every == 0 or self.step == t.steps or out["stop"]:
-                        loss_mean = sum(window_losses) / len(window_losses) if window_losses else float("nan")
+                        loss_mean = window_mean
                         metrics.log(
                             self.step, loss=loss_mean, lr=out["lr"], grad_norm=out["grad_norm"],
                             images_per_sec=speed, ema_decay=self.ema.decay(self.step - 1), bad_steps=self.bad_steps,
@@ -503,16 +582,17 @@ class Trainer:
                     if due or out["stop"]:
                         last_ckpt = self.save_checkpoint() or last_ckpt
                     if t.sample_every and self.step % t.sample_every == 0 and self.step < t.steps:
-                        grid = self.sample_grid(f"step_{self.step:06d}") or grid
+                        grid = self.sample_grid(step_name(self.step)) or grid
                     window_start += time.perf_counter() - paused  # files do not count against img/s
                     if out["stop"]:
                         self._stop_signal = self._stop_signal or "signal"
                         break
             interrupted = self._stop_signal
-            if interrupted is None and self.dist.is_main:
-                final = self.run_dir / "samples" / "final.png"
-                if self.step >= t.steps and (self.step > steps_before or not final.exists()):
-                    grid = self.sample_grid("final")
+            if self._bar is not None:  # training is over: the bar does not sit at 100% through the grid
+                self._bar.close()
+                self._bar = None
+            if interrupted is None and self.step >= t.steps:
+                grid = self._final_grid() or grid
         finally:
             metrics.close()
             if self._bar is not None:
