@@ -187,7 +187,9 @@ FIXTURES: dict[str, str] = {
     "model.safetensors, model_00400000.safetensors, ckpt.pth": "its weights (tests/data/k_diffusion), saved as "
                                                                "k-diffusion saves them",
     "my.toml": "a reader's recipe: a copy of recipes/hdit_ffhq1024.toml",
-    "data/ffhq256/": "8 images of the shapes dataset in place of FFHQ (a download)",
+    "data/ffhq256/, data/ffhq1024/": "8 images of the shapes dataset in place of FFHQ (a download)",
+    "photo.png, photos/, hole.png": "2 of those images as the pictures to edit, and a mask (white: generate) for "
+                                    "the img2img and inpainting examples",
     "runs/axial/": "an untrained checkpoint of plugins/hourglass-extras/axial.toml, its [sample] steps set to 2, "
                    "in place of the run the docs take for granted",
 }
@@ -386,11 +388,16 @@ def _make_fixtures(ws: Path) -> None:
         safetensors.torch.save_file({f"model.{k}": v for k, v in state.items()}, str(ws / name))
     torch.save({"model_ema": state}, ws / "ckpt.pth")
     shutil.copy(ROOT / "recipes" / "hdit_ffhq1024.toml", ws / "my.toml")
-    (ws / "data" / "ffhq256").mkdir(parents=True)
     shapes = DATASET.build({"type": "shapes", "size": 8}, resolution=32, split="train")
-    for i in range(8):
-        pixels = to_uint8_rgb(shapes[i]["image"][None])[0].permute(1, 2, 0).numpy()
-        Image.fromarray(np.ascontiguousarray(pixels)).save(ws / "data" / "ffhq256" / f"{i:06d}.png")
+    for folder in ("data/ffhq256", "data/ffhq1024", "photos"):
+        (ws / folder).mkdir(parents=True)
+        for i in range(8 if folder.startswith("data") else 2):
+            pixels = to_uint8_rgb(shapes[i]["image"][None])[0].permute(1, 2, 0).numpy()
+            Image.fromarray(np.ascontiguousarray(pixels)).save(ws / folder / f"{i:06d}.png")
+    shutil.copy(ws / "photos" / "000000.png", ws / "photo.png")
+    hole = np.zeros((32, 32), dtype=np.uint8)
+    hole[8:24, 8:24] = 255
+    Image.fromarray(hole).save(ws / "hole.png")
     recipe = load_recipe(ROOT / "plugins" / "hourglass-extras" / "axial.toml", ["sample.steps=2"])
     torch.manual_seed(0)
     model = build_model(recipe, device="cpu")

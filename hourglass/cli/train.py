@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 "directory's permissions, then run the same command again to resume"
             )
             return 1
-        if result.interrupted is None:
+        if result.interrupted is None and not result.already_finished:  # a finished run said so already
             loss = f"{result.loss:.4f}" if result.loss is not None else "n/a"
             trainer.say(
                 f"done: step {result.step}, loss {loss}, {result.wall_time:.0f} s"

@@ -25,9 +25,9 @@ COMMAND = "validate"
 
 HELP = "check recipes: every problem of each file, with its path and a fix"
 EXAMPLES = (
-    "hourglass validate recipes/hdit_ffhq1024.toml --set data.dataset.root=/data/ffhq1024",
+    "hourglass validate recipes/hdit_ffhq1024.toml --set data.dataset.root=data/ffhq1024",
     "hourglass validate recipes/*.toml recipes/ablation/*.toml --no-data-check   # their data lives elsewhere",
-    "hourglass validate my.toml --set data.dataset.root=/data/ffhq",
+    "hourglass validate my.toml --set data.dataset.root=data/ffhq256",
 )
 
 
