@@ -551,8 +551,9 @@ class Pipeline:
                 from the image noised part of the way (SDEdit inside the mask).
             jumps: RePaint: how many extra times each segment of ``jump_length`` steps is redone.
             jump_length: steps per resampled segment.
-            n, classes, cfg, sampler, schedule, steps, seed, batch_size, resolution, dtype, progress,
-                **sampler_options: as for :meth:`image_to_image`.
+            n, classes, cfg, sampler, schedule, steps, seed, batch_size, resolution, dtype, progress: as for
+                :meth:`image_to_image`.
+            **sampler_options: as for :meth:`image_to_image`.
 
         Returns:
             ``(n, C, H, W)`` float32 on the CPU, equal to the input wherever the mask is 0.
