@@ -33,6 +33,7 @@ unchanged, the pieces of hourglass that plugin code builds on:
   ``attend(q, k, v, scale)`` and ``attention_macs(batch, h, w)``), :class:`PositionalEncoding`,
   :class:`NormLayer`, :class:`ConditioningMapping`, :class:`Backbone` with :class:`BackboneSpec`,
   :class:`Stage` and :class:`AttentionSite`, :class:`DatasetComponent` (or :class:`ImageDataset`),
+  :class:`Autoencoder` (a VAE for latent diffusion),
   :class:`Sampler` with :class:`SamplerSpec` (a sampler writes ``solve(run, x, sigmas)`` against
   :class:`SamplerRun`);
 * attention kernels and their backends: :func:`register_kernel`, :func:`register_backend`,
@@ -92,6 +93,7 @@ from hourglass.registry import (
     SCHEDULE,
     SIGMA_DENSITY,
     SKIP,
+    VAE,
     WEIGHTING,
     Contract,
     PluginError,
@@ -103,6 +105,7 @@ from hourglass.registry import (
 )
 from hourglass.spec import Component, Problem, Spec, SpecError
 from hourglass.testing import CHECKED_FAMILIES, ComponentCheckError, check_component
+from hourglass.vae import Autoencoder
 
 __all__ = [
     # specs
@@ -110,12 +113,12 @@ __all__ = [
     # registries and registration
     "Registry", "RegistryError", "PluginError", "PluginStatus", "PLUGIN_GROUP", "REGISTRIES", "PRESET",
     "ATTENTION", "POS_EMB", "FFN", "NORM", "MERGE", "SKIP", "MAPPING", "MODEL",
-    "DENOISER", "WEIGHTING", "SIGMA_DENSITY", "SAMPLER", "SCHEDULE", "DATASET",
+    "DENOISER", "WEIGHTING", "SIGMA_DENSITY", "SAMPLER", "SCHEDULE", "DATASET", "VAE",
     "get_registry", "register", "register_preset", "load_plugins", "plugin_statuses",
     # contracts, base classes and helpers
     "Contract", "AttentionKind", "AttentionSpec", "SelfAttention", "scale_for_cosine_sim", "zero_init",
     "PositionalEncoding", "NormLayer", "ConditioningMapping",
-    "Backbone", "BackboneSpec", "Stage", "AttentionSite", "DatasetComponent", "ImageDataset",
+    "Backbone", "BackboneSpec", "Stage", "AttentionSite", "DatasetComponent", "ImageDataset", "Autoencoder",
     "Sampler", "SamplerSpec", "SamplerRun", "get_ancestral_step", "NoiseSampler",
     "Denoiser", "Weighting", "SigmaDensity", "Schedule", "ScheduleSpec",
     # attention kernels and their backends

@@ -53,6 +53,7 @@ __all__ = [
     "SAMPLER",
     "SCHEDULE",
     "DATASET",
+    "VAE",
     "PRESET",
     "add_loader",
     "plugin_statuses",
@@ -397,13 +398,14 @@ SIGMA_DENSITY: Registry = Registry("sigma_density")
 SAMPLER: Registry = Registry("sampler")
 SCHEDULE: Registry = Registry("schedule")
 DATASET: Registry = Registry("dataset")
+VAE: Registry = Registry("vae")
 
 #: the component families (entries carry a Spec), by family name
 REGISTRIES: dict[str, Registry] = {
     r.family: r
     for r in (
         ATTENTION, POS_EMB, FFN, NORM, MERGE, SKIP, MAPPING, MODEL,
-        DENOISER, WEIGHTING, SIGMA_DENSITY, SAMPLER, SCHEDULE, DATASET,
+        DENOISER, WEIGHTING, SIGMA_DENSITY, SAMPLER, SCHEDULE, DATASET, VAE,
     )
 }
 
