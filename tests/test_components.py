@@ -1,8 +1,9 @@
 """Every registered component of every family (plugins included) passes the component contract.
 
 The contract is :func:`hourglass.testing.check_component`, the same one plugin authors run; this
-file only supplies what some components need (a folder of images) and a few extra configurations,
-and keeps the tests of facts particular to one component.
+file only supplies what some components need (a folder of images, a tiny randomly initialised
+``AutoencoderKL`` folder) and a few extra configurations, and keeps the tests of facts particular to
+one component.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ VARIANTS: dict[tuple[str, str], list[tuple[str, dict]]] = {
                                  ("random_crop", {"crop": "random", "hflip": 0.5, "channels": 1})],
     ("dataset", "digits"): [("unconditional", {"class_cond": False, "digits": [3, 7], "channels": 3})],
     ("dataset", "lfw"): [("faces", {"subset": "faces"})],
+    ("vae", "autoencoder_kl"): [("sample", {"latents": "sample"}),
+                                ("declared", {"latent_channels": 4, "downsample_factor": 4, "scaling_factor": 2.0,
+                                              "shift_factor": 0.1})],
 }
 #: components that read files: they get ``root`` (a folder the ``image_folders`` fixture writes)
 READS_FILES = {("dataset", "imagefolder")}
+#: VAEs that load weights: they get ``path`` (a tiny AutoencoderKL the ``tiny_vae_folder`` fixture writes)
+LOADS_WEIGHTS = {("vae", "autoencoder_kl")}
 
 
 def _cases():
@@ -62,6 +68,15 @@ def image_folders(tmp_path_factory) -> dict[str, Path]:
     return {"none": root / "flat", "subfolders": root / "classes"}
 
 
+@pytest.fixture(scope="module")
+def tiny_vae_folder(tmp_path_factory) -> Path:
+    """A randomly initialised AutoencoderKL (factor 4, 4 latent channels) saved with save_pretrained."""
+    pytest.importorskip("diffusers")
+    from tests._vae import make_tiny_vae
+
+    return make_tiny_vae(tmp_path_factory.mktemp("vae"))
+
+
 def test_every_family_is_checked():
     assert set(CHECKED_FAMILIES) == set(REGISTRIES)
 
@@ -71,6 +86,8 @@ def test_component_contract(family, name, options, request):
     if (family, name) in READS_FILES:
         folders = request.getfixturevalue("image_folders")
         options = {"root": str(folders[options.get("classes", "none")]), **options}
+    if (family, name) in LOADS_WEIGHTS:
+        options = {"path": str(request.getfixturevalue("tiny_vae_folder")), **options}
     checks = check_component(family, name, options=options)
     assert checks[0] == "spec" and len(checks) > 1
 

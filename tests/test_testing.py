@@ -136,6 +136,52 @@ def test_broken_datasets_are_caught(base, attrs, match):
     _expect(_broken("dataset", base, **attrs), match)
 
 
+# -- vae ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_vae(tmp_path_factory):
+    pytest.importorskip("diffusers")
+    from tests._vae import make_tiny_vae
+
+    return str(make_tiny_vae(tmp_path_factory.mktemp("vae")))
+
+
+def _vae_base():
+    from hourglass.vae import AutoencoderKLVAE
+
+    return AutoencoderKLVAE
+
+
+def _trainable(self, spec):
+    _vae_base().__init__(self, spec)
+    self.model.encoder.conv_in.weight.requires_grad_(True)
+
+
+def _unclipped(self, latents):
+    return _vae_base().decode(self, latents) * 2
+
+
+def _batch_norm_latents(self, images, *, generator=None):
+    latents = _vae_base().encode(self, images, generator=generator)
+    return latents - latents.mean(0, keepdim=True)
+
+
+@pytest.mark.parametrize("attrs,options,match", [
+    ({"__init__": _trainable}, {}, r"'vae' check: parameters \['model.encoder.conv_in.weight'\] require grad"),
+    ({"train": nn.Module.train}, {}, r"train\(\) put it in training mode"),
+    ({"latent_channels_of": classmethod(lambda cls, spec: 8)}, {}, r"latent_channels_of\(spec\) declares 8 but"),
+    ({"decode": _unclipped}, {}, r"decoded pixels span .*; decode returns images in \[-1, 1\]"),
+    ({"encode": lambda self, images, *, generator=None: images[:, :4, ::4, ::4]}, {},
+     r"encode of \(2, 3, 16, 16\) images returned torch.float32 \(2, 3, 4, 4\); expected float32 \(2, 4, 4, 4\)"),
+    ({"stochastic": False}, {"latents": "sample"}, "other latents, but it declares stochastic = False"),
+    ({"stochastic": True}, {}, "the same latents, but it declares stochastic = True"),
+    ({"encode": _batch_norm_latents}, {}, "encode of a batch differs from its items done one at a time"),
+    ({"decode": lambda self, z: _vae_base().decode(self, z + torch.randn_like(z)).clamp(-1, 1)}, {},
+     "decode gave two different results"),
+])
+def test_broken_vaes_are_caught(attrs, options, match, tiny_vae):
+    _expect(_broken("vae", _vae_base(), **attrs), match, options={"path": tiny_vae, **options})
+
+
 # -- model -------------------------------------------------------------------------------------------
 @pytest.fixture
 def bad_preset():

@@ -31,6 +31,7 @@ from hourglass.testing._diffusion import (
 )
 from hourglass.testing._models import check_model, model_facts, preset_data
 from hourglass.testing._modules import MODULE_FAMILIES, run_module_checks
+from hourglass.testing._vae import check_vae
 
 __all__ = ["check_component", "ComponentCheckError", "CHECKED_FAMILIES", "unzero_"]
 
@@ -40,6 +41,7 @@ _OTHER_FAMILIES = {
     "sigma_density": check_sigma_density,
     "schedule": check_schedule,
     "dataset": check_dataset,
+    "vae": check_vae,
 }
 
 #: the families :func:`check_component` checks (every family of :data:`hourglass.registry.REGISTRIES`)
@@ -137,6 +139,15 @@ def check_component(
       ``class_names`` has ``num_classes`` names; the same ``(index, draw)`` key gives the same item;
       some pixel of those items is below 0 (images left in ``[0, 1]`` are the usual slip).
       Datasets that read files need ``options`` (``imagefolder``: ``{"root": folder}``).
+    * ``vae``: built from its spec (``autoencoder_kl`` needs ``options={"path": folder}``, a folder
+      written by ``AutoencoderKL.save_pretrained``): frozen (no parameter requires grad; eval mode
+      after ``train()``); ``image_channels``, ``latent_channels``, ``downsample_factor`` positive ints
+      equal to its ``*_of(spec)`` declarations where those are not ``None``; ``B`` random images of
+      ``4 f x 4 f`` in [-1, 1] encode to float32 ``(B, latent_channels, 4, 4)`` and decode back to
+      float32 ``(B, image_channels, 4 f, 4 f)`` in [-1, 1], finite, without gradients, the same twice
+      (encode: under the same generator seed), another seed changing the latents exactly when it is
+      ``stochastic``; a batch equals its items done alone within ``1e-4`` of the output's scale
+      (encode only when not ``stochastic``).
 
     Args:
         family: family name or registry.
