@@ -29,6 +29,7 @@ from hourglass.recipe.schema import (
     channel_problems,
     class_problems,
     cross_field_problems,
+    vae_channel_problems,
 )
 from hourglass.spec import NO_VALUE, Problem
 
@@ -57,4 +58,5 @@ __all__ = [
     "parse_path",
     "plain_data",
     "recipe_from_data",
+    "vae_channel_problems",
 ]

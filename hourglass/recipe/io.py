@@ -20,7 +20,7 @@ from hourglass.recipe.overrides import OverrideError, format_path, parse_path
 from hourglass.recipe.overrides import apply_overrides as _apply_overrides
 from hourglass.recipe.problems import RecipeError, problems_from_validation, registry_at, with_values
 from hourglass.recipe.schema import SECTIONS, Recipe, cross_field_problems
-from hourglass.registry import MODEL
+from hourglass.registry import MODEL, VAE
 from hourglass.spec import NO_VALUE, Problem
 
 __all__ = [
@@ -162,16 +162,18 @@ def recipe_from_data(
 def _partial_cross_problems(data: dict[str, Any], known: set[str]) -> list[Problem]:
     """Cross-section rules among the sections that did validate (so one run reports them too)."""
     sections: dict[str, Any] = {}
-    for name in ("model", *SECTIONS):
+    for name in ("model", "vae", *SECTIONS):
         value = data.get(name)
         try:
-            if name == "model":
-                sections[name] = MODEL.validate(value) if value is not None else None
+            if name in ("model", "vae"):
+                sections[name] = (MODEL if name == "model" else VAE).validate(value) if value is not None else None
             elif value is not None or not Recipe.model_fields[name].is_required():
                 sections[name] = SECTIONS[name].model_validate(value if value is not None else {})
         except (ValidationError, ValueError, TypeError):
             sections[name] = None
-    found = cross_field_problems(**{k: sections.get(k) for k in ("model", "diffusion", "data", "train", "sample")})
+    found = cross_field_problems(**{k: sections.get(k) for k in ("model", "diffusion", "data", "train", "sample", "vae")})
+    if data.get("vae") is not None and sections["vae"] is None:  # an invalid [vae]: the channels are its latents'
+        found = [p for p in found if p.path not in ("model.in_channels", "data.dataset.channels")]
     return [p for p in with_values(found, data) if p.path not in known]
 
 

@@ -1,17 +1,21 @@
-"""The recipe schema: six sections, each a frozen spec, and the rules that span sections.
+"""The recipe schema: six sections (and an optional seventh), each a frozen spec, and the rules that span sections.
 
 * ``[model]``: a registered model type and its component graph (``[[model.levels]]`` tables,
   ``mapping``, ``pos_emb``, ``ffn``, ...), validated by the MODEL registry, so plugin components
   need no schema change. ``preset = "hdit_s"`` starts from a preset; the other keys override it.
+* ``[vae]`` (optional): a registered VAE (``type = "autoencoder_kl"``, ``path = ...``); the model
+  then works on its latents: ``model.input_size`` is the latent grid, ``model.in_channels`` the
+  latent channels, and every sampling path decodes.
 * ``[diffusion]``: denoiser (with ``sigma_data``), loss weighting, training sigma density.
 * ``[data]``: the dataset component, batch size, loader workers, Karras augmentation.
 * ``[train]``: AdamW, EMA, clipping, class dropout, checkpoint/sample/log cadence, seed.
 * ``[sample]``: sampler, sigma schedule, steps, guidance scale, how many images.
 * ``[runtime]``: device, dtype, ``torch.compile``, attention backends (not the model's identity).
 
-Rules that span sections (classes and channels of model and data, guidance, batch splits, one
+Rules that span sections (classes and channels of model, VAE and data, guidance, batch splits, one
 ``sigma_data``) live in :func:`cross_field_problems`; they ask the components' contracts (a
-dataset's declared classes and channels, the model's ``embeds_aug``), never their names.
+dataset's declared classes and channels, a VAE's declared latent channels, the model's
+``embeds_aug``), never their names.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from hourglass.data.augment import KarrasAugmentSpec
-from hourglass.registry import DATASET, DENOISER, MODEL, SAMPLER, SCHEDULE, SIGMA_DENSITY, WEIGHTING
+from hourglass.registry import DATASET, DENOISER, MODEL, SAMPLER, SCHEDULE, SIGMA_DENSITY, VAE, WEIGHTING
 from hourglass.spec import Component, Problem, Spec, raise_problems
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "cross_field_problems",
     "class_problems",
     "channel_problems",
+    "vae_channel_problems",
     "availability_problems",
 ]
 
@@ -58,7 +63,8 @@ class DiffusionSection(Spec):
 
 
 class DataSection(Spec):
-    """``[data]``: what to train on. Images are loaded at ``model.input_size``."""
+    """``[data]``: what to train on. Images are loaded at ``model.input_size`` (with a ``[vae]``: at the
+    size the model's latent grid decodes to)."""
 
     dataset: Component(DATASET) = Field(  # type: ignore[valid-type]
         ..., description="dataset component, e.g. {type = \"imagefolder\", root = \"/data/ffhq\"}"
@@ -198,24 +204,66 @@ def channel_problems(model_channels: int, data_channels: int) -> list[Problem]:
     return []
 
 
+def vae_channel_problems(
+    model_channels: int | None = None, latent_channels: int | None = None, vae: str = "vae",
+    data_channels: int | None = None, image_channels: int | None = None, dataset: Any = None,
+) -> list[Problem]:
+    """The rules between a VAE and the model and data: the model takes the VAE's latents, the VAE the data's images.
+
+    At path ``model.in_channels`` (model vs latent channels) and ``data.dataset.channels`` (or
+    ``data.dataset`` when its spec has no ``channels``: data vs the VAE's image channels); a value
+    given as ``None`` is not checked.
+
+    Args:
+        model_channels: ``model.in_channels``.
+        latent_channels: the VAE's latent channels (declared, or of the loaded VAE).
+        vae: the VAE's type, for the message.
+        data_channels: the dataset's image channels.
+        image_channels: the channels of the images the VAE encodes.
+        dataset: the dataset's spec (for its type and whether it has a ``channels`` option).
+    """
+    problems = []
+    if model_channels is not None and latent_channels is not None and model_channels != latent_channels:
+        problems.append(Problem(
+            "model.in_channels", f"{model_channels} does not match the {latent_channels} latent channels of "
+            f"the VAE ({vae}): with a [vae], the model works on its latents", f"set model.in_channels = "
+            f"{latent_channels}", model_channels))
+    if data_channels is not None and image_channels is not None and data_channels != image_channels:
+        name = getattr(dataset, "type", "the dataset")
+        has_option = dataset is not None and "channels" in type(dataset).model_fields
+        problems.append(Problem(
+            "data.dataset.channels" if has_option else "data.dataset",
+            f"the data ({name}) has {data_channels}-channel images, but the VAE ({vae}) encodes "
+            f"{image_channels}-channel ones", f"set data.dataset.channels = {image_channels}" if has_option
+            else f"use {image_channels}-channel data"))
+    return problems
+
+
 def cross_field_problems(
-    model: Any = None, diffusion: Any = None, data: Any = None, train: Any = None, sample: Any = None
+    model: Any = None, diffusion: Any = None, data: Any = None, train: Any = None, sample: Any = None,
+    vae: Any = None,
 ) -> list[Problem]:
     """Rules that span sections, with absolute recipe paths; sections given as None are skipped.
 
     Checked: model classes and channels vs what the dataset declares (:meth:`classes_of`,
     :meth:`channels_of` of its contract; unknown until loading is checked by the trainer with the
-    same rules), augmentation needs a model that embeds ``aug_cond``, guidance needs classes, the
-    batch splits into ``grad_accum`` micro-batches, one ``sigma_data``.
+    same rules); with a ``vae``, the model's channels vs the VAE's declared latent channels and the
+    data's channels vs the images the VAE encodes (:func:`vae_channel_problems`; unknown until the
+    VAE is loaded is checked by the trainer and the pipeline); augmentation needs a model that
+    embeds ``aug_cond``, guidance needs classes, the batch splits into ``grad_accum`` micro-batches,
+    one ``sigma_data``.
     """
     problems: list[Problem] = []
+    vae_cls = VAE.get(vae.type) if vae is not None else None
+    if model is not None and vae_cls is not None:
+        problems += vae_channel_problems(model.in_channels, vae_cls.latent_channels_of(vae), vae.type)
     if model is not None and data is not None:
         dataset = DATASET.get(data.dataset.type)
         data_classes = dataset.classes_of(data.dataset)
         if data_classes is not None:
             problems += class_problems(model.num_classes, data_classes, data.dataset.type)
         data_channels = dataset.channels_of(data.dataset)
-        if data_channels is not None:
+        if data_channels is not None and vae_cls is None:
             problems += channel_problems(model.in_channels, data_channels)
         if data.augment.p > 0 and not model.embeds_aug:
             problems.append(Problem(
@@ -224,6 +272,10 @@ def cross_field_problems(
                 "set data.augment.p = 0, or use a model whose conditioning embeds aug_cond (e.g. an hdit mapping, "
                 "or augment = true where the model has it)",
             ))
+    if data is not None and vae_cls is not None:
+        problems += vae_channel_problems(
+            data_channels=DATASET.get(data.dataset.type).channels_of(data.dataset),
+            image_channels=vae_cls.image_channels_of(vae), vae=vae.type, dataset=data.dataset)
     if model is not None and sample is not None and sample.cfg_scale != 1.0 and not model.num_classes:
         problems.append(Problem("sample.cfg_scale", f"{sample.cfg_scale} needs a class-conditional model "
                                 "(model.num_classes > 0)", "set sample.cfg_scale = 1.0"))
@@ -242,20 +294,27 @@ def cross_field_problems(
     return problems
 
 
-def availability_problems(data: DataSection) -> list[Problem]:
-    """Whether the data of ``data.dataset`` can be read here, at paths under ``data.dataset``.
+def availability_problems(data: DataSection, vae: Any = None) -> list[Problem]:
+    """Whether the data of ``data.dataset`` (and the VAE's files) can be read here, at paths under
+    ``data.dataset`` (and ``vae``).
 
     Asks the dataset's contract (:meth:`~hourglass.data.DatasetComponent.availability_problems`:
-    e.g. an image folder that is missing or holds no image). Not part of recipe validation (a
-    checkpoint's recipe must load on a machine without the data): ``hourglass validate`` and
-    ``hourglass train`` run it, and :class:`~hourglass.train.Trainer` before it builds anything.
+    e.g. an image folder that is missing or holds no image) and, when ``vae`` (a recipe's ``[vae]``
+    spec) is given, the VAE's (:meth:`~hourglass.vae.Autoencoder.availability_problems`: e.g. a
+    missing folder, or diffusers not installed). Not part of recipe validation (a checkpoint's
+    recipe must load on a machine without the data): ``hourglass validate`` and ``hourglass train``
+    run it, and :class:`~hourglass.train.Trainer` before it builds anything.
     """
     dataset = DATASET.get(data.dataset.type)
-    return [p.under("data.dataset") for p in dataset.availability_problems(data.dataset)]
+    problems = [p.under("data.dataset") for p in dataset.availability_problems(data.dataset)]
+    if vae is not None:
+        problems += [p.under("vae") for p in VAE.get(vae.type).availability_problems(vae)]
+    return problems
 
 
 class Recipe(Spec):
-    """A whole experiment: ``model``, ``diffusion``, ``data``, ``train``, ``sample``, ``runtime``.
+    """A whole experiment: ``model``, ``diffusion``, ``data``, ``train``, ``sample``, ``runtime``
+    (and, for latent diffusion, ``vae``).
 
     Build one with :func:`~hourglass.recipe.load_recipe` (a TOML file),
     :func:`~hourglass.recipe.loads_recipe` (TOML text) or ``Recipe.model_validate(data)``; write it
@@ -263,6 +322,10 @@ class Recipe(Spec):
     """
 
     model: Component(MODEL) = Field(..., description="backbone spec: a registered model type and its components")  # type: ignore[valid-type]
+    vae: Component(VAE) | None = Field(  # type: ignore[valid-type]
+        None, description="latent diffusion: the autoencoder whose latents the model learns (model.input_size is "
+        "the latent grid, model.in_channels the latent channels; samples are decoded); unset: the model works on pixels",
+    )
     diffusion: DiffusionSection = Field(default_factory=DiffusionSection, description="diffusion recipe")
     data: DataSection = Field(..., description="training data")
     train: TrainSection = Field(default_factory=TrainSection, description="optimisation and bookkeeping")
@@ -284,7 +347,8 @@ class Recipe(Spec):
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
         raise_problems(cross_field_problems(
-            model=self.model, diffusion=self.diffusion, data=self.data, train=self.train, sample=self.sample
+            model=self.model, diffusion=self.diffusion, data=self.data, train=self.train, sample=self.sample,
+            vae=self.vae,
         ))
         return self
 
