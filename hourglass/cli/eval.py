@@ -264,6 +264,9 @@ def _run_val_loss(args: argparse.Namespace) -> int:
     if args.ema and ema_model is None:
         raise CLIError("this checkpoint has no EMA weights; pass --no-ema to use the trained weights")
     net = ema_model if args.ema else model
+    if recipe is not None and getattr(recipe, "vae", None) is not None:
+        raise CLIError("this checkpoint's model works on the latents of a VAE ([vae] in its recipe); --val-loss "
+                       "measures pixel-space models only (for FID, draw images with `hourglass sample` first)")
     hw = _hw(args.resolution) or _side(net.spec.input_size)  # the data at the model's own size by default
     if args.recipe is not None:
         spec, _ = _recipe_data(args.recipe)

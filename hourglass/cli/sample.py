@@ -1,6 +1,9 @@
 """``hourglass sample``: draw images from a checkpoint (or a run directory's newest valid one), or
 edit images with it (``--init``: image-to-image; with ``--mask``: inpainting).
 
+A latent model (its recipe names a ``[vae]``) is sampled the same way: its VAE (loaded from the folder
+or Hugging Face cache the recipe names) decodes the latents, and ``--init`` images are encoded first.
+
 Uses the EMA weights unless ``--no-ema`` (a folder or ``model.safetensors`` written by ``hourglass
 convert`` holds one set of weights, which is used; the message says whether they are the converted
 checkpoint's EMA weights). Image ``i`` gets seed ``--seed + i`` for all of its noise, so the same seed
@@ -200,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
         weights += " (--no-ema for the raw weights)"
     guidance = "no class" if kind != "sample" and classes is None and pipe.num_classes else f"cfg {cfg}"
     settings = f"{sampler}, {steps} steps, {guidance}, seed {seed}, {device}/{dtype}"
+    if pipe.vae is not None:
+        lh, lw = pipe.latent_size
+        settings += f"; latents {lh}x{lw} decoded by the VAE "
+        settings += f"({getattr(getattr(pipe.vae, 'spec', None), 'type', type(pipe.vae).__name__)})"
     start_time = time.perf_counter()
     if kind == "sample":
         n = args.n or d.n

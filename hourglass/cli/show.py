@@ -160,6 +160,11 @@ def _show_run(name: str, as_json: bool) -> int:
                      f"cfg {sample.get('cfg_scale', '?')}")
     else:
         lines.append("recipe: none embedded (weights only)")
+    vae = recipe.get("vae")
+    if isinstance(vae, dict):  # latent diffusion: the model's size and channels are the latents'
+        sub = f" (subfolder {vae['subfolder']})" if vae.get("subfolder") else ""
+        lines.append(f"vae: {vae.get('type', '?')} at {vae.get('path', '?')}{sub}: the model works on its latents, "
+                     "samples are decoded")
     if info.plugins:
         lines.append("plugin components: " + ", ".join(f"{c} ({d})" for c, d in info.plugins.items()))
     if names:

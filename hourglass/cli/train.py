@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.set, notes=notes)
     finally:
         print_notes(notes)
-    missing = availability_problems(recipe.data)  # before anything is built
+    missing = availability_problems(recipe.data, vae=recipe.vae)  # before anything is built
     if missing:
         raise RecipeError(with_values(missing, recipe.to_data()), args.recipe)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.recipe)
@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
             f"process(es), {precision}, batch {recipe.data.batch_size} ({trainer.micro_batch} per process and "
             f"micro-step), {recipe.train.steps} steps, run dir {run_dir}"
         )
+        if trainer.vae is not None:
+            (h, w), (lh, lw) = trainer.data_resolution, trainer.image_size
+            trainer.say(f"latent diffusion: {h}x{w} images encoded by the frozen VAE ({recipe.vae.type}) to "
+                        f"{trainer.vae.latent_channels}x{lh}x{lw} latents")
         try:
             result = trainer.fit()
         except TrainingDiverged as exc:

@@ -2,8 +2,9 @@
 
 Each recipe is parsed, overridden (``--set``), validated against the schema and the cross-field
 rules (widths vs heads, windows vs token grids, image size vs patch and levels, classes and
-channels vs the data), its data looked for (an image folder must exist and hold an image;
-``--no-data-check`` skips this on a machine without the data), then built on the meta device.
+channels vs the data and the VAE), its data looked for (an image folder must exist and hold an image;
+a ``[vae]``'s folder or Hub cache entry must be there, and diffusers installed; ``--no-data-check``
+skips this on a machine without the data), then built on the meta device.
 Every problem is printed with its recipe path, the value found and how to fix it. Exit status 2
 if any file has a problem.
 """
@@ -37,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print", dest="print_resolved", action="store_true",
                         help="also print each valid recipe fully resolved (all defaults filled in) as TOML")
     parser.add_argument("--no-data-check", dest="data_check", action="store_false",
-                        help="do not look for the data (e.g. an image folder that lives on another machine)")
+                        help="do not look for the data and the VAE's files (e.g. an image folder that lives on "
+                        "another machine)")
     add_set_option(parser)
     add_json_option(parser)
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 print_notes(notes)  # also when the recipe fails: what a type change kept and dropped
             if args.data_check:
-                missing = availability_problems(recipe.data)
+                missing = availability_problems(recipe.data, vae=recipe.vae)
                 if missing:
                     raise RecipeError(with_values(missing, recipe.to_data()), path)
             model = meta_build(recipe.model, path)
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         params = sum(p.numel() for p in model.parameters())
         results.append({"recipe": path, "ok": True, "model": recipe.model.type, "params": params})
         if not args.json:
-            print(f"ok   {path}: {recipe.model.type}, {human_count(params)} params, "
+            latent = f" on the latents of a vae ({recipe.vae.type})" if recipe.vae is not None else ""
+            print(f"ok   {path}: {recipe.model.type}, {human_count(params)} params{latent}, "
                   f"data {recipe.data.dataset.type}, {recipe.train.steps} steps")
             if args.print_resolved:
                 print(recipe.to_toml())

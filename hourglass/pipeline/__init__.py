@@ -20,6 +20,10 @@ the noise a stochastic sampler adds (as :mod:`hourglass.train.sampling` does for
 call. Sampling runs in float32 unless ``dtype`` says otherwise (bfloat16 autocast picks kernels by
 batch size, so its images change with ``batch_size``).
 
+A recipe with a ``[vae]`` (latent diffusion) loads its VAE too (from the folder or Hugging Face cache
+the recipe names; ``load(..., vae=...)`` names another): the calls then take and return images, with
+the model working on the VAE's latents in between.
+
 Loading reads safetensors files only (:func:`hourglass.train.load_checkpoint`): nothing is unpickled.
 """
 

@@ -1,4 +1,10 @@
-"""The :class:`Pipeline`: a loaded model with its recipe and denoiser, ready to sample and edit."""
+"""The :class:`Pipeline`: a loaded model with its recipe and denoiser, ready to sample and edit.
+
+A latent model (a recipe with a ``[vae]``) is used through the same calls: the pipeline holds the
+VAE, decodes what the model draws and encodes the images it edits, so every call takes and returns
+images. The VAE decodes (and encodes) one image at a time, so an image still does not depend on
+``batch_size``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from torch import Tensor, nn
 from hourglass.pipeline._errors import PipelineError, check_strength, positive_int
 from hourglass.pipeline.images import load_images, load_masks, to_pil
 from hourglass.train.sampling import step_callback
+from hourglass.vae import latent_mask
 
 __all__ = ["Pipeline"]
 
@@ -34,6 +41,10 @@ class Pipeline:
         weights: ``"ema"``, ``"raw"`` or ``"unknown"``: which weights ``model`` holds.
         source: the path it was loaded from.
         converted_from: the format the weights were converted from (``"k-diffusion"``), or ``""``.
+        vae: for a latent model: an :class:`hourglass.vae.Autoencoder`, or a VAE spec (a table with a
+            ``type``, or a spec) to build; default: the recipe's ``[vae]`` (loaded now), if it names one.
+            With a VAE every call takes and returns images: drawn latents are decoded, and the images
+            to edit are encoded first.
 
     Attributes:
         recipe: as given.
@@ -44,6 +55,7 @@ class Pipeline:
         weights: as given.
         source: as given.
         converted_from: ``"k-diffusion"`` for a folder written by ``hourglass convert``, else ``""``.
+        vae: the frozen VAE of a latent model (on the model's device), else None.
     """
 
     def __init__(
@@ -57,6 +69,7 @@ class Pipeline:
         weights: str = "unknown",
         source: str | os.PathLike | None = None,
         converted_from: str = "",
+        vae: Any = None,
     ) -> None:
         from hourglass.registry import DENOISER
 
@@ -78,6 +91,35 @@ class Pipeline:
         self.weights = weights
         self.source = Path(source) if source is not None else None
         self.converted_from = converted_from
+        if vae is None and recipe is not None:
+            vae = getattr(recipe, "vae", None)
+        self.vae = None if vae is None else self._build_vae(vae)
+
+    def _build_vae(self, vae: Any) -> nn.Module:
+        """``vae`` (a module, or a spec to load) checked against the model and moved to its device."""
+        from pydantic import ValidationError
+
+        from hourglass.recipe import vae_channel_problems
+        from hourglass.registry import VAE
+        from hourglass.vae import Autoencoder
+
+        if not isinstance(vae, Autoencoder):
+            try:
+                spec = VAE.validate(vae)
+            except (ValueError, TypeError) as exc:  # an unknown type, a bad option (pydantic's errors included)
+                errors = exc.errors() if isinstance(exc, ValidationError) else None
+                reason = ("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors) if errors
+                          else " ".join(str(exc).split()))
+                raise PipelineError(f"vae: {reason}") from None
+            try:
+                vae = VAE.build(spec)
+            except (OSError, ImportError, ValueError) as exc:
+                raise PipelineError(f"vae ({spec.type}): {' '.join(str(exc).split())}") from None
+        name = getattr(getattr(vae, "spec", None), "type", type(vae).__name__)
+        problems = vae_channel_problems(int(self.model.spec.in_channels), int(vae.latent_channels), name)
+        if problems:
+            raise PipelineError(str(problems[0]))
+        return vae.to(self.device)
 
     # -- what it is ---------------------------------------------------------------------------------
     @property
@@ -87,15 +129,21 @@ class Pipeline:
 
     @property
     def channels(self) -> int:
-        """Image channels (1 grey, 3 RGB)."""
-        return int(self.model.spec.in_channels)
+        """Image channels (1 grey, 3 RGB): the model's, or with a VAE the channels of the images it decodes."""
+        return int(self.vae.image_channels) if self.vae is not None else int(self.model.spec.in_channels)
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` the model was trained at (the default size of every call)."""
+    def latent_size(self) -> tuple[int, int]:
+        """``(h, w)`` the model was trained at: its input size (with a VAE, the latent grid)."""
         from hourglass.spec import as_pair
 
         return as_pair(self.model.spec.input_size)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images at the training size (the default size of every call); with a VAE,
+        the size its latent grid decodes to."""
+        return self.latent_size if self.vae is None else self.vae.image_size(self.latent_size)
 
     @property
     def device(self) -> torch.device:
@@ -124,6 +172,9 @@ class Pipeline:
         h, w = self.image_size
         classes = f"{self.num_classes} classes" if self.num_classes else "unconditional"
         where = f" from {self.source}" if self.source is not None else ""
+        if self.vae is not None:
+            lh, lw = self.latent_size
+            classes = f"latents {self.model.spec.in_channels}x{lh}x{lw} of a {type(self.vae).__name__}, {classes}"
         return (f"Pipeline({type(self.model).__name__}, {self.channels}x{h}x{w}, {classes}, "
                 f"{self.describe_weights()} of step {self.step}{where}, {self.device})")
 
@@ -134,6 +185,8 @@ class Pipeline:
         dev = resolve_device(device)
         self.model.to(dev)
         self.denoiser.to(dev)
+        if self.vae is not None:
+            self.vae.to(dev)
         return self
 
     # -- argument handling --------------------------------------------------------------------------
@@ -224,10 +277,19 @@ class Pipeline:
             raise PipelineError(f"schedule: {exc}") from None
 
     def resolution_problems(self, size: int | Sequence[int]) -> str | None:
-        """Why the model cannot run at ``size`` (side, or ``(H, W)``), or None when it can."""
+        """Why the model cannot run at ``size`` (side, or ``(H, W)``), or None when it can.
+
+        With a VAE ``size`` is the images': its sides must be multiples of the VAE's factor, and the
+        model must run at the latent grid.
+        """
         from pydantic import ValidationError
 
         hw = (size, size) if isinstance(size, int) else tuple(size)
+        if self.vae is not None:
+            try:
+                hw = self.vae.latent_size(hw)
+            except ValueError as exc:
+                return str(exc)
         spec = self.model.spec
         try:  # the spec's own rules: divisibility by its stride, windows that fit the grids
             type(spec).model_validate({**spec.model_dump(), "input_size": hw})
@@ -273,6 +335,17 @@ class Pipeline:
 
         return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
+    # -- the VAE of a latent model -------------------------------------------------------------------
+    def _decode(self, latents: Tensor) -> Tensor:
+        """Decoded images, one at a time: an image does not depend on the batch it was drawn in."""
+        return torch.cat([self.vae.decode(z[None]) for z in latents])  # type: ignore[union-attr]
+
+    def _encode(self, images: Tensor, seeds: Sequence[int]) -> Tensor:
+        """Latents of ``images``, one at a time (image ``i``'s posterior sample, if any, drawn from seed ``seeds[i]``)."""
+        vae: Any = self.vae
+        return torch.cat([vae.encode(x[None], generator=torch.Generator(x.device).manual_seed(seed))
+                          for x, seed in zip(images, seeds, strict=True)])
+
     # -- sampling -----------------------------------------------------------------------------------
     def iter_sample(
         self,
@@ -302,15 +375,18 @@ class Pipeline:
         spec = self._sampler(sampler, sampler_options)
         sched = self._schedule(schedule)
         hw = self._size(resolution)
+        if self.vae is not None:
+            hw = self.vae.latent_size(hw)
 
         def batches() -> Iterator[tuple[int, Tensor]]:
             bar = self._bar(progress, math.ceil(n / batch_size) * steps, "sample")
             try:
                 yield from iter_generate(
-                    self.denoiser, n=n, shape=(self.channels, *hw), sampler=spec, schedule=sched, steps=steps,
+                    self.denoiser, n=n, shape=(int(self.model.spec.in_channels), *hw), sampler=spec, schedule=sched, steps=steps,
                     seed=seed, labels=labels, cfg_scale=scale, uncond_class=self.num_classes,
                     batch_size=batch_size, device=self.device, dtype=dtype,
                     on_step=bar.update if bar is not None else None,
+                    decode=self._decode if self.vae is not None else None,
                 )
             finally:
                 if bar is not None:
@@ -434,11 +510,21 @@ class Pipeline:
                 seeds = [seed + i for i in range(start, stop)]
                 extra = {} if labels is None else {"class_cond": labels[start:stop].to(device)}
                 batch_mask = None if m is None else (m if m.shape[0] == 1 else m[start:stop]).to(device)
+                images = x[start:stop].to(device)
+                inputs, model_mask = images, batch_mask
+                if self.vae is not None:  # edit the latents: encode the images, the mask on the latent grid
+                    inputs = self._encode(images, seeds)
+                    if batch_mask is not None:
+                        model_mask = latent_mask(batch_mask, self.vae.downsample_factor)
                 with torch.no_grad(), autocast_context(device, dtype):
                     result = run(
-                        sampler_obj, denoiser, x[start:stop].to(device), sigmas, batch_mask, seeds=seeds,
+                        sampler_obj, denoiser, inputs, sigmas, model_mask, seeds=seeds,
                         callback=step_callback(bar.update) if bar is not None else None, extra_args=extra,
                     )
+                if self.vae is not None:
+                    result = self._decode(result.float())
+                    if batch_mask is not None:  # the kept pixels are the input's, exactly
+                        result = batch_mask * result + (1 - batch_mask) * images
                 out.append(result.float().cpu())
         finally:
             if bar is not None:
@@ -484,6 +570,9 @@ class Pipeline:
 
         Returns:
             ``(n, C, H, W)`` float32 on the CPU, in ``[-1, 1]``.
+
+        With a VAE the images are encoded (posterior mean, or a sample drawn from image ``i``'s seed
+        ``seed + i`` when the VAE samples), edited as latents and decoded.
 
         Raises:
             PipelineError: e.g. ``strength`` outside (0, 1], an unreadable image.
@@ -557,6 +646,14 @@ class Pipeline:
 
         Returns:
             ``(n, C, H, W)`` float32 on the CPU, equal to the input wherever the mask is 0.
+
+        With a VAE, inpainting happens on the latent grid, an approximation: the images are
+        encoded, the mask is reduced to the latent grid by max pooling (a latent cell is generated as
+        much as the most-generated pixel it covers, so the generated region grows to whole ``f x f``
+        cells), the latents are inpainted and decoded, and the input's pixels are pasted back where
+        the mask is 0 (blended where it is between 0 and 1). The kept pixels are therefore exact,
+        but a seam can show at the mask's edge: the decoder saw the kept cells' latents, not their
+        pixels, and the generated cells reach up to ``f - 1`` pixels past the mask.
         """
         from hourglass.diffusion import inpaint_images
 

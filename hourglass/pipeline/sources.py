@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,6 +34,7 @@ def load(
     ema: bool | None = True,
     device: str | torch.device = "auto",
     report: Callable[[str], None] | None = None,
+    vae: Any = None,
 ) -> Pipeline:
     """Load a trained model for sampling.
 
@@ -45,13 +47,16 @@ def load(
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:N"`` or a ``torch.device``.
         report: receives one message per corrupt checkpoint file skipped in a run directory
             (default: silent).
+        vae: for a latent model, the VAE to use instead of the one its recipe's ``[vae]`` names (an
+            :class:`hourglass.vae.Autoencoder`, or a spec such as ``{"type": "autoencoder_kl", "path":
+            "elsewhere/vae"}``); default: the recipe's, loaded from the folder or Hub cache it names.
 
     Returns:
         The :class:`Pipeline`.
 
     Raises:
         hourglass.train.CheckpointError: nothing usable at ``path``, or weights that do not fit.
-        PipelineError: the requested weights are not in the file.
+        PipelineError: the requested weights are not in the file, or the VAE cannot be loaded.
     """
     from hourglass.devices import resolve_device
     from hourglass.train.checkpoint import (
@@ -83,4 +88,4 @@ def load(
         weights, which = data.model, "raw"
     model = build_checkpoint_model(data, weights, recipe=recipe, spec=spec, device=dev)
     return Pipeline(model, recipe=recipe, class_names=read_class_names(data), step=data.step,
-                    weights=which, source=path, converted_from=converted_from)
+                    weights=which, source=path, converted_from=converted_from, vae=vae)

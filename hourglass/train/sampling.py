@@ -114,6 +114,7 @@ def iter_generate(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     on_step: Callable[[], None] | None = None,
+    decode: Callable[[Tensor], Tensor] | None = None,
 ) -> Iterator[tuple[int, Tensor]]:
     """Generate ``n`` images in batches, yielding each batch as soon as it is done.
 
@@ -132,10 +133,12 @@ def iter_generate(
         device: where to sample.
         dtype: autocast dtype (float32: none).
         on_step: called after every sampler step (e.g. to advance a progress bar).
+        decode: maps each batch the sampler drew (on ``device``, float32, outside autocast) to what is
+            yielded: a VAE's ``decode`` for latent models (``shape`` is then the latents').
 
     Yields:
         ``(start, images)``: index of the batch's first image and ``(b, C, H, W)`` float32 images
-        on the CPU, nominally in [-1, 1].
+        on the CPU, nominally in [-1, 1] (with ``decode``: what it returns).
     """
     device = torch.device(device)
     sampler_obj = SAMPLER.build(sampler)
@@ -152,6 +155,8 @@ def iter_generate(
             out = sampler_obj(
                 model, x, sigmas, noise=NoiseSampler(seeds), callback=callback, extra_args=extra
             )
+        if decode is not None:
+            out = decode(out.float())
         yield start, out.float().cpu()
 
 

@@ -6,7 +6,8 @@ Reproducibility: every random number of optimizer step ``s`` comes from seeds de
 ``(train.seed, s, rank, micro-batch)``: the noise levels, the noise and the class dropout from a
 generator seeded with ``mix_seed(seed, s, rank, micro)``, the model's dropout from torch's global
 generator re-seeded with ``mix_seed(seed, s, rank, micro, 1)``, and the data from the loader's
-position ``s * grad_accum`` (order and augmentation are pure functions of it). A run resumed from
+position ``s * grad_accum`` (order and augmentation are pure functions of it), and a VAE that samples
+its posterior (``[vae] latents = "sample"``) from ``mix_seed(seed, s, rank, micro, 2)``. A run resumed from
 the checkpoint of step ``N`` therefore draws exactly what an uninterrupted run would, and on the
 CPU ends with bitwise-identical weights.
 """
@@ -39,8 +40,9 @@ from hourglass.recipe import (
     class_problems,
     dump_recipe,
     plain_data,
+    vae_channel_problems,
 )
-from hourglass.registry import DATASET, DENOISER, MODEL, SIGMA_DENSITY, WEIGHTING
+from hourglass.registry import DATASET, DENOISER, MODEL, SIGMA_DENSITY, VAE, WEIGHTING
 from hourglass.spec import as_pair
 from hourglass.train import checkpoint as ckpt
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
@@ -110,6 +112,11 @@ class Trainer:
     Under ``torchrun`` every process builds a Trainer; the model is wrapped in DDP, each rank
     reads its shard of every batch, and only rank 0 logs and writes files.
 
+    With a ``[vae]`` in the recipe (latent diffusion) the images are loaded at the size the model's
+    latent grid decodes to (``model.input_size`` times the VAE's factor), each batch is encoded by
+    the frozen VAE (without gradients) before the noise is added, and the sample grids are decoded.
+    The VAE's weights are not part of the checkpoints: the recipe names them.
+
     Args:
         recipe: a validated :class:`hourglass.recipe.Recipe`.
         run_dir: where ``recipe.toml``, ``classes.json`` (the data's class names, if it names them),
@@ -120,7 +127,8 @@ class Trainer:
 
     Raises:
         TrainConfigError: when the batch does not split over the ranks and accumulation steps, the
-            data's classes do not match the model's, or the run directory holds another model.
+            data's classes do not match the model's, the VAE cannot be loaded or its channels do not
+            match the model's or the data's, or the run directory holds another model.
     """
 
     def __init__(
@@ -148,7 +156,7 @@ class Trainer:
 
     def _setup(self) -> None:
         recipe, t = self.recipe, self.recipe.train
-        missing = availability_problems(recipe.data)  # before anything is built
+        missing = availability_problems(recipe.data, vae=recipe.vae)  # before anything is built
         if missing:
             raise TrainConfigError("; ".join(str(p) for p in missing))
         self.amp_dtype = getattr(torch, resolve_dtype(recipe.runtime.dtype, self.device.type))
@@ -178,9 +186,14 @@ class Trainer:
         self.weighting = WEIGHTING.build(recipe.diffusion.weighting)
         self.sigma_data = float(self.denoiser.sigma_data)
         spec = self.model.spec
+        #: the model's input size (with a VAE: the latent grid) and channels
         self.image_size = as_pair(spec.input_size)
         self.channels = spec.in_channels
         self.num_classes = spec.num_classes
+        #: the recipe's frozen VAE (None: the model works on pixels); batches are encoded with it
+        self.vae = self._build_vae()
+        #: the size the data is loaded at: the model's, or with a VAE the size its latent grid decodes to
+        self.data_resolution = self.image_size if self.vae is None else self.vae.image_size(self.image_size)
         self.density = SIGMA_DENSITY.build(
             recipe.diffusion.sigma_density, sigma_data=self.sigma_data, image_size=self.image_size
         )
@@ -208,16 +221,34 @@ class Trainer:
         self._resume()
 
     # -- set-up ------------------------------------------------------------------------------
+    def _build_vae(self) -> Any:
+        """The recipe's VAE on this rank's device (None without one); its channels checked against the model's."""
+        spec = self.recipe.vae
+        if spec is None:
+            return None
+        try:
+            vae = VAE.build(spec)
+        except (OSError, ImportError, ValueError) as exc:
+            raise TrainConfigError(f"vae ({spec.type}): {' '.join(str(exc).split())}") from None
+        problems = vae_channel_problems(self.channels, vae.latent_channels, spec.type)
+        if problems:
+            raise TrainConfigError("; ".join(str(p) for p in problems))
+        return vae.to(self.device)
+
     def _build_dataset(self) -> Any:
         data = self.recipe.data
         try:
-            dataset = DATASET.build(data.dataset, resolution=self.image_size, split="train")
+            dataset = DATASET.build(data.dataset, resolution=self.data_resolution, split="train")
         except (OSError, ValueError) as exc:  # e.g. files that vanished since the check, none readable
             raise TrainConfigError(f"data.dataset ({data.dataset.type}): {' '.join(str(exc).split())}") from None
         # Validation checked what the dataset declares; what it learns only from its files is checked
         # here, by the same rules.
         problems = class_problems(self.num_classes, dataset.num_classes, data.dataset.type)
-        problems += channel_problems(self.channels, dataset.channels)
+        if self.vae is None:
+            problems += channel_problems(self.channels, dataset.channels)
+        else:
+            problems += vae_channel_problems(data_channels=dataset.channels, image_channels=self.vae.image_channels,
+                                             vae=self.recipe.vae.type, dataset=data.dataset)
         if problems:
             raise TrainConfigError("; ".join(str(p) for p in problems))
         names = [str(n) for n in (getattr(dataset, "class_names", None) or [])]
@@ -292,6 +323,9 @@ class Trainer:
     def _micro_step(self, batch: dict[str, Tensor], micro: int, last: bool) -> Tensor:
         t, dev = self.recipe.train, self.device
         x0 = batch["image"].to(dev, non_blocking=True)
+        if self.vae is not None:  # latent diffusion: the frozen VAE encodes the batch (no gradients)
+            vae_gen = torch.Generator(device=dev).manual_seed(mix_seed(t.seed, self.step, self.dist.rank, micro, 2))
+            x0 = self.vae.encode(x0, generator=vae_gen)
         n = x0.shape[0]
         gen = torch.Generator(device=dev).manual_seed(mix_seed(t.seed, self.step, self.dist.rank, micro))
         sigma = self.density.sample(n, generator=gen, device=dev)
@@ -395,7 +429,7 @@ class Trainer:
 
         ``min(sample.n, 64)`` images with seeds ``sample.seed + i`` (the same every time, so grids
         of successive steps are comparable); class ids cycle ``0, 1, ...`` so that with up to 16
-        classes each column of the grid is one class. With progress bars on, a bar of its own
+        classes each column of the grid is one class. With a VAE the latents drawn are decoded. With progress bars on, a bar of its own
         (``grid NAME``, removed when done) counts the sampler steps.
 
         Args:
@@ -420,7 +454,7 @@ class Trainer:
                 self.ema_denoiser, n=n, shape=(self.channels, *self.image_size), sampler=s.sampler,
                 schedule=s.schedule, steps=s.steps, seed=s.seed, labels=labels, cfg_scale=s.cfg_scale,
                 uncond_class=self.num_classes, batch_size=s.batch_size, device=self.device, dtype=self.amp_dtype,
-                on_step=None if bar is None else bar.update,
+                on_step=None if bar is None else bar.update, decode=None if self.vae is None else self.vae.decode,
             )
         finally:
             if bar is not None:
