@@ -151,7 +151,7 @@ def _walk_spec(spec_cls: type[BaseModel], prefix: str, out: list[str]) -> None:
 
 def test_recipe_reference_lists_every_field_of_every_section(recipes_page):
     from hourglass.recipe import Recipe
-    from hourglass.registry import MODEL
+    from hourglass.registry import MODEL, VAE
 
     expected = []
     for section, field in Recipe.model_fields.items():
@@ -159,11 +159,12 @@ def test_recipe_reference_lists_every_field_of_every_section(recipes_page):
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel) and ann is not Spec:
             _walk_spec(ann, section, expected)
-        else:  # [model]: a registry component; every model type's fields
-            assert section == "model", f"unexpected component section {section}"
-            expected += ["model-type", "model-preset"]
-            for name in MODEL.names():
-                _walk_spec(MODEL.spec_class(name), f"model-{name}", expected)
+        else:  # [model] and [vae]: a registry component; every type's fields
+            registries = {"model": MODEL, "vae": VAE}
+            assert section in registries, f"unexpected component section {section}"
+            expected += [f"{section}-type"] + (["model-preset"] if section == "model" else [])
+            for name in registries[section].names():
+                _walk_spec(registries[section].spec_class(name), f"{section}-{name}", expected)
     ids = _ids(recipes_page)
     assert [e for e in expected if e not in ids] == []
     assert "`[[model.levels]]`" in recipes_page and "`[train.ema]`" in recipes_page

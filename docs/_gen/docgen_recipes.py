@@ -2,7 +2,7 @@
 
 Every section of :class:`hourglass.recipe.Recipe`, every field of it (type, default, bounds,
 description), the nested tables (``[train.ema]``, ``[data.augment]``, ``[[model.levels]]``) and,
-for ``[model]``, the fields of every registered model type.
+for the component sections (``[model]``, ``[vae]``), the fields of every registered type.
 """
 
 from __future__ import annotations
@@ -47,9 +47,15 @@ def _model_section(field: Any) -> list[str]:
         'the other keys override it (`hourglass show NAME` prints one) |',
         "",
     ]
+    return lines + _type_sections("model", registry)
+
+
+def _type_sections(section: str, registry: Any) -> list[str]:
+    """One subsection per registered type of a component section: its summary and fields."""
+    lines: list[str] = []
     for name in registry.names():
         spec_cls = registry.spec_class(name)
-        sid = anchor("model", name)
+        sid = anchor(section, name)
         lines += [f"### `type = \"{name}\"` {{#{sid}}}", ""]
         summary = first_paragraph(registry.get(name).__doc__)
         provider = registry.provider(name)
@@ -58,8 +64,29 @@ def _model_section(field: Any) -> list[str]:
         if provider != "hourglass":
             lines += [f"Provided by the plugin distribution `{provider}`.", ""]
         lines += [spec_table(spec_cls, sid, CATALOGUE), ""]
-        lines += nested_tables(spec_cls, "model", sid, 4, CATALOGUE)
+        lines += nested_tables(spec_cls, section, sid, 4, CATALOGUE)
     return lines
+
+
+def _component_section(name: str, field: Any) -> list[str]:
+    """An optional section that is one component (``[vae]``): its ``type`` picks the component."""
+    registry = component_registry(field)
+    required = "" if field.is_required() else " Leave the section out for none."
+    return [
+        f"## `[{name}]` {{#{anchor(name)}}}",
+        "",
+        md_text(field.description or ""),
+        "",
+        f"`type` picks one of the registered [{registry.family} components]({CATALOGUE}#{anchor(registry.family)}) "
+        f"({', '.join(f'`{n}`' for n in registry.names())}); the other keys are that component's fields below."
+        + required,
+        "",
+        '| field | type | default | description |',
+        '|---|---|---|---|',
+        f'| <a id="{anchor(name, "type")}"></a>`type` | {" &#124; ".join(f"`{chr(34)}{n}{chr(34)}`" for n in registry.names())} '
+        f'| *required* | the {registry.family} ([catalogue]({CATALOGUE}#{anchor(registry.family)})) |',
+        "",
+    ] + _type_sections(name, registry)
 
 
 def section_ids() -> dict[str, list[str]]:
@@ -78,7 +105,7 @@ def section_ids() -> dict[str, list[str]]:
     for name, field in Recipe.model_fields.items():
         registry = component_registry(field)
         if registry is not None:
-            out[name] = [anchor(name, "type"), anchor(name, "preset")]
+            out[name] = [anchor(name, "type")] + ([anchor(name, "preset")] if name == "model" else [])
             for comp in registry.names():
                 walk(registry.spec_class(comp), f"{name}[type={comp}]", anchor(name, comp))
         else:
@@ -141,7 +168,7 @@ def recipes_markdown(root: Path) -> str:
     lines.append("")
     for name, field in Recipe.model_fields.items():
         if component_registry(field) is not None:
-            lines += _model_section(field)
+            lines += _model_section(field) if name == "model" else _component_section(name, field)
             continue
         cls = field.annotation
         lines += [f"## `[{name}]` {{#{anchor(name)}}}", ""]
