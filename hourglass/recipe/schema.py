@@ -37,6 +37,7 @@ __all__ = [
     "cross_field_problems",
     "class_problems",
     "channel_problems",
+    "denoiser_problems",
     "availability_problems",
 ]
 
@@ -206,7 +207,9 @@ def cross_field_problems(
     Checked: model classes and channels vs what the dataset declares (:meth:`classes_of`,
     :meth:`channels_of` of its contract; unknown until loading is checked by the trainer with the
     same rules), augmentation needs a model that embeds ``aug_cond``, guidance needs classes, the
-    batch splits into ``grad_accum`` micro-batches, one ``sigma_data``.
+    batch splits into ``grad_accum`` micro-batches, one ``sigma_data``, the denoiser drives the
+    model's time input and reads its output channels (:func:`denoiser_problems`), a density that
+    draws timesteps has a denoiser with timesteps.
     """
     problems: list[Problem] = []
     if model is not None and data is not None:
@@ -232,13 +235,61 @@ def cross_field_problems(
             "data.batch_size", f"{data.batch_size} does not split into train.grad_accum = {train.grad_accum} equal "
             "micro-batches", f"use a multiple of {train.grad_accum}",
         ))
+    if model is not None and diffusion is not None:
+        problems += denoiser_problems(model, diffusion)
     if diffusion is not None:
+        density = SIGMA_DENSITY.get(diffusion.sigma_density.type)
+        denoiser = DENOISER.get(diffusion.denoiser.type)
+        if getattr(density, "draws_timesteps", False) and not getattr(denoiser, "has_timesteps", False):
+            problems.append(Problem(
+                "diffusion.sigma_density.type", f"{diffusion.sigma_density.type!r} draws the timesteps of the "
+                f"denoiser, but the {diffusion.denoiser.type!r} denoiser has none",
+                "use a denoiser with timesteps (diffusion.denoiser.type = \"ddpm\") or another sigma_density "
+                "(e.g. \"cosine_interpolated\")",
+            ))
         sd = _sigma_data_of(diffusion.denoiser)
         for name in ("weighting", "sigma_density"):
             other = _sigma_data_of(getattr(diffusion, name))
             if sd is not None and other is not None and other != sd:
                 problems.append(Problem(f"diffusion.{name}.sigma_data", f"{other} differs from "
                                         f"diffusion.denoiser.sigma_data {sd}", f"use the same value ({sd})"))
+    return problems
+
+
+def denoiser_problems(model: Any, diffusion: Any) -> list[Problem]:
+    """The rules between the model and the denoiser, with absolute recipe paths.
+
+    The denoiser must drive the model's time input (:func:`hourglass.models.base.time_input_of`:
+    noise levels, or DDPM timesteps, which only denoisers declaring ``"timestep"`` among their
+    ``time_inputs`` pass), and read its output: as many channels as the image has, or more where the
+    denoiser ``drops_extra_channels`` (DiT's learned-sigma channels under the ``ddpm`` denoiser).
+    """
+    from hourglass.models.base import time_input_of
+
+    problems: list[Problem] = []
+    kind = diffusion.denoiser.type
+    denoiser = DENOISER.get(kind)
+    time_input = time_input_of(model)
+    if time_input not in getattr(denoiser, "time_inputs", ("log_sigma",)):
+        problems.append(Problem(
+            "diffusion.denoiser.type", f"{kind!r} passes the model noise levels, but this {model.type} model takes "
+            f"{'DDPM timesteps' if time_input == 'timestep' else time_input} (time_input = {time_input!r})",
+            "use the ddpm denoiser (diffusion.denoiser = {type = \"ddpm\", ...}) for official DiT/U-ViT weights, or "
+            "set the model's time_input = \"log_sigma\" (model.mapping.time_input for a DiT)",
+        ))
+    c_in = getattr(model, "in_channels", None)
+    c_out = getattr(model, "resolved_out_channels", c_in)
+    if isinstance(c_in, int) and isinstance(c_out, int) and c_out != c_in:
+        if c_out < c_in:
+            problems.append(Problem("model.out_channels", f"{c_out} is fewer than the {c_in} input channels: the "
+                                    "denoiser needs a prediction for every image channel", f"set it to {c_in}", c_out))
+        elif not getattr(denoiser, "drops_extra_channels", False):
+            problems.append(Problem(
+                "model.out_channels", f"{c_out} output channels for {c_in} input channels: the {kind!r} denoiser "
+                "reads exactly one output channel per image channel",
+                f"set model.out_channels = {c_in}; extra channels (DiT's learned sigma) are read only by the ddpm "
+                "denoiser, which ignores them", c_out,
+            ))
     return problems
 
 

@@ -181,9 +181,10 @@ class Trainer:
         self.image_size = as_pair(spec.input_size)
         self.channels = spec.in_channels
         self.num_classes = spec.num_classes
-        self.density = SIGMA_DENSITY.build(
-            recipe.diffusion.sigma_density, sigma_data=self.sigma_data, image_size=self.image_size
-        )
+        density_context: dict[str, Any] = {"sigma_data": self.sigma_data, "image_size": self.image_size}
+        if SIGMA_DENSITY.get(recipe.diffusion.sigma_density.type).draws_timesteps:  # e.g. ddpm_timesteps
+            density_context["denoiser"] = self.denoiser
+        self.density = SIGMA_DENSITY.build(recipe.diffusion.sigma_density, **density_context)
 
         # Data: each rank reads micro-batches of batch_size / (world_size * grad_accum) images.
         per_step = self.dist.world_size * t.grad_accum
