@@ -168,6 +168,8 @@ class DatasetComponent(Contract):
     resolution: tuple[int, int]
     class_names: list[str]
     uses_draw_keys: bool = False
+    #: the range item values lie in: ``(-1, 1)`` for images; None for data that is not confined (latents)
+    value_range: tuple[float, float] | None = (-1.0, 1.0)
 
     @classmethod
     def classes_of(cls, spec: Any) -> int | None:
