@@ -266,6 +266,9 @@ class DDPMDenoiserSpec(Spec):
                 value = getattr(self, name)
                 if value is not None and not value < 1:
                     raise ValueError(f"{name} = {value}: a discrete schedule's betas lie in (0, 1)")
+            if self.schedule == "linear" and self.beta_end is None and not 20.0 / self.timesteps < 1:
+                raise ValueError(f"the linear schedule's default beta_end 20 / timesteps is {20.0 / self.timesteps:g} at "
+                                 f"{self.timesteps} steps; betas lie in (0, 1): use more than 20 steps or set beta_end")
         elif self.beta_start is not None or self.beta_end is not None:
             raise ValueError("the cosine schedule has no beta_start / beta_end; remove them")
         return self
