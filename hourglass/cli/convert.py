@@ -73,7 +73,7 @@ EXAMPLES = (
     "hourglass convert uvit imagenet256_uvit_huge.pth uvit-h-2/ --config imagenet256_uvit_huge",
 )
 _KD_EXAMPLES = EXAMPLES[:2]
-_DIT_EXAMPLES = (EXAMPLES[2], "hourglass convert dit results/000-DiT-B-4/checkpoints/0400000.pt dit-b-4/ --model dit_b_4")
+_DIT_EXAMPLES = (EXAMPLES[2],)
 _UVIT_EXAMPLES = (EXAMPLES[3],)
 
 
