@@ -43,7 +43,7 @@ __all__ = [
 #: the preset the HDiT ladder starts from (its native resolution is 128 px)
 HDIT_BASE = "hdit_imagenet128"
 #: the pixel-space DiT baseline of the paper's ablation table
-DIT_BASE = "dit_b_4"
+DIT_BASE = "dit_b_4_pixel"
 
 
 def hdit_ladder_data(resolution: int) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def hdit_ladder_data(resolution: int) -> dict[str, Any]:
 
 
 def dit_data(resolution: int) -> dict[str, Any]:
-    """Plain model data of pixel-space DiT-B/4 at ``resolution`` px (``dit_b_4`` with ``input_size`` set)."""
+    """Plain model data of pixel-space DiT-B/4 at ``resolution`` px (``dit_b_4_pixel`` with ``input_size`` set)."""
     from hourglass.models.factory import get_preset
 
     return {**get_preset(DIT_BASE), "input_size": resolution}

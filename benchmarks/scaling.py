@@ -11,8 +11,8 @@ Usage::
 Models: the HDiT ladder grows as HDiT (Crowson et al. 2024, arXiv 2401.11605) grows it for the
 resolutions of its ablation (Sec. 5.2 and Table 1; Sec. 4.1 and Fig. 3), one outer neighborhood level
 (NA7, width 384, depth 2 + 2) per doubling on top of ``hdit_imagenet128`` (see
-``benchmarks/_common.py``); the baseline is ``dit_b_4`` with ``input_size`` set (global attention
-over all ``(side / 4)^2`` tokens).
+``benchmarks/_common.py``); the baseline is ``dit_b_4_pixel`` (DiT-B/4 in pixel space) with
+``input_size`` set (global attention over all ``(side / 4)^2`` tokens).
 
 Measurements, each (model, size) in a fresh subprocess, batch 1, float32, default backends:
 
@@ -402,7 +402,7 @@ def write_markdown(path: Path, gmacs, results, skips, checks, command: str, args
         "",
         "HDiT ladder: `hdit_imagenet128` (levels NA7 384 x 2, global 768 x 11) plus one outer NA7 level of "
         "width 384 and depth 2 (+2 in the decoder) per doubling, grown by `hourglass.models.grow` "
-        "(the helper behind `hourglass flops --grow`). DiT-B/4: `dit_b_4` with `input_size` set.",
+        "(the helper behind `hourglass flops --grow`). DiT-B/4: `dit_b_4_pixel` (DiT-B/4 in pixel space) with `input_size` set.",
         "",
         markdown_table(HEADER, rows),
         "",

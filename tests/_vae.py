@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TINY_VAE", "COMMIT", "DOCS_VAE", "make_tiny_vae", "hub_cache", "latent_recipe_text", "docs_recipe_text",
+__all__ = ["TINY_VAE", "COMMIT", "DOCS_VAE", "DIT_VAE", "make_tiny_vae", "hub_cache", "latent_recipe_text", "docs_recipe_text",
            "docs_vae_cache"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +25,8 @@ TINY_VAE: dict[str, Any] = {
     "up_block_types": ["UpDecoderBlock2D"] * 3, "block_out_channels": [8, 8, 8], "layers_per_block": 1,
     "latent_channels": 4, "norm_num_groups": 4, "sample_size": 32, "scaling_factor": 0.5,
 }
+#: the Hub id of the VAE a converted DiT names (docs/dit-uvit.md), laid out with the same stand-in
+DIT_VAE = "stabilityai/sd-vae-ft-mse"
 #: the commit hash of the laid-out snapshot
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -112,9 +114,11 @@ def docs_recipe_text() -> str:
 
 
 def docs_vae_cache(cache: str | os.PathLike, work: str | os.PathLike) -> Path:
-    """A Hugging Face cache in ``cache`` holding :data:`DOCS_VAE` (a tiny factor-8 VAE written under ``work``):
-    with ``HF_HUB_CACHE`` pointing there and ``HF_HUB_OFFLINE=1`` the docs' recipe loads it."""
+    """A Hugging Face cache in ``cache`` holding :data:`DOCS_VAE` and :data:`DIT_VAE` (one tiny factor-8 VAE
+    written under ``work``): with ``HF_HUB_CACHE`` pointing there and ``HF_HUB_OFFLINE=1`` the docs' recipe
+    and a converted DiT load it."""
     four = ["DownEncoderBlock2D"] * 4
     folder = make_tiny_vae(Path(work) / "docs_vae", block_out_channels=[8] * 4, down_block_types=four,
                            up_block_types=["UpDecoderBlock2D"] * 4, scaling_factor=0.18215)
+    hub_cache(cache, DIT_VAE, folder)
     return hub_cache(cache, DOCS_VAE, folder)

@@ -180,3 +180,178 @@ def test_sample_draws_from_a_converted_folder_and_its_weights_file(capsys, tmp_p
     assert main(["sample", str(out_dir), *common, "--no-ema"]) == 2
     err = capsys.readouterr().err
     assert "holds only the EMA weights converted from k-diffusion" in err and err.count("\n") == 1
+
+
+# -- official DiT and U-ViT checkpoints ------------------------------------------------------------------
+def _official_dit(tmp_path, **kwargs):
+    from tests.test_interop_dit_uvit import RefDiT
+
+    ref = RefDiT(**kwargs).randomize().eval()
+    path = tmp_path / "DiT-test-32.pt"
+    torch.save(ref.state_dict(), path)
+    return ref, path
+
+
+def test_convert_dit_writes_a_folder_that_reproduces_the_official_model(capsys, tmp_path):
+    import safetensors
+
+    import hourglass
+    from hourglass.recipe import load_recipe
+
+    ref, path = _official_dit(tmp_path)
+    out_dir = tmp_path / "dit"
+    assert main(["convert", "dit", str(path), str(out_dir), "--model", "dit_test", "--weights", "ema",
+                 "--vae", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "the checkpoint's EMA weights" in out
+    text = (out_dir / "recipe.toml").read_text()
+    header = text.split("\n\n")[0]
+    for words in ("Converted from the official DiT", "4x32x32 latents of the Stable Diffusion VAE",
+                  "Without a [vae] section (converted with --vae none)", "raw outputs are latents",
+                  "DiT's DDPM timestep t in 0..999", "Learned sigma: 8 output channels",
+                  "DiT's L_vlb is not implemented", "Classes: 10 + 'no class' (id 10)"):
+        assert words in header.replace("\n# ", " "), words
+    recipe = load_recipe(out_dir / "recipe.toml")
+    assert (recipe.model.in_channels, recipe.model.resolved_out_channels, recipe.model.num_classes) == (4, 8, 10)
+    assert recipe.model.mapping.time_input == "timestep"
+    assert recipe.diffusion.denoiser.type == "ddpm" and recipe.diffusion.denoiser.schedule == "linear"
+    assert (recipe.diffusion.weighting.type, recipe.diffusion.sigma_density.type) == ("snr", "ddpm_timesteps")
+    assert recipe.data.dataset.type == "latents" and recipe.data.dataset.channels == 4
+    assert recipe.sample.schedule.sigma_max == pytest.approx(157.4073) and recipe.sample.cfg_scale == 1.5
+    with safetensors.safe_open(str(out_dir / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert (meta["source"], meta["weights"], meta["format"]) == ("dit", "ema", "hourglass-weights")
+    pipe = hourglass.load(out_dir, device="cpu")
+    assert "EMA weights converted from dit" in pipe.describe_weights()
+    x, t, y = torch.randn(2, 4, 32, 32), torch.tensor([0.0, 500.0]), torch.tensor([3, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.model(x, t, class_cond=y), ref(x, t, y), atol=1e-5, rtol=0)
+    latents = pipe.sample(2, steps=3, classes=[1, "none"])
+    assert latents.shape == (2, 4, 32, 32) and torch.isfinite(latents).all()
+    # hourglass sample writes no pictures of latents, and says so in one line
+    assert main(["sample", str(out_dir), "--n", "1", "--steps", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "4-channel samples (latents" in err and "needs the VAE" in err and err.count("\n") == 1
+    assert main(["sample", str(out_dir), "--n", "1", "--steps", "2", "--no-progress", "--no-images", "--no-grid"]) == 0
+    assert recipe.vae is None
+
+
+def test_convert_dit_names_the_vae_that_decodes_its_latents(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("diffusers", reason="the [vae] extra (diffusers) decodes the latents")
+    from hourglass.cli.convert import DIT_VAE
+    from hourglass.recipe import load_recipe
+    from tests._vae import make_tiny_vae
+
+    _, path = _official_dit(tmp_path)
+    # the default: DiT's own VAE, by Hub id
+    assert main(["convert", "dit", str(path), str(tmp_path / "hub"), "--model", "dit_test"]) == 0
+    recipe = load_recipe(tmp_path / "hub" / "recipe.toml")
+    assert (recipe.vae.path, recipe.vae.latent_channels, recipe.vae.downsample_factor) == (DIT_VAE, 4, 8)
+    assert recipe.vae.scaling_factor == 0.18215
+    assert f"huggingface-cli download {DIT_VAE}" in (tmp_path / "hub" / "recipe.toml").read_text().replace("\n# ", " ")
+    # a local factor-8 VAE: hourglass sample decodes the drawn latents into 256x256 pictures
+    vae = make_tiny_vae(tmp_path / "vae", down_block_types=["DownEncoderBlock2D"] * 4,
+                        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[8, 8, 8, 8])
+    out_dir = tmp_path / "local"
+    assert main(["convert", "dit", str(path), str(out_dir), "--model", "dit_test", "--vae", str(vae)]) == 0
+    capsys.readouterr()
+    images = tmp_path / "images"
+    assert main(["sample", str(out_dir), "--n", "1", "--steps", "2", "--no-progress", "--no-grid",
+                 "--out", str(images)]) == 0
+    from PIL import Image
+
+    pngs = sorted(images.rglob("*.png"))
+    assert len(pngs) == 1 and Image.open(pngs[0]).size == (256, 256)
+
+
+def test_convert_dit_takes_the_ema_of_a_training_checkpoint(capsys, tmp_path):
+    import argparse
+
+    from tests.test_interop_dit_uvit import RefDiT
+
+    ema, raw = RefDiT().randomize(1).state_dict(), RefDiT().randomize(2).state_dict()
+    path = tmp_path / "0400000.pt"
+    torch.save({"model": raw, "ema": ema, "opt": {"state": {}}, "args": argparse.Namespace(model="DiT-test")}, path)
+    assert main(["convert", "dit", str(path), str(tmp_path / "out"), "--model", "dit_test"]) == 0
+    assert "the checkpoint's EMA weights" in capsys.readouterr().out
+    import safetensors.torch
+
+    weights = safetensors.torch.load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert torch.equal(weights["mapping.class_emb.weight"], ema["y_embedder.embedding_table.weight"])
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--model", "dit_b_4"], "do not fit preset 'dit_b_4'"),
+    (["--model", "hdit_s"], "--model hdit_s: not a DiT preset"),
+    (["--model", "nope"], "--model nope: not a DiT preset"),
+])
+def test_convert_dit_refuses_the_wrong_model(capsys, tmp_path, argv, match):
+    _, path = _official_dit(tmp_path)
+    assert main(["convert", "dit", str(path), str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_convert_uvit_names_its_config_and_reproduces_the_official_model(capsys, tmp_path):
+    import hourglass
+    from hourglass.interop.uvit import RELEASES
+    from hourglass.recipe import load_recipe
+    from tests.test_interop_dit_uvit import RefUViT
+
+    nnet = {**RELEASES["imagenet256_uvit_huge"].nnet, "depth": 2, "embed_dim": 32, "num_heads": 2}
+    ref = RefUViT(**nnet).randomize().eval()
+    path = tmp_path / "nnet_ema.pth"
+    torch.save(ref.state_dict(), path)
+    out_dir = tmp_path / "uvit"
+    shrink = ["--set", "model.depth=2", "--set", "model.width=32", "--set", "model.attention.d_head=16"]
+    assert main(["convert", "uvit", str(path), str(out_dir), "--config", "imagenet256_uvit_huge", "--vae", "none",
+                 *shrink]) == 0
+    assert "the checkpoint's EMA weights" in capsys.readouterr().out  # nnet_ema.pth
+    header = (out_dir / "recipe.toml").read_text().split("\n\n")[0].replace("\n# ", " ")
+    for words in ("config imagenet256_uvit_huge (U-ViT-H/2, ImageNet 256x256", "n in 1..1000", "t_offset 1",
+                  "latents of the Stable Diffusion VAE", "Without a [vae] section", "guidance scale 1.4 (U-ViT's scale 0.4)",
+                  "Changed by --set: model.depth=2, model.width=32, model.attention.d_head=16."):
+        assert words in header, words
+    recipe = load_recipe(out_dir / "recipe.toml")
+    d = recipe.diffusion.denoiser
+    assert (d.type, d.schedule, d.t_offset, recipe.model.time_input, recipe.model.final_conv) == (
+        "ddpm", "scaled_linear", 1.0, "timestep", False)
+    assert recipe.train.class_dropout == 0.1 and recipe.sample.cfg_scale == 1.4
+    pipe = hourglass.load(out_dir, device="cpu")
+    x, t, y = torch.randn(2, 4, 32, 32), torch.tensor([1.0, 1000.0]), torch.tensor([3, 1000])
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.model(x, t, class_cond=y), ref(x, t, y), atol=1e-5, rtol=0)
+    assert pipe.sample(1, steps=2).shape == (1, 4, 32, 32)
+    # the wrong config: every mismatch named, nothing written
+    code = main(["convert", "uvit", str(path), str(tmp_path / "l2"), "--config", "imagenet256_uvit_large", *shrink])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing ['final_conv.bias', 'final_conv.weight']" in err and not (tmp_path / "l2").exists()
+
+
+def test_convert_uvit_continuous_time_config(capsys, tmp_path):
+    from hourglass.interop.uvit import RELEASES
+    from hourglass.recipe import load_recipe
+    from tests.test_interop_dit_uvit import RefUViT
+
+    nnet = {**RELEASES["cifar10_uvit_small"].nnet, "depth": 2, "embed_dim": 32, "num_heads": 2}
+    path = tmp_path / "cifar10_uvit_small.pth"
+    torch.save(RefUViT(**nnet).randomize().state_dict(), path)
+    shrink = ["--set", "model.depth=2", "--set", "model.width=32", "--set", "model.attention.d_head=16"]
+    assert main(["convert", "uvit", str(path), str(tmp_path / "c"), "--config", "cifar10_uvit_small", *shrink]) == 0
+    assert "whether they are an EMA copy is not recorded" in capsys.readouterr().out
+    recipe = load_recipe(tmp_path / "c" / "recipe.toml")
+    assert recipe.diffusion.denoiser.schedule == "continuous_linear" and recipe.model.num_classes == 0
+    assert recipe.data.dataset.type == "imagefolder" and recipe.sample.cfg_scale == 1.0
+    assert "the network sees 999 s" in (tmp_path / "c" / "recipe.toml").read_text()
+
+
+def test_convert_sources_read_only_tensors(capsys, tmp_path):
+    pickled = tmp_path / "DiT.pt"
+    torch.save({"ema": {"w": torch.zeros(1)}, "opt": object.__new__(_Opaque)}, pickled)
+    assert main(["convert", "dit", str(pickled), str(tmp_path / "o"), "--model", "dit_xl_2"]) == 2
+    assert "weights_only" in capsys.readouterr().err
+    assert main(["convert", "uvit", str(tmp_path / "none.pth"), str(tmp_path / "o"), "--config",
+                 "imagenet256_uvit_huge"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["convert", "uvit", str(pickled), str(tmp_path / "o"), "--config", "imagenet999"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -28,12 +28,13 @@ VARIANTS: dict[tuple[str, str], list[tuple[str, dict]]] = {
                                  ("random_crop", {"crop": "random", "hflip": 0.5, "channels": 1})],
     ("dataset", "digits"): [("unconditional", {"class_cond": False, "digits": [3, 7], "channels": 3})],
     ("dataset", "lfw"): [("faces", {"subset": "faces"})],
+    ("dataset", "latents"): [("subfolders", {"classes": "subfolders", "hflip": 0.5})],
     ("vae", "autoencoder_kl"): [("sample", {"latents": "sample"}),
                                 ("declared", {"latent_channels": 4, "downsample_factor": 4, "scaling_factor": 2.0,
                                               "shift_factor": 0.1})],
 }
 #: components that read files: they get ``root`` (a folder the ``image_folders`` fixture writes)
-READS_FILES = {("dataset", "imagefolder")}
+READS_FILES = {("dataset", "imagefolder"), ("dataset", "latents")}
 #: VAEs that load weights: they get ``path`` (a tiny AutoencoderKL the ``tiny_vae_folder`` fixture writes)
 LOADS_WEIGHTS = {("vae", "autoencoder_kl")}
 
@@ -77,6 +78,19 @@ def tiny_vae_folder(tmp_path_factory) -> Path:
     return make_tiny_vae(tmp_path_factory.mktemp("vae"))
 
 
+@pytest.fixture(scope="module")
+def latent_folders(tmp_path_factory) -> dict[str, Path]:
+    """Four 4x16x16 ``.npy`` latents (unit Gaussian: beyond [-1, 1]), flat and in two class subfolders."""
+    root = tmp_path_factory.mktemp("latents")
+    rng = np.random.default_rng(0)
+    for folder, labels in (("flat", ["", "", "", ""]), ("classes", ["cats", "cats", "dogs", "dogs"])):
+        for i, label in enumerate(labels):
+            where = root / folder / label
+            where.mkdir(parents=True, exist_ok=True)
+            np.save(where / f"{i}.npy", rng.standard_normal((4, 16, 16)).astype(np.float32))
+    return {"none": root / "flat", "subfolders": root / "classes"}
+
+
 def test_every_family_is_checked():
     assert set(CHECKED_FAMILIES) == set(REGISTRIES)
 
@@ -84,7 +98,7 @@ def test_every_family_is_checked():
 @pytest.mark.parametrize("family,name,options", CASES)
 def test_component_contract(family, name, options, request):
     if (family, name) in READS_FILES:
-        folders = request.getfixturevalue("image_folders")
+        folders = request.getfixturevalue("latent_folders" if name == "latents" else "image_folders")
         options = {"root": str(folders[options.get("classes", "none")]), **options}
     if (family, name) in LOADS_WEIGHTS:
         options = {"path": str(request.getfixturevalue("tiny_vae_folder")), **options}

@@ -194,15 +194,19 @@ def test_cli_reference_lists_every_subcommand_and_argument(cli_page):
     parser = build_parser()
     commands = docgen_cli.subcommands(parser)
     assert len(commands) >= 10
-    sections = re.split(r"\n## ", cli_page)
-    for name, sub in commands.items():
+    sections = re.split(r"\n##+ ", cli_page)
+    pending = [([name], sub) for name, sub in commands.items()]
+    while pending:  # every command, and every sub-command of one (``hourglass convert dit``)
+        path, sub = pending.pop()
+        name = " ".join(path)
         section = next((s for s in sections if s.startswith(f"`hourglass {name}` {{#")), None)
         assert section is not None, f"no section for `hourglass {name}`"
         assert sub.format_usage().strip() in section
+        pending += [([*path, child], parser) for child, parser in docgen_cli.subcommands(sub).items()]
         for action in sub._actions:
-            if isinstance(action, argparse._HelpAction):
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
-            assert f'id="{docgen_cli.argument_id([name], action)}"' in section, (name, action.dest)
+            assert f'id="{docgen_cli.argument_id(path, action)}"' in section, (name, action.dest)
             for flag in action.option_strings:
                 assert f"`{flag}`" in section, (name, flag)
 

@@ -92,6 +92,27 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
     "HF_HUB_OFFLINE=1 hourglass sample runs/latent --n 16": (
         "HF_HUB_OFFLINE=1 hourglass sample runs/latent --n 4",
         "16 images of 256 px from DiT-S/2 take about a minute on 2 cores; 4 exercise the same path"),
+    "hourglass train recipes/dit_quickstart_ddpm.toml": (
+        "hourglass train recipes/dit_quickstart_ddpm.toml --set train.steps=2 --set sample.steps=2 --set sample.n=4",
+        "the recipe trains 2000 steps (about 13 minutes on 2 cores) and samples 36 images: 2 steps and 4 images"),
+    # -- official checkpoints: multi-GB downloads, here tiny official-format stand-ins (FIXTURES) ---------
+    "hourglass convert dit DiT-XL-2-256x256.pt dit-xl-2/ --model dit_xl_2 --weights ema": (
+        "hourglass convert dit DiT-XL-2-256x256.pt dit-xl-2/ --model dit_test --weights ema",
+        "DiT-XL-2-256x256.pt is a 2.7 GB download: the stand-in is an official-format DiT of dit_test's size, "
+        "which --model must name (the sizes are checked against the preset)"),
+    "hourglass convert dit DiT-XL-2-256x256.pt dit-xl-2/ --model dit_xl_2": (
+        "hourglass convert dit DiT-XL-2-256x256.pt dit-xl-2/ --model dit_test --overwrite",
+        "the stand-in checkpoint has dit_test's size (see above); the CLI reference's example wrote dit-xl-2/ "
+        "already, so --overwrite"),
+    "hourglass convert uvit imagenet256_uvit_huge.pth uvit-h-2/ --config imagenet256_uvit_huge": (
+        "hourglass convert uvit imagenet256_uvit_huge.pth uvit-h-2/ --config imagenet256_uvit_huge "
+        "--set model.depth=2 --set model.width=32 --set model.attention.d_head=16",
+        "the released U-ViT-H/2 is a 2 GB download: the stand-in has its config with 2 blocks of width 32, which "
+        "the --set options tell the converter"),
+    "hourglass sample dit-xl-2/ --n 4 --class 207 --cfg 4.0 --steps 50": (
+        "hourglass sample dit-xl-2/ --n 1 --class 3 --cfg 4.0 --steps 2",
+        "the stand-in DiT has 10 classes (not ImageNet's 1000, so class 3 for 207), and its VAE is a tiny "
+        "factor-8 stand-in in the Hugging Face cache (FIXTURES): one image in 2 steps"),
     # -- output folders ---------------------------------------------------------------------------------
     "hourglass convert k-diffusion config_imagenet128.json model_00400000.safetensors out/": (
         "hourglass convert k-diffusion config_imagenet128.json model_00400000.safetensors out_imagenet128/",
@@ -167,6 +188,10 @@ NOT_RUN: dict[str, str] = {
     "--backend neighborhood=natten --checkpointing --batch-size 8 --steps 30 --warmup 10":
         f"bf16, torch.compile and NATTEN's CUDA kernels: {_GPU}",
     "python plugins/new_plugin.py": "names the script in prose; the command `python plugins/new_plugin.py my_ffn` runs",
+    "huggingface-cli download stabilityai/sd-vae-ft-mse": "downloads the VAE from the Hub (the test's Hugging Face "
+                                                         "cache holds a stand-in under that id: FIXTURES)",
+    "hourglass convert dit": "names the converter in prose (the CLI reference's heading); its examples run",
+    "hourglass convert uvit": "names the converter in prose (the CLI reference's heading); its examples run",
     "hourglass convert k-diffusion": "names the converter in prose (k-diffusion is convert's first argument); the "
                                      "convert commands with their files run",
     "hourglass eval samples/ --recipe recipes/quickstart.toml --inception inception-2015-12-05.pt":
@@ -202,7 +227,12 @@ FIXTURES: dict[str, str] = {
     "runs/axial/": "an untrained checkpoint of plugins/hourglass-extras/axial.toml, its [sample] steps set to 2, "
                    "in place of the run the docs take for granted",
     "latent.toml, hub/": "docs/vae.md's recipe, and a Hugging Face cache (HF_HUB_CACHE) holding a tiny randomly "
-                         "initialised factor-8 AutoencoderKL as stabilityai/sd-vae-ft-ema (nothing is downloaded)",
+                         "initialised factor-8 AutoencoderKL as stabilityai/sd-vae-ft-ema and as "
+                         "stabilityai/sd-vae-ft-mse (nothing is downloaded; HF_HUB_OFFLINE=1 for every command)",
+    "DiT-XL-2-256x256.pt, imagenet256_uvit_huge.pth": "official-format state dicts (the parameter names of DiT's "
+                                                      "models.py and U-ViT's libs/uvit.py) of a tiny random DiT "
+                                                      "(dit_test's size, 10 classes) and U-ViT-H/2 config with 2 "
+                                                      "blocks of width 32",
 }
 
 _PROGRAMS = ("hourglass", "python", "python3", "pip", "mkdocs", "torchrun", "ruff")
@@ -419,6 +449,12 @@ def _make_fixtures(ws: Path) -> None:
 
     (ws / "latent.toml").write_text(docs_recipe_text())
     docs_vae_cache(ws / "hub", ws.parent)
+    from hourglass.interop.uvit import RELEASES
+    from tests.test_interop_dit_uvit import RefDiT, RefUViT
+
+    torch.save(RefDiT().randomize().state_dict(), ws / "DiT-XL-2-256x256.pt")
+    nnet = {**RELEASES["imagenet256_uvit_huge"].nnet, "depth": 2, "embed_dim": 32, "num_heads": 2}
+    torch.save(RefUViT(**nnet).randomize().state_dict(), ws / "imagenet256_uvit_huge.pth")
 
 
 def _install_in_process(ws: Path, folder: str) -> tuple[int, str]:
@@ -510,7 +546,8 @@ def test_every_shown_command_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # FID reference statistics
     monkeypatch.setenv("HOURGLASS_NO_PROGRESS", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(ws / "hub"))  # docs/vae.md's VAE (FIXTURES)
-    pytest.importorskip("diffusers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing is downloaded here: the cache's stand-ins are read
+    pytest.importorskip("diffusers", reason="docs/vae.md's commands need the [vae] extra (diffusers)")
     _make_fixtures(ws)
     before_git = _git_status()
     registered = {family: set(registry.names()) for family, registry in REGISTRIES.items()}

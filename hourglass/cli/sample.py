@@ -176,6 +176,12 @@ def run(args: argparse.Namespace) -> int:
         pipe = load(args.checkpoint, ema=args.ema, device=device, report=print)
     except (CheckpointError, PipelineError) as exc:
         raise CLIError(str(exc)) from None
+    if pipe.channels not in (1, 3) and (args.images or args.grid or args.init is not None):
+        raise CLIError(
+            f"this model draws {pipe.channels}-channel samples (latents, e.g. of the Stable Diffusion VAE), which "
+            "are not images: decoding them needs the VAE. Sample the latents from Python "
+            f"(hourglass.load({str(args.checkpoint)!r}).sample(...)), or pass --no-images --no-grid"
+        )
     d = pipe.defaults
     cfg = d.cfg_scale if args.cfg is None else args.cfg
     if args.cfg is not None and cfg != 1.0 and pipe.num_classes == 0:

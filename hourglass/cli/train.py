@@ -79,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
             f"process(es), {precision}, batch {recipe.data.batch_size} ({trainer.micro_batch} per process and "
             f"micro-step), {recipe.train.steps} steps, run dir {run_dir}"
         )
-        if trainer.vae is not None:
+        if trainer.vae is not None and not trainer.encodes:
+            trainer.say(f"latent diffusion on precomputed latents ({recipe.data.dataset.type}); the frozen VAE "
+                        f"({recipe.vae.type}) decodes the sample grids")
+        elif trainer.vae is not None:
             (h, w), (lh, lw) = trainer.data_resolution, trainer.image_size
             trainer.say(f"latent diffusion: {h}x{w} images encoded by the frozen VAE ({recipe.vae.type}) to "
                         f"{trainer.vae.latent_channels}x{lh}x{lw} latents")

@@ -1,12 +1,13 @@
 """Datasets (procedural, bundled and image folders), Karras augmentation and the resumable loader.
 
 Importing this package registers the built-in datasets in :data:`hourglass.registry.DATASET`:
-``shapes``, ``digits``, ``lfw`` and ``imagefolder``. Build one with
+``shapes``, ``digits``, ``lfw``, ``imagefolder`` and ``latents`` (precomputed latents, whose values are
+not confined to [-1, 1]). Build one with
 ``DATASET.build(spec, resolution=32, split="train")``; every item is
 ``{"image": (C, H, W) in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``.
 """
 
-from hourglass.data import augment, bundled, imagefolder, loader, shapes
+from hourglass.data import augment, bundled, imagefolder, latents, loader, shapes
 from hourglass.data._base import DatasetComponent, ImageDataset, mix_seed
 from hourglass.data.augment import (
     Augmented,
@@ -24,6 +25,7 @@ from hourglass.data.imagefolder import (
     ImageFolderDatasetSpec,
     pil_to_tensor,
 )
+from hourglass.data.latents import LatentsDataset, LatentsDatasetSpec
 from hourglass.data.loader import ResumableDataLoader, ShardedBatchSampler, create_dataloader
 from hourglass.data.shapes import SHAPE_NAMES, ShapesDataset, ShapesDatasetSpec, render_shape
 
@@ -41,6 +43,8 @@ __all__ = [
     "KarrasAugmentSpec",
     "LFWDataset",
     "LFWDatasetSpec",
+    "LatentsDataset",
+    "LatentsDatasetSpec",
     "ResumableDataLoader",
     "ShapesDataset",
     "ShapesDatasetSpec",
@@ -52,6 +56,7 @@ __all__ = [
     "create_dataloader",
     "imagefolder",
     "karras_augment",
+    "latents",
     "loader",
     "mix_seed",
     "pil_to_tensor",

@@ -14,7 +14,7 @@ like a torchvision transform.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -155,8 +155,8 @@ class DatasetComponent(Contract):
     Built as ``cls(spec, resolution=(H, W), split="train")``; items are
     ``{"image": (C, H, W) float32 in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``;
     instances expose ``num_classes``, ``channels``, ``resolution``, ``class_names`` and
-    ``uses_draw_keys``. Recipe validation compares :meth:`classes_of` and :meth:`channels_of`
-    with the model; a dataset that learns them only from its files returns ``None`` and is
+    ``uses_draw_keys``; the class declares :attr:`holds_latents`. Recipe validation compares
+    :meth:`classes_of` and :meth:`channels_of` with the model; a dataset that learns them only from its files returns ``None`` and is
     checked once it is built. :meth:`availability_problems` is checked by ``hourglass validate``
     and before training builds anything (never while a spec is validated: a checkpoint's recipe
     must load on a machine without the data). :meth:`class_names_of` names the classes when the
@@ -168,6 +168,16 @@ class DatasetComponent(Contract):
     resolution: tuple[int, int]
     class_names: list[str]
     uses_draw_keys: bool = False
+    #: the range item values lie in: ``(-1, 1)`` for images; None for data that is not confined (latents)
+    value_range: tuple[float, float] | None = (-1.0, 1.0)
+    #: True for data that is already in a VAE's latent space (precomputed latents): a recipe's ``[vae]``
+    #: then only decodes samples, and the model's channels are checked against the data's, not the VAE's images
+    holds_latents: ClassVar[bool] = False
+
+    @classmethod
+    def facts(cls) -> dict[str, Any]:
+        """``holds_latents``."""
+        return {"holds_latents": cls.holds_latents}
 
     @classmethod
     def classes_of(cls, spec: Any) -> int | None:

@@ -17,7 +17,7 @@ F-space weighting (see :mod:`hourglass.diffusion.weighting`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -46,6 +46,9 @@ class Denoiser(Contract, nn.Module):
     call, :meth:`loss` the per-sample training loss the trainer minimises, and :attr:`sigma_data`
     the data scale the trainer's sigma density is built with.
 
+    Declared facts (class attributes, checked by the recipe's cross-section rules):
+    :attr:`time_inputs`, :attr:`drops_extra_channels`, :attr:`has_timesteps`.
+
     Attributes:
         inner_model: the backbone ``F(x, sigma, **cond)``.
         sigma_data: standard deviation of the (normalised) data.
@@ -53,6 +56,19 @@ class Denoiser(Contract, nn.Module):
 
     inner_model: Any
     sigma_data: float
+    #: the backbone time inputs it can drive (see :func:`hourglass.models.base.time_input_of`):
+    #: ``"log_sigma"`` (it passes noise levels) and/or ``"timestep"`` (it passes DDPM timesteps)
+    time_inputs: ClassVar[tuple[str, ...]] = ("log_sigma",)
+    #: whether it reads only the image's ``C`` channels of a backbone that returns more (DiT's learned sigma)
+    drops_extra_channels: ClassVar[bool] = False
+    #: whether it has discrete timesteps (``schedule``, ``sigma_to_t``, ``t_to_sigma``) a density can draw from
+    has_timesteps: ClassVar[bool] = False
+
+    @classmethod
+    def facts(cls) -> dict[str, Any]:
+        """``time_inputs``, ``drops_extra_channels`` and ``has_timesteps``."""
+        return {"time_inputs": list(cls.time_inputs), "drops_extra_channels": cls.drops_extra_channels,
+                "has_timesteps": cls.has_timesteps}
 
     def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         """``x (B, C, H, W)``, ``sigma (B,)`` -> the denoised estimate ``(B, C, H, W)``."""
@@ -88,6 +104,14 @@ class KarrasDenoiser(Denoiser):
         super().__init__()
         if not callable(model):
             raise TypeError(f"model must be a callable backbone model(x, sigma, **cond), got {type(model).__name__}")
+        from hourglass.models.base import time_input_of
+
+        if time_input_of(model) not in self.time_inputs:
+            raise ValueError(
+                "this backbone takes DDPM timesteps (time_input = 'timestep'), but the karras denoiser passes noise "
+                "levels: use the ddpm denoiser (diffusion.denoiser = {type = \"ddpm\", ...}) or time_input = "
+                "'log_sigma'"
+            )
         self.spec = spec
         self.sigma_data = spec.sigma_data
         self.inner_model = model

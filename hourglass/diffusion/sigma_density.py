@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -66,9 +66,17 @@ def stratified_uniform(
 
 class SigmaDensity(Contract):
     """Contract and base of the ``sigma_density`` family: ``icdf(u) -> sigma``; :meth:`sample` feeds it
-    stratified ``u``. Built with context ``sigma_data`` and ``image_size``."""
+    stratified ``u``. Built with context ``sigma_data``, ``image_size`` and (by the trainer) ``denoiser``."""
 
     Spec: type[Spec]
+    #: whether it draws the timesteps of the recipe's denoiser (which must then have them:
+    #: :attr:`hourglass.diffusion.denoiser.Denoiser.has_timesteps`)
+    draws_timesteps: ClassVar[bool] = False
+
+    @classmethod
+    def facts(cls) -> dict[str, Any]:
+        """``draws_timesteps``."""
+        return {"draws_timesteps": cls.draws_timesteps}
 
     def __init__(self, spec: Spec, **context: Any) -> None:
         self.spec = spec

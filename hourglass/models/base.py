@@ -11,6 +11,11 @@ interop and the docs use only what this module declares:
 * :class:`Backbone`: ``forward``, ``param_groups``, ``set_gradient_checkpointing``, ``stages``
   (the per-stage anatomy ``hourglass build`` prints) and a tiny ``test_preset`` for the component
   contract.
+
+**Time input.** A backbone's second argument is a noise level ``sigma > 0`` unless its spec says
+otherwise: a spec field ``time_input = "timestep"`` (U-ViT), or its ``mapping``'s (DiT's embedder),
+makes it a DDPM timestep ``t >= 0`` (what official DiT/U-ViT checkpoints were trained on).
+:func:`time_input_of` reads it; the input check, the denoisers and the recipe's cross-checks ask it.
 """
 
 from __future__ import annotations
@@ -28,10 +33,33 @@ from hourglass.nn._groups import param_groups
 from hourglass.registry import ATTENTION, MODEL, Contract
 from hourglass.spec import Problem, Spec, as_pair
 
-__all__ = ["AttentionSite", "Stage", "BackboneSpec", "Backbone", "REQUIRED_SPEC_FIELDS"]
+__all__ = ["AttentionSite", "Stage", "BackboneSpec", "Backbone", "REQUIRED_SPEC_FIELDS", "time_input_of"]
 
 #: fields every backbone spec has (with these meanings), checked when a model family registers
 REQUIRED_SPEC_FIELDS = ("in_channels", "out_channels", "num_classes", "mapping_cond_dim", "input_size", "patch_size")
+
+
+def time_input_of(obj: Any) -> str:
+    """What a backbone's second argument is: ``"log_sigma"`` (a noise level) or ``"timestep"``.
+
+    Args:
+        obj: a backbone spec, a backbone, or a wrapper of one (DDP's ``module``, ``torch.compile``'s
+            ``_orig_mod``); anything else (a plain callable) counts as ``"log_sigma"``.
+    Returns:
+        The spec's ``time_input`` field, else its ``mapping``'s, else ``"log_sigma"``.
+    """
+    for _ in range(4):  # unwrap DDP / compile wrappers (modules without a spec of their own)
+        if not isinstance(obj, nn.Module) or hasattr(obj, "spec"):
+            break
+        inner = getattr(obj, "_orig_mod", None) or getattr(obj, "module", None)
+        if inner is None:
+            break
+        obj = inner
+    spec = getattr(obj, "spec", obj)
+    value = getattr(spec, "time_input", None)
+    if not isinstance(value, str):
+        value = getattr(getattr(spec, "mapping", None), "time_input", None)
+    return value if isinstance(value, str) else "log_sigma"
 
 
 @dataclass(frozen=True)
@@ -175,7 +203,8 @@ class Backbone(Contract, nn.Module):
 
         Args:
             x: ``(B, C_in, H, W)``, sides multiples of ``spec.stride``.
-            sigma: ``(B,)`` or a scalar noise level (> 0).
+            sigma: ``(B,)`` or a scalar noise level (> 0); a DDPM timestep (>= 0) when the spec's time
+                input is ``"timestep"`` (see :func:`time_input_of`).
             class_cond: ``(B,)`` int64 in ``[0, num_classes]`` (``num_classes`` = no class).
             aug_cond: ``(B, 9)`` augmentation description.
             mapping_cond: ``(B, mapping_cond_dim)``.
@@ -227,8 +256,9 @@ class Backbone(Contract, nn.Module):
     ) -> Tensor:
         """Validate a call and return ``sigma`` as a ``(B,)`` tensor on ``x``'s device.
 
-        Shapes, dtypes and devices are always checked; values (``sigma > 0``, class ids in range)
-        only where :func:`hourglass.debug.should_check_values` allows, so a forward never syncs.
+        Shapes, dtypes and devices are always checked; values (``sigma > 0``, or ``t >= 0`` for a
+        timestep input; class ids in range) only where :func:`hourglass.debug.should_check_values`
+        allows, so a forward never syncs.
 
         Raises:
             ValueError / TypeError: naming the argument, what was given and what is expected.
@@ -253,8 +283,13 @@ class Backbone(Contract, nn.Module):
             raise ValueError(f"sigma must be a scalar or have shape ({b},), got {tuple(sigma.shape)}")
         if not sigma.is_floating_point():
             sigma = sigma.float()
-        if should_check_values(sigma) and not bool(torch.all(torch.isfinite(sigma) & (sigma > 0))):
-            raise ValueError(f"sigma must be finite and > 0, got {sigma.tolist()}")
+        if should_check_values(sigma):
+            if time_input_of(spec) == "timestep":
+                if not bool(torch.all(torch.isfinite(sigma) & (sigma >= 0))):
+                    raise ValueError(f"this model takes DDPM timesteps (time_input = 'timestep'): they must be finite "
+                                     f"and >= 0, got {sigma.tolist()}")
+            elif not bool(torch.all(torch.isfinite(sigma) & (sigma > 0))):
+                raise ValueError(f"sigma must be finite and > 0, got {sigma.tolist()}")
         if spec.num_classes:
             if class_cond is None:
                 raise ValueError(

@@ -1,17 +1,24 @@
 """DiT, the Diffusion Transformer of Peebles & Xie (2023), built from hourglass parts.
 
-DiT-B/4 in pixel space is the baseline of HDiT's ablation (Crowson et al. 2024, arXiv 2401.11605, Sec. 5.2
-and Table 1, row R1).
-
 ``x (B, C, H, W)`` is cut into ``p x p`` patches (:class:`~hourglass.nn.merge.TokenMerge` with a
 bias, i.e. DiT's stride-``p`` convolution), fixed 2D sin-cos positions are added, ``depth``
 adaLN-Zero transformer layers run on the ``(B, H/p, W/p, width)`` token grid, and the final layer
 (adaLN modulation without gate, zero-initialised ``Linear(width -> p*p*C_out)``) maps back to pixels.
 
-Conditioning: DiT's ``c = t_emb + y_emb`` (MAPPING ``"dit"``). Where DiT embeds a discrete timestep,
-this model receives the noise level ``sigma`` and embeds EDM's continuous
-``c_noise = ln(sigma) / 4`` (see :mod:`hourglass.nn.dit_mapping`), so it plugs into the same
-Karras preconditioning, samplers and training loop as HDiT.
+Conditioning: DiT's ``c = t_emb + y_emb`` (MAPPING ``"dit"``). By default the model receives the
+noise level ``sigma`` and embeds EDM's continuous ``c_noise = ln(sigma) / 4`` (see
+:mod:`hourglass.nn.dit_mapping`), so it plugs into the same Karras preconditioning, samplers and
+training loop as HDiT. With ``mapping.time_input = "timestep"`` it receives and embeds DiT's own
+DDPM timestep ``t``, as official DiT checkpoints need (with the ``ddpm`` denoiser,
+:mod:`hourglass.diffusion.ddpm`; ``hourglass convert dit`` writes such a recipe).
+
+Presets: ``dit_{s,b,l,xl}_{2,4,8}`` are DiT's published networks (Table 1 of the DiT paper): on
+4 x 32 x 32 latents of the Stable Diffusion VAE (256 px images), 8 output channels (the noise
+prediction and DiT's learned variance, "learned sigma"), 1000 classes (+ "no class"). DiT-XL/2:
+675,129,632 parameters, 118.64 GMACs. ``dit_b_4_pixel`` is DiT-B/4 in pixel space at 128 px with
+3 output channels, the baseline of HDiT's ablation (Crowson et al. 2024, arXiv 2401.11605,
+Sec. 5.2 and Table 1, row R1); any other pixel-space DiT is a preset with overrides, e.g.
+``create_model("dit_l_4", in_channels=3, out_channels=3, input_size=256)``.
 
 Every component is a registry field, so a recipe can swap it: ``pos_emb = "axial_rope"``,
 ``ffn = "geglu"``, ``norm = "ada_rms_norm"``, neighborhood or shifted-window attention on the patch
@@ -153,14 +160,16 @@ class DiT(Backbone):
     """Diffusion Transformer backbone ``F(x, sigma)`` (Peebles & Xie 2023).
 
     Same call as :class:`~hourglass.models.hdit.HDiT`, so the Karras denoiser, samplers and trainer
-    take either. The noise level reaches the timestep embedding as ``c_noise = ln(sigma) / 4``.
+    take either. The noise level reaches the timestep embedding as ``c_noise = ln(sigma) / 4``
+    (or, with ``mapping.time_input = "timestep"``, the model takes DiT's DDPM timestep instead).
     The conditioning (timestep/class embedder and every adaLN projection) forms the ``mapping``
     parameter groups; DiT itself trains with one lr and no decay (``lr=1e-4, weight_decay=0,
     mapping_lr_scale=1``).
 
     Args:
         spec: the model's spec; a preset name goes through :func:`hourglass.create_model`,
-            e.g. ``create_model("dit_xl_2", in_channels=4, out_channels=8, input_size=32)``.
+            e.g. ``create_model("dit_xl_2")`` (DiT-XL/2 on 4x32x32 latents, learned sigma) or
+            ``create_model("dit_b_4_pixel")`` (DiT-B/4 on 3x128x128 pixels).
     """
 
     Spec = DiTSpec
@@ -221,10 +230,11 @@ _SIZES = {"s": (12, 384, 6), "b": (12, 768, 12), "l": (24, 1024, 16), "xl": (28,
 
 
 def _preset(depth: int, width: int, heads: int, patch: int, **extra: Any) -> dict[str, Any]:
+    """DiT's published setting: 4x32x32 SD-VAE latents, learned sigma (8 channels out), 1000 classes."""
     attention = {"type": "global", "d_head": width // heads, "qk_norm": "none", "qkv_bias": True,
                  "out_bias": True, "zero_init": False}
     config = {"depth": depth, "width": width, "attention": attention, "patch_size": patch,
-              "in_channels": 3, "num_classes": 1000, "input_size": 256}
+              "in_channels": 4, "out_channels": 8, "num_classes": 1000, "input_size": 32}
     return {**config, **extra}
 
 
@@ -233,8 +243,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     for size in ("s", "b", "l", "xl")
     for patch in (2, 4, 8)
 }
+# DiT-B/4 in pixel space at 128 px: the baseline of the HDiT paper's ablation (Table 1, R1), 130.4M, 106.4 GMACs.
+PRESETS["dit_b_4_pixel"] = _preset(12, 768, 12, 4, in_channels=3, out_channels=None, input_size=128)
 # A tiny DiT for tests (16 px, 8x8 tokens).
-PRESETS["dit_test"] = _preset(2, 32, 2, 2, num_classes=10, input_size=16)
+PRESETS["dit_test"] = _preset(2, 32, 2, 2, in_channels=3, out_channels=None, num_classes=10, input_size=16)
 
 for _name, _config in PRESETS.items():
     register_preset(_name, "dit", _config)

@@ -30,6 +30,7 @@ from hourglass.models._layer import TransformerLayer
 from hourglass.models.base import AttentionSite, Backbone, BackboneSpec, Stage
 from hourglass.models.factory import register_preset
 from hourglass.nn.attention import GlobalAttentionSpec
+from hourglass.nn.dit_mapping import TimeInput
 from hourglass.nn.ffn import GELUMLPSpec
 from hourglass.nn.merge import TokenMergeSpec, Unpatch
 from hourglass.nn.norm import LayerNormSpec
@@ -79,7 +80,15 @@ class UViTSpec(BackboneSpec):
     skip: bool = Field(True, description="long skips from the in blocks to the out blocks")
     final_conv: bool = Field(True, description="3x3 convolution on the output image")
     mlp_time_embed: bool = Field(False, description="time token through U-ViT's MLP (d -> 4d -> d)")
-    time_scale: float = Field(1.0, gt=0, description="the time token embeds time_scale * ln(sigma)/4")
+    time_input: TimeInput = Field(
+        "log_sigma", description="what the model's second argument is: 'log_sigma' (a noise level sigma > 0, "
+        "embedded as ln(sigma)/4: the Karras denoiser) or 'timestep' (U-ViT's timestep t >= 0, embedded as is: "
+        "official U-ViT checkpoints, with the ddpm denoiser)"
+    )
+    time_scale: float = Field(
+        1.0, gt=0, description="the time token embeds time_scale * ln(sigma)/4, or time_scale * t for time_input "
+        "'timestep'"
+    )
     augment: bool = Field(False, description="add a token embedding aug_cond (Karras augmentation)")
 
     @model_validator(mode="after")
@@ -154,7 +163,8 @@ class UViT(Backbone):
     """U-ViT backbone ``F(x, sigma)`` (Bao et al. 2023).
 
     Same call as :class:`~hourglass.models.hdit.HDiT`. The noise level enters as a time token
-    embedding ``ln(sigma) / 4`` (EDM's ``c_noise``), the class as a class token.
+    embedding ``ln(sigma) / 4`` (EDM's ``c_noise``), or U-ViT's own timestep with ``time_input =
+    "timestep"``; the class as a class token.
 
     Args:
         spec: the model's spec; a preset name goes through :func:`hourglass.create_model`,
@@ -171,7 +181,7 @@ class UViT(Backbone):
         self.patch_in = MERGE.build(spec.merge, in_width=spec.in_channels, out_width=d, patch_size=spec.patch_size)
         self.cond_tokens = UViTConditionTokens(
             d, num_classes=spec.num_classes, mapping_cond_dim=spec.mapping_cond_dim, augment=spec.augment,
-            mlp_time_embed=spec.mlp_time_embed, time_scale=spec.time_scale,
+            mlp_time_embed=spec.mlp_time_embed, time_input=spec.time_input, time_scale=spec.time_scale,
         )
         self.n_extra = self.cond_tokens.n_tokens
         encoding = POS_EMB.get(spec.pos_emb.type).encoding

@@ -2,11 +2,20 @@
 
 ``c = t_emb + y_emb`` with ``t_emb = Linear(SiLU(Linear(sinusoidal_256(t))))`` and
 ``y_emb = Embedding(num_classes + 1, d)`` (the last row is the "no class" of classifier-free
-guidance). DiT feeds a discrete timestep ``t`` in ``[0, 1000)``; hourglass models receive the
-noise level ``sigma`` instead and, like EDM (Karras et al. 2022), feed the network the
-continuous ``c_noise = ln(sigma) / 4`` (times ``time_scale``, 1 by default).
+guidance).
 
-The same sinusoidal embedding (:func:`timestep_embedding`) makes U-ViT's time token.
+**Time input.** What the embedding reads is the spec's ``time_input``:
+
+* ``"log_sigma"`` (default): the backbone receives the noise level ``sigma > 0`` and, like EDM
+  (Karras et al. 2022), embeds the continuous ``c_noise = ln(sigma) / 4``: the choice for the
+  Karras denoiser (HDiT's training recipe);
+* ``"timestep"``: the backbone receives a DDPM timestep ``t >= 0`` (DiT's ``t`` in ``[0, 1000)``,
+  U-ViT's ``n`` in ``[1, 1000]``) and embeds it as is, as the official DiT and U-ViT code do. The
+  discrete-time VP denoiser (:class:`hourglass.diffusion.ddpm.DDPMDenoiser`) passes it; this is
+  what checkpoints converted from the official code need.
+
+Either is multiplied by ``time_scale`` (1 by default) before the sinusoidal embedding
+(:func:`timestep_embedding`), which also makes U-ViT's time token.
 """
 
 from __future__ import annotations
@@ -24,12 +33,39 @@ from hourglass.nn.mapping import AUG_COND_DIM, ConditioningMapping, FourierFeatu
 from hourglass.registry import MAPPING
 from hourglass.spec import Spec
 
-__all__ = ["timestep_embedding", "c_noise_of", "augmentation_applied", "DiTEmbedder", "DiTEmbedderSpec"]
+__all__ = [
+    "TimeInput", "TIME_INPUTS", "timestep_embedding", "c_noise_of", "embedded_time", "augmentation_applied",
+    "DiTEmbedder", "DiTEmbedderSpec",
+]
+
+#: what a backbone's second argument is: a noise level (embedded as ln(sigma)/4) or a DDPM timestep
+TimeInput = Literal["log_sigma", "timestep"]
+TIME_INPUTS: tuple[str, ...] = ("log_sigma", "timestep")
 
 
 def c_noise_of(sigma: Tensor) -> Tensor:
     """EDM's noise conditioning ``c_noise = ln(sigma) / 4`` (Karras et al. 2022, Table 1): ``(B,) -> (B,)``."""
     return torch.log(sigma) / 4
+
+
+def embedded_time(time: Tensor, time_input: str, time_scale: float = 1.0) -> Tensor:
+    """The value the sinusoidal embedding reads: ``time_scale * ln(sigma) / 4`` or ``time_scale * t``.
+
+    Args:
+        time: ``(B,)`` the backbone's second argument: noise levels (``time_input = "log_sigma"``)
+            or DDPM timesteps (``"timestep"``).
+        time_input: ``"log_sigma"`` or ``"timestep"``.
+        time_scale: a factor on the result.
+    Returns:
+        ``(B,)``.
+    """
+    if time_input == "log_sigma":
+        value = c_noise_of(time)
+    elif time_input == "timestep":
+        value = time
+    else:
+        raise ValueError(f"time_input must be one of {', '.join(TIME_INPUTS)}, got {time_input!r}")
+    return value if time_scale == 1.0 else time_scale * value
 
 
 def augmentation_applied(aug_cond: Tensor) -> bool:
@@ -77,8 +113,14 @@ class DiTEmbedderSpec(Spec):
     )
     frequency_dim: int = Field(256, gt=0, description="channels of the sinusoidal timestep embedding")
     max_period: float = Field(10000.0, gt=1, description="longest period of the sinusoidal embedding")
+    time_input: TimeInput = Field(
+        "log_sigma", description="what the model's second argument is: 'log_sigma' (a noise level sigma > 0, "
+        "embedded as ln(sigma)/4: the Karras denoiser) or 'timestep' (a DDPM timestep t >= 0, embedded as is: "
+        "official DiT checkpoints, with the ddpm denoiser)"
+    )
     time_scale: float = Field(
-        1.0, gt=0, description="the embedded timestep is time_scale * ln(sigma)/4 (1: EDM's c_noise)"
+        1.0, gt=0, description="the embedded value is time_scale * ln(sigma)/4, or time_scale * t for time_input "
+        "'timestep' (1: EDM's c_noise, or DiT's t)"
     )
     augment: bool = Field(
         False, description="embed aug_cond (Karras augmentation): Linear(Fourier(aug_cond)), zero-initialised; "
@@ -90,9 +132,10 @@ class DiTEmbedderSpec(Spec):
 class DiTEmbedder(ConditioningMapping, nn.Module):
     """DiT's timestep + class conditioning ``c = t_emb + y_emb (+ aug + extra)`` (Peebles & Xie 2023).
 
-    ``t_emb = Linear(d -> d)(SiLU(Linear(frequency_dim -> d)(timestep_embedding(time_scale * c_noise))))``
-    with ``c_noise = ln(sigma) / 4`` (EDM's continuous noise conditioning instead of DiT's discrete
-    ``t``); ``y_emb = Embedding(num_classes + 1, d)`` (row ``num_classes`` = no class, for CFG).
+    ``t_emb = Linear(d -> d)(SiLU(Linear(frequency_dim -> d)(timestep_embedding(time_scale * tau))))``
+    with ``tau = c_noise = ln(sigma) / 4`` (EDM's continuous noise conditioning; ``time_input =
+    "log_sigma"``) or ``tau = t``, DiT's DDPM timestep (``time_input = "timestep"``);
+    ``y_emb = Embedding(num_classes + 1, d)`` (row ``num_classes`` = no class, for CFG).
     Optional extras: an augmentation embedding (``augment``; otherwise ``aug_cond`` is ignored) and
     ``Linear(mapping_cond)``. ``width`` defaults to 256; a DiT sets it to its own width unless the
     recipe gives one.
@@ -142,7 +185,7 @@ class DiTEmbedder(ConditioningMapping, nn.Module):
         """Conditioning vector ``c``.
 
         Args:
-            sigma: ``(B,)`` noise levels (> 0).
+            sigma: ``(B,)`` noise levels (> 0), or DDPM timesteps (>= 0) when ``time_input = "timestep"``.
             class_cond: ``(B,)`` int64 in ``[0, num_classes]``; required when ``num_classes > 0``.
             aug_cond: ``(B, 9)`` augmentation description (zeros if None); ignored without ``augment``
                 (:class:`~hourglass.models.dit.DiT` refuses a non-zero one then).
@@ -153,7 +196,7 @@ class DiTEmbedder(ConditioningMapping, nn.Module):
             ValueError: for conditioning this embedder was not built to take.
         """
         dtype = self.time_mlp[0].weight.dtype
-        t = self.spec.time_scale * c_noise_of(sigma)
+        t = embedded_time(sigma, self.spec.time_input, self.spec.time_scale)
         c = self.time_mlp(timestep_embedding(t, self.spec.frequency_dim, self.spec.max_period).to(dtype))
         if self.class_emb is not None:
             if class_cond is None:
@@ -173,6 +216,7 @@ class DiTEmbedder(ConditioningMapping, nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"width={self.width}, num_classes={self.num_classes}, augment={self.spec.augment}, "
+            f"width={self.width}, num_classes={self.num_classes}, time_input={self.spec.time_input}, "
+            f"augment={self.spec.augment}, "
             f"mapping_cond_dim={self.mapping_cond_dim}"
         )

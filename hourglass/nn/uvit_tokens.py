@@ -7,8 +7,11 @@ order: class (if ``num_classes > 0``), time, augmentation (if enabled), extra co
 
 The time token is U-ViT's ``timestep_embedding(t, width)`` (cosines then sines, max period
 10000), optionally followed by an MLP ``Linear(d -> 4d), SiLU, Linear(4d -> d)`` (U-ViT's
-``mlp_time_embed``, off in its ImageNet configs). Where U-ViT embeds a discrete timestep, here
-``t = time_scale * ln(sigma) / 4`` (EDM's continuous ``c_noise``).
+``mlp_time_embed``, off in its ImageNet configs). With ``time_input = "log_sigma"`` (default) the
+model receives the noise level and the token embeds ``time_scale * ln(sigma) / 4`` (EDM's continuous
+``c_noise``); with ``time_input = "timestep"`` it receives U-ViT's own timestep (the discrete
+``n`` in ``[1, 1000]``, or ``999 t`` of its continuous-time models) and embeds
+``time_scale * t``, as U-ViT does (see :mod:`hourglass.nn.dit_mapping`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from functools import reduce
 import torch
 from torch import Tensor, nn
 
-from hourglass.nn.dit_mapping import augmentation_applied, c_noise_of, timestep_embedding
+from hourglass.nn.dit_mapping import augmentation_applied, embedded_time, timestep_embedding
 from hourglass.nn.mapping import AUG_COND_DIM, FourierFeatures
 
 __all__ = ["UViTConditionTokens"]
@@ -35,7 +38,9 @@ class UViTConditionTokens(nn.Module):
             ``Linear(mapping_cond_dim -> width)``. 0: none.
         augment: add a token ``Linear(Fourier(aug_cond))`` for Karras augmentation.
         mlp_time_embed: pass the sinusoidal time embedding through U-ViT's time MLP.
-        time_scale: the embedded timestep is ``time_scale * ln(sigma) / 4``.
+        time_input: ``"log_sigma"`` (the forward's ``sigma`` is a noise level) or ``"timestep"`` (a
+            timestep, embedded as is).
+        time_scale: the embedded value is ``time_scale * ln(sigma) / 4`` (or ``time_scale * t``).
         max_period: longest period of the sinusoidal embedding.
     """
 
@@ -47,11 +52,13 @@ class UViTConditionTokens(nn.Module):
         mapping_cond_dim: int = 0,
         augment: bool = False,
         mlp_time_embed: bool = False,
+        time_input: str = "log_sigma",
         time_scale: float = 1.0,
         max_period: float = 10000.0,
     ) -> None:
         super().__init__()
         self.width = width
+        self.time_input = time_input
         self.num_classes = num_classes
         self.mapping_cond_dim = mapping_cond_dim
         self.time_scale = time_scale
@@ -81,7 +88,7 @@ class UViTConditionTokens(nn.Module):
         """The condition tokens.
 
         Args:
-            sigma: ``(B,)`` noise levels (> 0).
+            sigma: ``(B,)`` noise levels (> 0), or timesteps (>= 0) with ``time_input = "timestep"``.
             class_cond: ``(B,)`` int64 in ``[0, num_classes]``; required when ``num_classes > 0``.
             aug_cond: ``(B, 9)`` (zeros if None); without ``augment`` only all zeros (no
                 augmentation) is accepted, and ignored.
@@ -98,7 +105,7 @@ class UViTConditionTokens(nn.Module):
             tokens.append(self.class_emb(class_cond))
         elif class_cond is not None:
             raise ValueError("class_cond was given but the model is unconditional (num_classes = 0)")
-        time = timestep_embedding(self.time_scale * c_noise_of(sigma), self.width, self.max_period)
+        time = timestep_embedding(embedded_time(sigma, self.time_input, self.time_scale), self.width, self.max_period)
         if self.time_mlp is not None:
             time = self.time_mlp(time.to(self.time_mlp[0].weight.dtype))
         tokens.append(time)
@@ -120,7 +127,7 @@ class UViTConditionTokens(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"width={self.width}, num_classes={self.num_classes}, n_tokens={self.n_tokens}, "
-            f"time_mlp={self.time_mlp is not None}"
+            f"time_mlp={self.time_mlp is not None}, time_input={self.time_input}"
         )
 
 

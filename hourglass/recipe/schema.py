@@ -42,6 +42,7 @@ __all__ = [
     "class_problems",
     "channel_problems",
     "vae_channel_problems",
+    "denoiser_problems",
     "availability_problems",
 ]
 
@@ -251,7 +252,9 @@ def cross_field_problems(
     data's channels vs the images the VAE encodes (:func:`vae_channel_problems`; unknown until the
     VAE is loaded is checked by the trainer and the pipeline); augmentation needs a model that
     embeds ``aug_cond``, guidance needs classes, the batch splits into ``grad_accum`` micro-batches,
-    one ``sigma_data``.
+    one ``sigma_data``, the denoiser drives the
+    model's time input and reads its output channels (:func:`denoiser_problems`), a density that
+    draws timesteps has a denoiser with timesteps.
     """
     problems: list[Problem] = []
     vae_cls = VAE.get(vae.type) if vae is not None else None
@@ -263,7 +266,7 @@ def cross_field_problems(
         if data_classes is not None:
             problems += class_problems(model.num_classes, data_classes, data.dataset.type)
         data_channels = dataset.channels_of(data.dataset)
-        if data_channels is not None and vae_cls is None:
+        if data_channels is not None and (vae_cls is None or dataset.holds_latents):
             problems += channel_problems(model.in_channels, data_channels)
         if data.augment.p > 0 and not model.embeds_aug:
             problems.append(Problem(
@@ -272,7 +275,7 @@ def cross_field_problems(
                 "set data.augment.p = 0, or use a model whose conditioning embeds aug_cond (e.g. an hdit mapping, "
                 "or augment = true where the model has it)",
             ))
-    if data is not None and vae_cls is not None:
+    if data is not None and vae_cls is not None and not DATASET.get(data.dataset.type).holds_latents:
         problems += vae_channel_problems(
             data_channels=DATASET.get(data.dataset.type).channels_of(data.dataset),
             image_channels=vae_cls.image_channels_of(vae), vae=vae.type, dataset=data.dataset)
@@ -284,13 +287,61 @@ def cross_field_problems(
             "data.batch_size", f"{data.batch_size} does not split into train.grad_accum = {train.grad_accum} equal "
             "micro-batches", f"use a multiple of {train.grad_accum}",
         ))
+    if model is not None and diffusion is not None:
+        problems += denoiser_problems(model, diffusion)
     if diffusion is not None:
+        density = SIGMA_DENSITY.get(diffusion.sigma_density.type)
+        denoiser = DENOISER.get(diffusion.denoiser.type)
+        if density.draws_timesteps and not denoiser.has_timesteps:
+            problems.append(Problem(
+                "diffusion.sigma_density.type", f"{diffusion.sigma_density.type!r} draws the timesteps of the "
+                f"denoiser, but the {diffusion.denoiser.type!r} denoiser has none",
+                "use a denoiser with timesteps (diffusion.denoiser.type = \"ddpm\") or another sigma_density "
+                "(e.g. \"cosine_interpolated\")",
+            ))
         sd = _sigma_data_of(diffusion.denoiser)
         for name in ("weighting", "sigma_density"):
             other = _sigma_data_of(getattr(diffusion, name))
             if sd is not None and other is not None and other != sd:
                 problems.append(Problem(f"diffusion.{name}.sigma_data", f"{other} differs from "
                                         f"diffusion.denoiser.sigma_data {sd}", f"use the same value ({sd})"))
+    return problems
+
+
+def denoiser_problems(model: Any, diffusion: Any) -> list[Problem]:
+    """The rules between the model and the denoiser, with absolute recipe paths.
+
+    The denoiser must drive the model's time input (:func:`hourglass.models.base.time_input_of`:
+    noise levels, or DDPM timesteps, which only denoisers declaring ``"timestep"`` among their
+    ``time_inputs`` pass), and read its output: as many channels as the image has, or more where the
+    denoiser ``drops_extra_channels`` (DiT's learned-sigma channels under the ``ddpm`` denoiser).
+    """
+    from hourglass.models.base import time_input_of
+
+    problems: list[Problem] = []
+    kind = diffusion.denoiser.type
+    denoiser = DENOISER.get(kind)
+    time_input = time_input_of(model)
+    if time_input not in denoiser.time_inputs:
+        problems.append(Problem(
+            "diffusion.denoiser.type", f"{kind!r} passes the model noise levels, but this {model.type} model takes "
+            f"{'DDPM timesteps' if time_input == 'timestep' else time_input} (time_input = {time_input!r})",
+            "use the ddpm denoiser (diffusion.denoiser = {type = \"ddpm\", ...}) for official DiT/U-ViT weights, or "
+            "set the model's time_input = \"log_sigma\" (model.mapping.time_input for a DiT)",
+        ))
+    c_in = getattr(model, "in_channels", None)
+    c_out = getattr(model, "resolved_out_channels", c_in)
+    if isinstance(c_in, int) and isinstance(c_out, int) and c_out != c_in:
+        if c_out < c_in:
+            problems.append(Problem("model.out_channels", f"{c_out} is fewer than the {c_in} input channels: the "
+                                    "denoiser needs a prediction for every image channel", f"set it to {c_in}", c_out))
+        elif not denoiser.drops_extra_channels:
+            problems.append(Problem(
+                "model.out_channels", f"{c_out} output channels for {c_in} input channels: the {kind!r} denoiser "
+                "reads exactly one output channel per image channel",
+                f"set model.out_channels = {c_in}; extra channels (DiT's learned sigma) are read only by the ddpm "
+                "denoiser, which ignores them", c_out,
+            ))
     return problems
 
 

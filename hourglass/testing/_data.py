@@ -26,7 +26,8 @@ def _item(dataset: Any, key: Any) -> dict[str, Tensor]:
     return dataset[key]
 
 
-def _check_item(fam: str, name: str, item: Any, index: int, channels: int, num_classes: int) -> None:
+def _check_item(fam: str, name: str, item: Any, index: int, channels: int, num_classes: int,
+                value_range: tuple[float, float] | None = (-1.0, 1.0)) -> None:
     where = f"item {index}"
     if not isinstance(item, dict) or not {"image", "class_cond", "aug_cond"} <= set(item):
         raise fail(fam, name, "dataset", f"{where} is {type(item).__name__} with keys "
@@ -39,8 +40,9 @@ def _check_item(fam: str, name: str, item: Any, index: int, channels: int, num_c
     if not bool(torch.isfinite(image).all()):
         raise fail(fam, name, "dataset", f"{where}: the image has NaN or inf pixels")
     lo, hi = image.min().item(), image.max().item()
-    if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise fail(fam, name, "dataset", f"{where}: pixels span [{lo:.3g}, {hi:.3g}]; images must lie in [-1, 1]")
+    if value_range is not None and (lo < value_range[0] - _RANGE_TOL or hi > value_range[1] + _RANGE_TOL):
+        raise fail(fam, name, "dataset", f"{where}: pixels span [{lo:.3g}, {hi:.3g}]; images must lie in "
+                   f"[{value_range[0]:g}, {value_range[1]:g}]")
     if not isinstance(label, Tensor) or label.dtype != torch.int64 or label.ndim != 0:
         raise fail(fam, name, "dataset", f"{where}: class_cond is {label!r}; expected a 0-d int64 tensor")
     if not 0 <= int(label) < max(num_classes, 1):
@@ -54,7 +56,8 @@ def _check_item(fam: str, name: str, item: Any, index: int, channels: int, num_c
 def check_dataset(registry: Registry, spec: BaseModel, context: dict[str, Any], seed: int) -> list[str]:
     """Built at ``RESOLUTION`` px, split ``"train"``: non-empty; items follow the item contract; classes
     and channels equal the declared ``classes_of(spec)`` / ``channels_of(spec)``; a key gives the same
-    item twice; some pixel of the checked items is below 0 (images left in [0, 1] are the usual slip)."""
+    item twice; some pixel of the checked items is below 0 (images left in [0, 1] are the usual slip); pixels
+    lie in the dataset's ``value_range`` (``[-1, 1]`` unless it declares another, or None: latents)."""
     fam, name = registry.family, spec.type  # type: ignore[attr-defined]
     cls = registry.get(name)
     ctx = {"resolution": RESOLUTION, "split": "train", **context}
@@ -84,7 +87,7 @@ def check_dataset(registry: Registry, spec: BaseModel, context: dict[str, Any], 
     for index in sorted({0, n // 2, n - 1}):
         key = (index, seed + index)
         item = _item(dataset, key)
-        _check_item(fam, name, item, index, channels, num_classes)
+        _check_item(fam, name, item, index, channels, num_classes, getattr(cls, "value_range", (-1.0, 1.0)))
         darkest = min(darkest, item["image"].min().item())
         again = _item(dataset, key)
         if not all(torch.equal(item[k], again[k]) for k in ("image", "class_cond", "aug_cond")):

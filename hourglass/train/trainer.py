@@ -193,10 +193,13 @@ class Trainer:
         #: the recipe's frozen VAE (None: the model works on pixels); batches are encoded with it
         self.vae = self._build_vae()
         #: the size the data is loaded at: the model's, or with a VAE the size its latent grid decodes to
-        self.data_resolution = self.image_size if self.vae is None else self.vae.image_size(self.image_size)
-        self.density = SIGMA_DENSITY.build(
-            recipe.diffusion.sigma_density, sigma_data=self.sigma_data, image_size=self.image_size
-        )
+        #: whether batches are images that the VAE encodes (False without a VAE, or for precomputed latents)
+        self.encodes = self.vae is not None and not DATASET.get(recipe.data.dataset.type).holds_latents
+        self.data_resolution = self.vae.image_size(self.image_size) if self.encodes else self.image_size
+        density_context: dict[str, Any] = {"sigma_data": self.sigma_data, "image_size": self.image_size}
+        if SIGMA_DENSITY.get(recipe.diffusion.sigma_density.type).draws_timesteps:  # e.g. ddpm_timesteps
+            density_context["denoiser"] = self.denoiser
+        self.density = SIGMA_DENSITY.build(recipe.diffusion.sigma_density, **density_context)
 
         # Data: each rank reads micro-batches of batch_size / (world_size * grad_accum) images.
         per_step = self.dist.world_size * t.grad_accum
@@ -244,7 +247,7 @@ class Trainer:
         # Validation checked what the dataset declares; what it learns only from its files is checked
         # here, by the same rules.
         problems = class_problems(self.num_classes, dataset.num_classes, data.dataset.type)
-        if self.vae is None:
+        if not self.encodes:
             problems += channel_problems(self.channels, dataset.channels)
         else:
             problems += vae_channel_problems(data_channels=dataset.channels, image_channels=self.vae.image_channels,
@@ -323,7 +326,7 @@ class Trainer:
     def _micro_step(self, batch: dict[str, Tensor], micro: int, last: bool) -> Tensor:
         t, dev = self.recipe.train, self.device
         x0 = batch["image"].to(dev, non_blocking=True)
-        if self.vae is not None:  # latent diffusion: the frozen VAE encodes the batch (no gradients)
+        if self.encodes:  # latent diffusion on images: the frozen VAE encodes the batch (no gradients)
             vae_gen = torch.Generator(device=dev).manual_seed(mix_seed(t.seed, self.step, self.dist.rank, micro, 2))
             x0 = self.vae.encode(x0, generator=vae_gen)
         n = x0.shape[0]
