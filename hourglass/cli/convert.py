@@ -12,7 +12,11 @@ config, and writes into ``OUT_DIR``:
   ``format = "hourglass-weights"``, ``recipe`` (the TOML), ``model_spec`` (JSON) and ``weights``:
   ``"ema"`` (the checkpoint's ``model_ema``, or a slim inference file of k-diffusion's
   ``convert_for_inference.py``, which holds the EMA weights), ``"raw"`` (its ``model`` entry) or
-  ``"unknown"``. ``hourglass sample`` and :func:`hourglass.load` report which they use.
+  ``"unknown"``. ``hourglass sample`` and :func:`hourglass.load` report which they use;
+* ``config.json`` and ``README.md`` (a model card): with the two files above, a pretrained folder
+  (:mod:`hourglass.hub`) that :func:`hourglass.from_pretrained`, ``[train] init_from`` and the
+  Hugging Face Hub take as it is. Folders converted before (``recipe.toml`` + ``model.safetensors``
+  only) still load.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", choices=["k-diffusion"], help="the format converted from")
     parser.add_argument("config", metavar="CONFIG.json", help="the k-diffusion training config")
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help=".safetensors, or a torch .pth/.ckpt")
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for recipe.toml and model.safetensors")
+    parser.add_argument("out_dir", metavar="OUT_DIR",
+                        help="the pretrained folder to write: recipe.toml, model.safetensors, config.json, README.md")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUT_DIR")
 
 
@@ -266,12 +271,11 @@ def recipe_data_from_k_diffusion(config: dict[str, Any]) -> tuple[dict[str, Any]
 
 def run(args: argparse.Namespace) -> int:
     """Convert; 0 on success, 2 if the inputs do not fit together."""
-    import safetensors.torch
-
+    from hourglass.hub import FOLDER_FILES, PretrainedError, save_pretrained_folder
     from hourglass.interop.k_diffusion import from_k_diffusion
     from hourglass.recipe import plain_data, recipe_from_data
     from hourglass.spec import as_pair
-    from hourglass.train.checkpoint import WEIGHTS_FILE, WEIGHTS_FORMAT
+    from hourglass.train.checkpoint import WEIGHTS_FILE
 
     config_path, out_dir = Path(args.config), Path(args.out_dir)
     config = _read_config(config_path)
@@ -286,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     data["model"] = plain_data(model.spec.model_dump(mode="python"))  # e.g. a class count read off the weights
     recipe = recipe_from_data(data, source=str(config_path))
     recipe_path, weights_path = out_dir / "recipe.toml", out_dir / WEIGHTS_FILE
-    existing = [p for p in (recipe_path, weights_path) if p.exists()]
+    existing = [out_dir / name for name in FOLDER_FILES if (out_dir / name).exists()]
     if existing and not args.overwrite:
         raise CLIError(f"{', '.join(map(str, existing))} already exist; pass --overwrite or choose another OUT_DIR")
     h, w = as_pair(model.spec.input_size)
@@ -303,22 +307,16 @@ def run(args: argparse.Namespace) -> int:
         *[f"Note: {n}" for n in notes],
     ])
     text = recipe.to_toml(header=header)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    metadata = {
-        "format": WEIGHTS_FORMAT,
-        "source": "k-diffusion",
-        "recipe": text,
-        "model_spec": json.dumps(recipe.to_data()["model"]),
-        "weights": which,
-    }
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        recipe_path.write_text(text, encoding="utf-8")
-        safetensors.torch.save_file(tensors, str(weights_path), metadata=metadata)
-    except OSError as exc:
-        raise CLIError(f"cannot write into {out_dir}: {exc.strerror or exc}; choose a writable OUT_DIR") from None
-    n = sum(v.numel() for v in tensors.values())
-    print(f"wrote {recipe_path} and {weights_path} ({len(tensors)} tensors, {n:,} values: {_WEIGHTS_WORDS[which]})")
+    try:  # the pretrained-folder writer every converter shares (hourglass.hub)
+        save_pretrained_folder(
+            out_dir, model=model, weights=which, recipe=text, source="k-diffusion",
+            metadata={"converted_from": f"{config_path.name} + {Path(args.checkpoint).name}"},
+        )
+    except PretrainedError as exc:
+        raise CLIError(str(exc)) from None
+    n = sum(v.numel() for v in model.state_dict().values())
+    print(f"wrote {recipe_path} and {weights_path} ({len(model.state_dict())} tensors, {n:,} values: "
+          f"{_WEIGHTS_WORDS[which]}), with config.json and a model card (README.md): a pretrained folder")
     for note in notes:
         print(f"note: {note}")
     return 0

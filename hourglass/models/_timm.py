@@ -1,5 +1,12 @@
 """The timm bridge: every preset becomes ``timm.create_model(name)``.
 
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=...))`` loads a
+``.safetensors`` file (a pretrained folder's ``model.safetensors`` or ``ema.safetensors``, a training
+checkpoint, or a plain state dict), ``dict(hf_hub_id="owner/name")`` a pretrained folder on the
+Hugging Face Hub (its EMA weights when present; ``hf_hub_filename`` picks a file), and
+``pretrained=True`` alone the weights the preset declares (none ship yet: an error says so). The
+same keys in ``pretrained_cfg`` work too.
+
 timm is imported lazily: if it is already imported, presets register at once; otherwise an
 import hook registers them right after ``import timm`` runs, so ``import hourglass`` stays cheap.
 Whenever timm is in use (imported before or after hourglass), :func:`sync` loads the registries,
@@ -69,12 +76,45 @@ def _register_now(name: str) -> None:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         from hourglass.models.factory import create_model
 
-        return create_model(name, pretrained=pretrained, **kwargs)
+        cfg = pretrained_location(kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
+        cache_dir = kwargs.pop("cache_dir", None)
+        if not pretrained:
+            return create_model(name, **kwargs)
+        source = cfg.get("state_dict") or cfg.get("file") or cfg.get("hf_hub_id")
+        if cfg.get("url") and not source:
+            raise ValueError(f"{name}: pretrained_cfg url={cfg['url']!r} is not supported (hourglass fetches weights "
+                             "through huggingface_hub only); pass file=... or hf_hub_id=...")
+        if not source:  # the weights the preset declares, or an error saying there are none
+            return create_model(name, pretrained=True, cache_dir=cache_dir, **kwargs)
+        from hourglass.hub import load_weights_into
+
+        model = create_model(name, **kwargs)
+        load_weights_into(model, source, cache_dir=cache_dir, filename=cfg.get("hf_hub_filename"))
+        return model
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
     entrypoint.__doc__ = f"hourglass preset {name!r} (`hourglass show {name}` prints its spec)."
     register_model(entrypoint)
+
+
+def pretrained_location(pretrained_cfg: Any = None, overlay: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where timm's ``pretrained_cfg`` and ``pretrained_cfg_overlay`` say the weights are.
+
+    Returns:
+        The keys ``state_dict``, ``file``, ``hf_hub_id``, ``hf_hub_filename`` and ``url`` that are set
+        (the overlay wins; a ``pretrained_cfg`` given as a tag string names no location).
+    """
+    import dataclasses
+
+    cfg: dict[str, Any] = {}
+    if dataclasses.is_dataclass(pretrained_cfg) and not isinstance(pretrained_cfg, type):
+        cfg = {f.name: getattr(pretrained_cfg, f.name) for f in dataclasses.fields(pretrained_cfg)}
+    elif isinstance(pretrained_cfg, dict):
+        cfg = dict(pretrained_cfg)
+    cfg.update(overlay or {})
+    keys = ("state_dict", "file", "hf_hub_id", "hf_hub_filename", "url")
+    return {k: cfg[k] for k in keys if cfg.get(k) is not None and cfg.get(k) != ""}
 
 
 def _flush() -> None:
