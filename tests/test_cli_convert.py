@@ -238,7 +238,7 @@ def test_convert_dit_writes_a_folder_that_reproduces_the_official_model(capsys, 
 
 def test_convert_dit_names_the_vae_that_decodes_its_latents(capsys, tmp_path, monkeypatch):
     pytest.importorskip("diffusers", reason="the [vae] extra (diffusers) decodes the latents")
-    from hourglass.cli.convert import DIT_VAE
+    from hourglass.cli.convert_official import DIT_VAE
     from hourglass.recipe import load_recipe
     from tests._vae import make_tiny_vae
 
@@ -248,7 +248,7 @@ def test_convert_dit_names_the_vae_that_decodes_its_latents(capsys, tmp_path, mo
     recipe = load_recipe(tmp_path / "hub" / "recipe.toml")
     assert (recipe.vae.path, recipe.vae.latent_channels, recipe.vae.downsample_factor) == (DIT_VAE, 4, 8)
     assert recipe.vae.scaling_factor == 0.18215
-    assert f"huggingface-cli download {DIT_VAE}" in (tmp_path / "hub" / "recipe.toml").read_text().replace("\n# ", " ")
+    assert f"hf download {DIT_VAE}" in (tmp_path / "hub" / "recipe.toml").read_text().replace("\n# ", " ")
     # a local factor-8 VAE: hourglass sample decodes the drawn latents into 256x256 pictures
     vae = make_tiny_vae(tmp_path / "vae", down_block_types=["DownEncoderBlock2D"] * 4,
                         up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[8, 8, 8, 8])

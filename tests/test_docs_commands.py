@@ -64,6 +64,16 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
     "hourglass train plugins/hourglass-my-ffn/recipe.toml": (
         "hourglass train plugins/hourglass-my-ffn/recipe.toml --set train.steps=2 --set sample.steps=2 --set sample.n=8",
         "the template's recipe trains 2000 steps and samples a 64-image grid in 30 steps; 2 steps and 8 images"),
+    "hourglass train recipes/quickstart.toml --run-dir runs/quickstart-2shapes --set 'data.dataset.classes=[\"star\", "
+    "\"ring\"]' --set model.num_classes=2 --set 'train.init_from=\"quickstart-hub/\"' --set 'train.init_allow=[\"classes\"]' "
+    "--set train.steps=1000": (
+        "hourglass train recipes/quickstart.toml --run-dir runs/quickstart-2shapes --set 'data.dataset.classes=[\"star\", "
+        "\"ring\"]' --set model.num_classes=2 --set 'train.init_from=\"quickstart-hub/\"' --set 'train.init_allow=[\"classes\"]' "
+        f"{_QS}", "1000 steps of fine-tuning: " + _QS_WHY),
+    "hourglass train recipes/quickstart_grow64.toml": (
+        f"hourglass train recipes/quickstart_grow64.toml {_QS}",
+        "the grown recipe trains 2000 steps at 64 px from runs/quickstart, then samples a 36-image grid: 2 steps of "
+        "each here (runs/quickstart, which it starts from, has trained 2 steps: see above)"),
     # -- sampling and evaluating many images ------------------------------------------------------------
     "hourglass sample runs/quickstart --n 64 --steps 50": (
         "hourglass sample runs/quickstart --n 16 --steps 5",
@@ -188,10 +198,12 @@ NOT_RUN: dict[str, str] = {
     "--backend neighborhood=natten --checkpointing --batch-size 8 --steps 30 --warmup 10":
         f"bf16, torch.compile and NATTEN's CUDA kernels: {_GPU}",
     "python plugins/new_plugin.py": "names the script in prose; the command `python plugins/new_plugin.py my_ffn` runs",
-    "huggingface-cli download stabilityai/sd-vae-ft-mse": "downloads the VAE from the Hub (the test's Hugging Face "
+    "hf download stabilityai/sd-vae-ft-mse": "downloads the VAE from the Hub (the test's Hugging Face "
                                                          "cache holds a stand-in under that id: FIXTURES)",
     "hourglass convert dit": "names the converter in prose (the CLI reference's heading); its examples run",
     "hourglass convert uvit": "names the converter in prose (the CLI reference's heading); its examples run",
+    "hf upload me/hdit-quickstart quickstart-hub/": "huggingface_hub's command line: uploads to the Hugging Face Hub "
+                                                    "(a network and a login)",
     "hourglass convert k-diffusion": "names the converter in prose (k-diffusion is convert's first argument); the "
                                      "convert commands with their files run",
     "hourglass eval samples/ --recipe recipes/quickstart.toml --inception inception-2015-12-05.pt":
@@ -207,6 +219,12 @@ RUN_ELSEWHERE: dict[str, tuple[str, str]] = {
     "mkdocs build": ("tests/test_docs.py::test_mkdocs_build_strict", "with --strict, into a temporary folder"),
     "python docs/_gen/docgen.py": (
         "tests/test_docs.py::test_generated_docs_are_current", "with --check (this form rewrites the checkout)"),
+    "hourglass export runs/quickstart quickstart-hub/ --overwrite --push-to-hub me/hdit-quickstart": (
+        "tests/test_hub.py::test_an_offline_upload_fails_in_one_line",
+        "offline (HF_HUB_OFFLINE=1): an upload here would need a network and a login, and would create the repository; "
+        "offline it fails in one line and leaves the folder written"),
+    "hourglass export runs/quickstart exported/ --overwrite --push-to-hub me/hdit-quickstart": (
+        "tests/test_hub.py::test_an_offline_upload_fails_in_one_line", "offline, as the guide's upload above"),
     "python -m pytest plugins/hourglass-my-ffn/tests": (
         "tests/test_plugins_tutorial.py::test_follow_the_tutorial", "after a real pip install of the tutorial's plugin"),
 }

@@ -139,11 +139,16 @@ def test_backend_choice_does_not_change_weights_or_outputs():
     assert set(model.state_dict()) == keys
 
 
-@pytest.mark.parametrize("order", ["hourglass_first", "timm_first"])
+#: drop timm's modules and import it again (a reload, or a test that restores sys.modules)
+_REIMPORT_TIMM = "import sys; [sys.modules.pop(k) for k in list(sys.modules) if k.split('.')[0] == 'timm']; import timm; "
+
+
+@pytest.mark.parametrize("order", ["hourglass_first", "timm_first", "timm_reimported"])
 def test_timm_create_model(order):
-    imports = "import hourglass, timm" if order == "hourglass_first" else "import timm, hourglass"
+    imports = {"hourglass_first": "import hourglass, timm; ", "timm_first": "import timm, hourglass; ",
+               "timm_reimported": "import timm, hourglass; " + _REIMPORT_TIMM}[order]
     code = (
-        f"{imports}; m = timm.create_model('hdit_test'); "
+        f"{imports}m = timm.create_model('hdit_test'); "
         "assert type(m).__name__ == 'HDiT'; "
         "names = timm.list_models('hdit*'); assert 'hdit_l' in names and 'hdit_imagenet256' in names, names; "
         "print('ok')"

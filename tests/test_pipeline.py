@@ -105,9 +105,12 @@ def test_load_a_converted_folder(converted, tmp_path):
     with pytest.raises(PipelineError, match="holds only the EMA weights converted from k-diffusion"):
         hourglass.load(out, ema=False)
     assert hourglass.load(out, ema=None, device="cpu").weights == "ema"
-    # a folder converted before the provenance was recorded: one set of weights, EMA or not unknown
+    # a folder converted before the provenance was recorded: one set of weights, EMA or not unknown (and, as
+    # then, no config.json: recipe.toml and model.safetensors only)
     old = tmp_path / "old"
     shutil.copytree(out, old)
+    for name in ("config.json", "README.md"):
+        (old / name).unlink()
     with safetensors.safe_open(str(old / "model.safetensors"), "pt") as f:
         metadata = {k: v for k, v in f.metadata().items() if k != "weights"}
         tensors = {k: f.get_tensor(k) for k in f.keys()}

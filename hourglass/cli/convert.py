@@ -24,14 +24,20 @@ drawn uniformly (``sigma_density = "ddpm_timesteps"``). Models trained on Stable
 (DiT, U-ViT on ImageNet 256/512) produce **latents**, not images: decoding them needs the VAE.
 
 Every weight is checked before anything is written (missing, unexpected and mis-shaped names are
-all reported). ``OUT_DIR`` then holds (written by :func:`write_converted_folder`, the one writer every
-source uses):
+all reported). ``OUT_DIR`` then is a pretrained folder (:mod:`hourglass.hub`, written by
+:func:`write_converted_folder` through :func:`hourglass.hub.save_pretrained_folder`, the one writer
+of such folders) that :func:`hourglass.from_pretrained`, :func:`hourglass.load`, ``[train] init_from``
+and the Hugging Face Hub take as it is:
 
 * ``recipe.toml``: the model as an hourglass recipe, with header comments on where it came from;
 * ``model.safetensors``: the weights under hourglass's parameter names, with metadata
   ``format = "hourglass-weights"``, ``source`` (``"k-diffusion"``, ``"dit"``, ``"uvit"``), ``recipe``
   (the TOML), ``model_spec`` (JSON) and ``weights``: ``"ema"``, ``"raw"`` or ``"unknown"``.
-  ``hourglass sample`` and :func:`hourglass.load` report which they use.
+  ``hourglass sample`` and :func:`hourglass.load` report which they use;
+* ``config.json`` and ``README.md`` (a model card). Folders converted before (``recipe.toml`` +
+  ``model.safetensors`` only) still load.
+
+The DiT and U-ViT sources live in :mod:`hourglass.cli.convert_official`.
 """
 
 from __future__ import annotations
@@ -47,8 +53,7 @@ from hourglass.cli._common import CLIError, add_set_option
 
 __all__ = [
     "HELP", "EXAMPLES", "add_arguments", "run", "recipe_data_from_k_diffusion", "load_checkpoint_state",
-    "read_k_diffusion_checkpoint", "read_state_file", "recipe_data_from_dit", "recipe_data_from_uvit",
-    "write_converted_folder",
+    "read_k_diffusion_checkpoint", "write_converted_folder",
 ]
 
 COMMAND = "convert"
@@ -78,7 +83,8 @@ _UVIT_EXAMPLES = (EXAMPLES[3],)
 
 
 def _common_arguments(parser: argparse.ArgumentParser, *, overrides: bool) -> None:
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for recipe.toml and model.safetensors")
+    parser.add_argument("out_dir", metavar="OUT_DIR",
+                        help="the pretrained folder to write: recipe.toml, model.safetensors, config.json, README.md")
     if overrides:
         parser.add_argument(
             "--weights", choices=("ema", "raw"),
@@ -89,25 +95,10 @@ def _common_arguments(parser: argparse.ArgumentParser, *, overrides: bool) -> No
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUT_DIR")
 
 
-#: the VAE a converted DiT's recipe names: DiT's sample.py decodes with sd-vae-ft-mse by default
-DIT_VAE = "stabilityai/sd-vae-ft-mse"
-#: U-ViT's latent models use Stable Diffusion's KL-f8 VAE; sd-vae-ft-ema has its encoder (so its latent space)
-#: with a fine-tuned decoder
-UVIT_VAE = "stabilityai/sd-vae-ft-ema"
-
-
-def _vae_argument(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument(
-        "--vae", default=default, metavar="PATH|HUB_ID|none",
-        help=f"the VAE that decodes a latent model's samples, written as the recipe's [vae] (default: {default}, "
-        "read from the Hugging Face cache when sampling; a local diffusers AutoencoderKL folder works too); none: "
-        "no [vae], the model's samples stay latents. Unused for pixel models",
-    )
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``hourglass convert``: one sub-command per source."""
     from hourglass.cli._common import example_epilog
+    from hourglass.cli.convert_official import DIT_VAE, UVIT_VAE, vae_argument
     from hourglass.interop.uvit import RELEASES
 
     sources = parser.add_subparsers(dest="source", metavar="SOURCE", title="sources", required=True)
@@ -133,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="the DiT preset of the checkpoint's size: dit_{s,b,l,xl}_{2,4,8} (DiT-XL/2: dit_xl_2); "
                      "its heads are not in the weights")
     _common_arguments(dit, overrides=True)
-    _vae_argument(dit, DIT_VAE)
+    vae_argument(dit, DIT_VAE)
     listing = "\n".join(f"  {name}: {r.describe()}" for name, r in RELEASES.items())
     uvit = sources.add_parser(
         "uvit", help="an official U-ViT checkpoint (baofff/U-ViT), naming its config", formatter_class=raw,
@@ -147,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     uvit.add_argument("--config", required=True, choices=list(RELEASES), metavar="CONFIG",
                       help="the U-ViT config that trained it: " + ", ".join(RELEASES))
     _common_arguments(uvit, overrides=True)
-    _vae_argument(uvit, UVIT_VAE)
+    vae_argument(uvit, UVIT_VAE)
 
 
 def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
@@ -356,69 +347,63 @@ def recipe_data_from_k_diffusion(config: dict[str, Any]) -> tuple[dict[str, Any]
 def write_converted_folder(
     out_dir: str | Path,
     recipe: Any,
-    tensors: dict[str, Any],
+    model: Any,
     *,
     header: str,
     source: str,
     weights: str,
+    converted_from: str,
     overwrite: bool = False,
 ) -> tuple[Path, Path]:
-    """Write a converted model's folder: ``OUT_DIR/recipe.toml`` and ``OUT_DIR/model.safetensors``.
+    """Write a converted model as a pretrained folder (:func:`hourglass.hub.save_pretrained_folder`).
 
     The one place every ``hourglass convert`` source writes its output.
 
     Args:
         out_dir: the folder (created if missing).
         recipe: the validated :class:`~hourglass.recipe.Recipe`.
-        tensors: the model's state dict under hourglass's names.
+        model: the backbone holding the converted weights (hourglass's names).
         header: comment lines for the top of ``recipe.toml`` (without ``#``).
         source: what it was converted from (``"k-diffusion"``, ``"dit"``, ``"uvit"``), kept in the metadata.
-        weights: ``"ema"``, ``"raw"`` or ``"unknown"``: which weights of the original ``tensors`` are.
+        weights: ``"ema"``, ``"raw"`` or ``"unknown"``: which weights of the original the model holds.
+        converted_from: the original files' names, for ``config.json`` and the model card.
         overwrite: replace existing files.
     Returns:
         ``(recipe_path, weights_path)``.
     Raises:
-        CLIError: OUT_DIR is a file, the files exist (without ``overwrite``), or they cannot be written.
+        CLIError: OUT_DIR is a file, holds a pretrained folder's files (without ``overwrite``), or
+            cannot be written.
     """
-    import safetensors.torch
-
-    from hourglass.train.checkpoint import WEIGHTS_FILE, WEIGHTS_FORMAT
+    from hourglass.hub import FOLDER_FILES, PretrainedError, save_pretrained_folder
+    from hourglass.train.checkpoint import WEIGHTS_FILE
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"OUT_DIR {out_dir} is a file; pass a folder (it is created if missing)")
-    recipe_path, weights_path = out_dir / "recipe.toml", out_dir / WEIGHTS_FILE
-    existing = [p for p in (recipe_path, weights_path) if p.exists()]
+    existing = [out_dir / name for name in FOLDER_FILES if (out_dir / name).exists()]
     if existing and not overwrite:
         raise CLIError(f"{', '.join(map(str, existing))} already exist; pass --overwrite or choose another OUT_DIR")
-    text = recipe.to_toml(header=header)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    metadata = {
-        "format": WEIGHTS_FORMAT,
-        "source": source,
-        "recipe": text,
-        "model_spec": json.dumps(recipe.to_data()["model"]),
-        "weights": weights,
-    }
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        recipe_path.write_text(text, encoding="utf-8")
-        safetensors.torch.save_file(tensors, str(weights_path), metadata=metadata)
-    except OSError as exc:
-        raise CLIError(f"cannot write into {out_dir}: {exc.strerror or exc}; choose a writable OUT_DIR") from None
-    return recipe_path, weights_path
+        save_pretrained_folder(out_dir, model=model, weights=weights, recipe=recipe.to_toml(header=header),
+                               source=source, metadata={"converted_from": converted_from})
+    except PretrainedError as exc:
+        raise CLIError(str(exc)) from None
+    return out_dir / "recipe.toml", out_dir / WEIGHTS_FILE
 
 
 def _report(recipe_path: Path, weights_path: Path, tensors: dict[str, Any], which: str, notes: list[str]) -> None:
     n = sum(v.numel() for v in tensors.values())
-    print(f"wrote {recipe_path} and {weights_path} ({len(tensors)} tensors, {n:,} values: {_WEIGHTS_WORDS[which]})")
+    print(f"wrote {recipe_path} and {weights_path} ({len(tensors)} tensors, {n:,} values: {_WEIGHTS_WORDS[which]}), "
+          "with config.json and a model card (README.md): a pretrained folder")
     for note in notes:
         print(f"note: {note}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert; 0 on success, 2 if the inputs do not fit together."""
-    return {"k-diffusion": _run_k_diffusion, "dit": _run_dit, "uvit": _run_uvit}[args.source](args)
+    from hourglass.cli.convert_official import run_dit, run_uvit
+
+    return {"k-diffusion": _run_k_diffusion, "dit": run_dit, "uvit": run_uvit}[args.source](args)
 
 
 def _run_k_diffusion(args: argparse.Namespace) -> int:
@@ -453,281 +438,9 @@ def _run_k_diffusion(args: argparse.Namespace) -> int:
         f"Sample with: hourglass sample {out_dir}{size_note}",
         *[f"Note: {n}" for n in notes],
     ])
-    tensors = model.state_dict()
     recipe_path, weights_path = write_converted_folder(
-        out_dir, recipe, tensors, header=header, source="k-diffusion", weights=which, overwrite=args.overwrite,
+        out_dir, recipe, model, header=header, source="k-diffusion", weights=which, overwrite=args.overwrite,
+        converted_from=f"{config_path.name} + {Path(args.checkpoint).name}",
     )
-    _report(recipe_path, weights_path, tensors, which, notes)
+    _report(recipe_path, weights_path, model.state_dict(), which, notes)
     return 0
-
-
-# -- official DiT and U-ViT -------------------------------------------------------------------------
-_LATENT_ROOT = "/path/to/latents"
-_SD_VAE = "latents of the Stable Diffusion VAE (scaled by 0.18215): its raw outputs are latents, not images"
-
-
-def _vae_words(vae: str | None) -> str:
-    """The header sentence on decoding, for a latent model with the [vae] ``vae`` (None: no [vae])."""
-    if vae is None:
-        return ("Without a [vae] section (converted with --vae none), hourglass.load(folder).sample() gives the "
-                "latents and hourglass sample writes no pictures of them.")
-    return (f"The [vae] section names the VAE that decodes them, {vae}: sampling needs it in the Hugging Face cache "
-            f"(or a local folder; change vae.path), e.g. huggingface-cli download {vae}." if "/" in vae and not
-            Path(vae).exists() else f"The [vae] section names the VAE that decodes them: {vae}.")
-
-
-def _vae_section(vae: str | None, latent_channels: int) -> dict[str, Any]:
-    """The recipe's ``[vae]`` table (``{}``: none) for a latent model of ``latent_channels`` channels."""
-    if vae is None:
-        return {}
-    return {"vae": {"type": "autoencoder_kl", "path": vae, "latent_channels": latent_channels,
-                    "downsample_factor": 8, "scaling_factor": 0.18215}}
-
-
-def _vae_choice(args: argparse.Namespace) -> str | None:
-    return None if args.vae.lower() == "none" else args.vae
-
-
-def read_state_file(path: str | Path, what: str, pick: tuple[str, ...] = ("ema", "model", "state_dict"),
-                    weights: str | None = None) -> tuple[dict[str, Any], str]:
-    """The tensors of an official checkpoint file, and which weights they are.
-
-    Args:
-        path: a ``.safetensors`` file or a torch file, loaded with ``torch.load(weights_only=True)``
-            (tensors and plain containers only; ``argparse.Namespace`` is allowed too, since DiT's
-            ``train.py`` stores its arguments as one).
-        what: the format's name for messages (``"DiT"``, ``"U-ViT"``).
-        pick: entries of a training checkpoint to take, in order (``"ema"`` is the EMA copy).
-        weights: ``"ema"`` / ``"raw"`` to record for a plain state dict (overrides the guess).
-    Returns:
-        ``(state, weights)`` with ``weights`` ``"ema"`` (an ``ema`` entry, or a file named ``nnet_ema.*``),
-        ``"raw"`` (a ``model`` entry, or ``nnet.*``) or ``"unknown"``.
-    Raises:
-        CLIError: unreadable file, pickled objects beyond tensors, or no state dict inside.
-    """
-    import argparse as _argparse
-
-    import torch
-
-    path = Path(path)
-    if path.is_dir():
-        raise CLIError(f"checkpoint {path} is a folder; pass the {what} checkpoint file")
-    if not path.is_file():
-        raise CLIError(f"checkpoint {path} does not exist; check the path")
-    kind = _kind(path)
-    guess = {"nnet_ema": "ema", "nnet": "raw"}.get(path.stem.split(".")[0], "unknown")
-    if kind == SAFETENSORS:
-        _refuse_hourglass_file(path)
-        import safetensors.torch
-
-        try:
-            return dict(safetensors.torch.load_file(str(path))), weights or guess
-        except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise CLIError(f"cannot read {path} as safetensors: {exc}") from None
-    if kind not in TORCH_KINDS:
-        raise CLIError(f"{path} is {kind or 'neither a safetensors nor a PyTorch file'}, not a {what} checkpoint; "
-                       "pass the .pt/.pth file the official code saved")
-    try:
-        with torch.serialization.safe_globals([_argparse.Namespace]):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError ...
-        first = re.split(r"(?<=\.)\s", " ".join(str(exc).split()), maxsplit=1)[0]
-        raise CLIError(
-            f"cannot load {path} with torch.load(weights_only=True): {type(exc).__name__}: {first} "
-            "Only tensors and plain containers are loaded (never arbitrary pickled code); re-save the "
-            "state dict with torch.save(model.state_dict(), path) or as safetensors"
-        ) from None
-    if isinstance(obj, dict):
-        for key in pick:
-            if isinstance(obj.get(key), dict):
-                return dict(obj[key]), weights or {"ema": "ema", "model": "raw"}.get(key, "unknown")
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return dict(obj), weights or guess
-    keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-    raise CLIError(f"{path} holds no {what} state dict (looked for {', '.join(pick)} or a dict of tensors); "
-                   f"found {keys}")
-
-
-def _sample_section(denoiser: Any, cfg_scale: float | None, num_classes: int) -> dict[str, Any]:
-    """50 DPM-Solver++(2M) steps over the Karras schedule spanning the denoiser's own noise levels."""
-    section: dict[str, Any] = {
-        "sampler": "dpmpp_2m",
-        "schedule": {"type": "karras", "sigma_min": round(denoiser.sigma_min, 6), "sigma_max": round(denoiser.sigma_max, 4)},
-        "steps": 50,
-    }
-    if cfg_scale and num_classes:
-        section["cfg_scale"] = cfg_scale
-    return section
-
-
-def recipe_data_from_dit(spec: Any, vae: str | None = DIT_VAE) -> dict[str, Any]:
-    """Recipe data of an official DiT (its model ``spec``): DiT's diffusion and training settings.
-
-    ``ddpm`` denoiser (linear betas, 1000 steps, eps; the learned-sigma channels ignored), ``snr``
-    weighting (``L_simple``), ``ddpm_timesteps`` density; AdamW lr 1e-4 without weight decay, batch
-    256, class dropout 0.1, EMA 0.9999 (DiT's ``train.py``); sampling: DPM-Solver++(2M), 50 steps,
-    guidance 1.5 (DiT's FID setting). Data: precomputed latents (a placeholder root). A latent model
-    (4 input channels) gets ``[vae]`` = ``vae`` (Stable Diffusion's factor-8 VAE, scaling 0.18215;
-    None: no ``[vae]``).
-    """
-    from hourglass.diffusion.ddpm import DDPMSchedule
-    from hourglass.recipe import plain_data
-
-    denoiser = {"type": "ddpm", "prediction": "eps", "schedule": "linear", "timesteps": 1000}
-    schedule = DDPMSchedule("linear", 1000)
-    dataset: dict[str, Any] = {"type": "latents", "root": _LATENT_ROOT, "channels": spec.in_channels}
-    if spec.num_classes:
-        dataset["classes"] = "subfolders"
-    return {
-        "model": plain_data(spec.model_dump(mode="python")),
-        "diffusion": {"denoiser": denoiser, "weighting": {"type": "snr"}, "sigma_density": {"type": "ddpm_timesteps"}},
-        "data": {"dataset": dataset, "batch_size": 256, "augment": {"p": 0.0}},
-        "train": {"lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0, "mapping_lr_scale": 1.0, "grad_clip": 0.0,
-                  "class_dropout": 0.1 if spec.num_classes else 0.0, "ema": {"decay_max": 0.9999, "power": 0.75}},
-        "sample": _sample_section(schedule, 1.5, spec.num_classes),
-        **_vae_section(vae if spec.in_channels == 4 else None, spec.in_channels),
-    }
-
-
-def recipe_data_from_uvit(release: Any, spec: Any, vae: str | None = UVIT_VAE) -> dict[str, Any]:
-    """Recipe data of an official U-ViT of a released config (its model ``spec``): U-ViT's settings.
-
-    ``ddpm`` denoiser of its training (discrete scaled-linear betas with timesteps from 1, or the
-    continuous linear VP SDE), ``snr`` weighting (U-ViT's eps-MSE), ``ddpm_timesteps`` density; AdamW
-    lr 2e-4 (ImageNet 64: 3e-4), weight decay 0.03, betas (0.99, 0.99), 5000 warm-up steps, EMA 0.9999;
-    sampling: DPM-Solver++(2M), 50 steps, U-ViT's guidance scale. Data: precomputed latents (a placeholder
-    root) for the latent models, an image folder otherwise. A latent model gets ``[vae]`` = ``vae``
-    (None: no ``[vae]``).
-    """
-    from hourglass.diffusion.ddpm import DDPMSchedule
-    from hourglass.recipe import plain_data
-
-    denoiser = release.denoiser
-    schedule = DDPMSchedule(denoiser["schedule"], denoiser["timesteps"])
-    if release.latent:
-        dataset: dict[str, Any] = {"type": "latents", "root": _LATENT_ROOT, "channels": spec.in_channels}
-    else:
-        dataset = {"type": "imagefolder", "root": _ROOT_PLACEHOLDER, "channels": spec.in_channels}
-    if spec.num_classes:
-        dataset["classes"] = "subfolders"
-    pixel_in64 = release.name.startswith("imagenet64")
-    return {
-        "model": plain_data(spec.model_dump(mode="python")),
-        "diffusion": {"denoiser": denoiser, "weighting": {"type": "snr"}, "sigma_density": {"type": "ddpm_timesteps"}},
-        "data": {"dataset": dataset, "batch_size": 1024 if spec.num_classes else 128, "augment": {"p": 0.0}},
-        "train": {"lr": 3e-4 if pixel_in64 else 2e-4, "betas": [0.99, 0.99], "weight_decay": 0.03,
-                  "mapping_lr_scale": 1.0, "warmup_steps": 5000, "grad_clip": 0.0,
-                  "class_dropout": release.class_dropout, "ema": {"decay_max": 0.9999, "power": 0.75}},
-        "sample": _sample_section(schedule, release.cfg_scale, spec.num_classes),
-        **_vae_section(vae if release.latent else None, spec.in_channels),
-    }
-
-
-def _weights_header(which: str) -> str:
-    from hourglass.train.checkpoint import WEIGHTS_FILE
-
-    return f"Weights: {WEIGHTS_FILE} beside this file (hourglass parameter names): {_WEIGHTS_WORDS[which]}."
-
-
-def _finish(args: argparse.Namespace, data: dict[str, Any], converted: dict[str, Any], source: str, which: str,
-            header: list[str], what: str) -> int:
-    """Validate the recipe (after ``--set``), build the model, load and check the weights, write the folder."""
-    from hourglass.interop.dit import load_checked
-    from hourglass.recipe import recipe_from_data
-    from hourglass.registry import MODEL
-
-    recipe = recipe_from_data(data, overrides=args.set, source=f"hourglass convert {source}")
-    if args.set:
-        header = [*header, "Changed by --set: " + ", ".join(args.set) + "."]
-    import torch
-
-    with torch.device("meta"):
-        model = MODEL.build(recipe.model)
-    try:
-        load_checked(model, converted, what)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    tensors = model.state_dict()
-    recipe_path, weights_path = write_converted_folder(
-        args.out_dir, recipe, tensors, header="\n".join(header), source=source, weights=which,
-        overwrite=args.overwrite,
-    )
-    _report(recipe_path, weights_path, tensors, which, [])
-    return 0
-
-
-def _run_dit(args: argparse.Namespace) -> int:
-    from hourglass.interop.dit import convert_state_dict, spec_from_dit
-    from hourglass.models.factory import get_preset
-    from hourglass.registry import RegistryError
-
-    try:
-        if get_preset(args.model).get("type") != "dit":
-            raise RegistryError(f"{args.model!r} is a {get_preset(args.model).get('type')} preset")
-    except RegistryError as exc:
-        raise CLIError(f"--model {args.model}: not a DiT preset ({exc}); use dit_{{s,b,l,xl}}_{{2,4,8}}, e.g. "
-                       "dit_xl_2") from None
-    state, which = read_state_file(args.checkpoint, "DiT", weights=args.weights)
-    try:
-        spec = spec_from_dit(state, args.model)
-        converted = convert_state_dict(state)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    data = recipe_data_from_dit(spec, _vae_choice(args))
-    p, side = spec.stride[0], spec.token_grid[0]
-    c_out = spec.resolved_out_channels
-    header = [
-        f"Converted from the official DiT (facebookresearch/DiT): {Path(args.checkpoint).name}, preset {args.model} "
-        f"(depth {spec.depth}, width {spec.width}, patch {p}).",
-        _weights_header(which),
-        f"The model works on {spec.in_channels}x{spec.input_size}x{spec.input_size} " + (
-            f"{_SD_VAE}. {_vae_words(_vae_choice(args))}" if spec.in_channels == 4 else "inputs."),
-        "Time input: DiT's DDPM timestep t in 0..999 (model.mapping.time_input = \"timestep\"), passed by the ddpm "
-        "denoiser (linear betas 1e-4..0.02, 1000 steps, noise prediction).",
-        (f"Learned sigma: {c_out} output channels, of which the first {spec.in_channels} (the noise prediction) are "
-         "read; the variance channels are ignored when sampling and not trained (DiT's L_vlb is not implemented)."
-         if c_out > spec.in_channels else "No learned sigma: the output is the noise prediction."),
-        f"Classes: {spec.num_classes} + 'no class' (id {spec.num_classes}) for guidance. DiT's sample.py guides only "
-        "3 of the 4 latent channels (kept there for reproducibility); hourglass guides all of them."
-        if spec.num_classes else "Unconditional.",
-        f"Grid: {side}x{side} tokens. Check with: hourglass build {Path(args.out_dir) / 'recipe.toml'}",
-        "data.dataset is a placeholder: set data.dataset.root to a folder of precomputed latents to train.",
-    ]
-    return _finish(args, data, converted, "dit", which, header, "DiT")
-
-
-def _run_uvit(args: argparse.Namespace) -> int:
-    from hourglass.interop.uvit import RELEASES, convert_state_dict, spec_from_release
-
-    release = RELEASES[args.config]
-    state, which = read_state_file(args.checkpoint, "U-ViT", weights=args.weights)
-    spec = spec_from_release(release)
-    data = recipe_data_from_uvit(release, spec, _vae_choice(args))
-    from hourglass.recipe import recipe_from_data
-
-    spec = recipe_from_data(data, overrides=args.set, source="hourglass convert uvit").model  # --set model.* applies
-    try:
-        converted = convert_state_dict(state, spec)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    continuous = release.time == "continuous"
-    c, size = spec.in_channels, spec.input_size
-    header = [
-        f"Converted from the official U-ViT (baofff/U-ViT): {Path(args.checkpoint).name}, config {release.name} "
-        f"({release.describe()}).",
-        _weights_header(which),
-        f"The model works on {c}x{size}x{size} " + (f"{_SD_VAE}. {_vae_words(_vae_choice(args))}" if release.latent
-                                                         else "pixels in [-1, 1]."),
-        ("Time input: U-ViT's continuous time, the network sees 999 s for s in [0, 1] (model.time_input = "
-         "\"timestep\"), passed by the ddpm denoiser (schedule continuous_linear: the VP SDE with beta 0.1..20)."
-         if continuous else
-         "Time input: U-ViT's discrete timestep n in 1..1000 (model.time_input = \"timestep\"), passed by the ddpm "
-         "denoiser (scaled_linear betas 0.00085..0.012, 1000 steps, t_offset 1)."),
-        "Noise prediction; guidance scale " + (f"{release.cfg_scale:g} (U-ViT's scale {release.cfg_scale - 1:g})."
-                                               if release.cfg_scale else "1 (none)."),
-        *(["The class table had no 'no class' row (trained without class dropout): a zero row was added, so "
-           "guidance is not meaningful."] if spec.num_classes and not release.null_class_row else []),
-        f"Check with: hourglass build {Path(args.out_dir) / 'recipe.toml'}",
-        "data.dataset is a placeholder: set data.dataset.root to train.",
-    ]
-    return _finish(args, data, converted, "uvit", which, header, "U-ViT")

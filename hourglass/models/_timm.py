@@ -1,5 +1,12 @@
 """The timm bridge: every preset becomes ``timm.create_model(name)``.
 
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=...))`` loads a
+``.safetensors`` file (a pretrained folder's ``model.safetensors`` or ``ema.safetensors``, a training
+checkpoint, or a plain state dict), ``dict(hf_hub_id="owner/name")`` a pretrained folder on the
+Hugging Face Hub (its EMA weights when present; ``hf_hub_filename`` picks a file), and
+``pretrained=True`` alone the weights the preset declares (none ship yet: an error says so). The
+same keys in ``pretrained_cfg`` work too.
+
 timm is imported lazily: if it is already imported, presets register at once; otherwise an
 import hook registers them right after ``import timm`` runs, so ``import hourglass`` stays cheap.
 Whenever timm is in use (imported before or after hourglass), :func:`sync` loads the registries,
@@ -17,7 +24,9 @@ from torch import nn
 
 __all__: list[str] = []  # timm appends the entry-point names here
 
-_pending: list[str] = []
+#: every preset name to be a timm model, in registration order (registered again into a timm that is
+#: imported afresh, e.g. after its modules were removed from ``sys.modules``)
+_names: list[str] = []
 
 
 def _timm_ready() -> bool:
@@ -27,11 +36,11 @@ def _timm_ready() -> bool:
 
 def register(name: str) -> None:
     """Register preset ``name`` with timm now if timm is loaded, else when it gets imported."""
+    if name not in _names:
+        _names.append(name)
+    _install_hook()
     if _timm_ready():
         _register_now(name)
-    else:
-        _pending.append(name)
-        _install_hook()
 
 
 def unregister(name: str) -> None:
@@ -41,8 +50,8 @@ def unregister(name: str) -> None:
     when a name is registered again) and removes the entry point; names another package
     registered with timm are left alone.
     """
-    if name in _pending:
-        _pending.remove(name)
+    if name in _names:
+        _names.remove(name)
     if not _timm_ready():
         return
     registry = sys.modules["timm.models._registry"]
@@ -69,7 +78,21 @@ def _register_now(name: str) -> None:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         from hourglass.models.factory import create_model
 
-        return create_model(name, pretrained=pretrained, **kwargs)
+        cfg = pretrained_location(kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
+        cache_dir = kwargs.pop("cache_dir", None)
+        if not pretrained:
+            return create_model(name, **kwargs)
+        source = cfg.get("state_dict") or cfg.get("file") or cfg.get("hf_hub_id")
+        if cfg.get("url") and not source:
+            raise ValueError(f"{name}: pretrained_cfg url={cfg['url']!r} is not supported (hourglass fetches weights "
+                             "through huggingface_hub only); pass file=... or hf_hub_id=...")
+        if not source:  # the weights the preset declares, or an error saying there are none
+            return create_model(name, pretrained=True, cache_dir=cache_dir, **kwargs)
+        from hourglass.hub import load_weights_into
+
+        model = create_model(name, **kwargs)
+        load_weights_into(model, source, cache_dir=cache_dir, filename=cfg.get("hf_hub_filename"))
+        return model
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
@@ -77,9 +100,28 @@ def _register_now(name: str) -> None:
     register_model(entrypoint)
 
 
+def pretrained_location(pretrained_cfg: Any = None, overlay: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where timm's ``pretrained_cfg`` and ``pretrained_cfg_overlay`` say the weights are.
+
+    Returns:
+        The keys ``state_dict``, ``file``, ``hf_hub_id``, ``hf_hub_filename`` and ``url`` that are set
+        (the overlay wins; a ``pretrained_cfg`` given as a tag string names no location).
+    """
+    import dataclasses
+
+    cfg: dict[str, Any] = {}
+    if dataclasses.is_dataclass(pretrained_cfg) and not isinstance(pretrained_cfg, type):
+        cfg = {f.name: getattr(pretrained_cfg, f.name) for f in dataclasses.fields(pretrained_cfg)}
+    elif isinstance(pretrained_cfg, dict):
+        cfg = dict(pretrained_cfg)
+    cfg.update(overlay or {})
+    keys = ("state_dict", "file", "hf_hub_id", "hf_hub_filename", "url")
+    return {k: cfg[k] for k in keys if cfg.get(k) is not None and cfg.get(k) != ""}
+
+
 def _flush() -> None:
-    while _pending:
-        _register_now(_pending.pop(0))
+    for name in list(_names):
+        _register_now(name)  # a no-op for a name timm has
 
 
 def sync() -> None:
@@ -99,13 +141,20 @@ def sync_if_timm_loaded() -> None:
 
 
 class _TimmImportHook(importlib.abc.MetaPathFinder):
-    """Runs :func:`_flush` right after the top-level ``timm`` module finishes executing."""
+    """Runs :func:`sync` right after the top-level ``timm`` module finishes executing.
+
+    It stays installed: a timm imported again (its modules removed from ``sys.modules``, as tests and
+    notebooks' reloads do) gets the presets again.
+    """
 
     def find_spec(self, fullname: str, path: Any, target: Any = None):  # noqa: D401
         if fullname != "timm":
             return None
         sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("timm")
+        try:
+            spec = importlib.util.find_spec("timm")
+        finally:
+            sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
@@ -122,7 +171,7 @@ _hook = _TimmImportHook()
 
 
 def _install_hook() -> None:
-    if "timm" in sys.modules:  # imported but not finished (circular import): register at first use
-        return
+    """Install the import hook once (a timm imported but not finished, a circular import, is
+    registered into at first use: :func:`sync_if_timm_loaded`)."""
     if _hook not in sys.meta_path:
         sys.meta_path.insert(0, _hook)

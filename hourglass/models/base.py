@@ -9,8 +9,8 @@ interop and the docs use only what this module declares:
   registered), its ``stride``, whether it ``embeds_aug``, and its :meth:`~BackboneSpec.attention_sites`,
   from which :meth:`~BackboneSpec.shape_problems` asks each attention kind whether it fits.
 * :class:`Backbone`: ``forward``, ``param_groups``, ``set_gradient_checkpointing``, ``stages``
-  (the per-stage anatomy ``hourglass build`` prints) and a tiny ``test_preset`` for the component
-  contract.
+  (the per-stage anatomy ``hourglass build`` prints), ``save_pretrained`` / ``from_pretrained``
+  (pretrained folders, :mod:`hourglass.hub`) and a tiny ``test_preset`` for the component contract.
 
 **Time input.** A backbone's second argument is a noise level ``sigma > 0`` unless its spec says
 otherwise: a spec field ``time_input = "timestep"`` (U-ViT), or its ``mapping``'s (DiT's embedder),
@@ -20,8 +20,10 @@ makes it a DDPM timestep ``t >= 0`` (what official DiT/U-ViT checkpoints were tr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -239,6 +241,60 @@ class Backbone(Contract, nn.Module):
         """Recompute each layer in the backward pass instead of storing its activations."""
         self.gradient_checkpointing = enabled
         return self
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        ema: nn.Module | dict[str, Tensor] | None = None,
+        weights: str = "raw",
+        recipe: Any = None,
+        class_names: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        card: str | bool | None = None,
+        repo_id: str | None = None,
+        overwrite: bool = True,
+    ) -> Path:
+        """Write this model as a pretrained folder (``config.json``, ``model.safetensors``, ``README.md``, ...).
+
+        :func:`hourglass.from_pretrained` (and :func:`hourglass.load`, ``[train] init_from``) reads it
+        back; see :mod:`hourglass.hub` for the layout.
+
+        Args:
+            save_directory: the folder (created if missing).
+            ema: the EMA copy of this model (a module or its state dict) for ``ema.safetensors``.
+            weights: what this model's weights are: ``"raw"`` (trained), ``"ema"`` (an EMA copy itself)
+                or ``"unknown"``.
+            recipe: the recipe it was trained with (a Recipe, TOML text or a path), for ``recipe.toml``.
+            class_names: one name per class id (``classes.json``).
+            metadata: JSON-able facts for ``config.json`` and the model card (``{"step": 1000}``).
+            card: None: a generated ``README.md``; Markdown text to add to it; False: none.
+            repo_id: the Hub id the folder is meant for (used by the card's examples).
+            overwrite: replace the files of an earlier save (default), or refuse to.
+
+        Returns:
+            The folder.
+        """
+        from hourglass.hub import save_pretrained_folder
+
+        return save_pretrained_folder(save_directory, model=self, ema=ema, weights=weights, recipe=recipe,
+                                      class_names=class_names, metadata=metadata, card=card, repo_id=repo_id,
+                                      overwrite=overwrite)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **kwargs: Any) -> Backbone:
+        """:func:`hourglass.from_pretrained`, checking that the model is of this class.
+
+        Raises:
+            TypeError: the source holds another model family.
+        """
+        from hourglass.hub import from_pretrained
+
+        model = from_pretrained(source, **kwargs)
+        if not isinstance(model, cls):
+            raise TypeError(f"{source} holds a {type(model).__name__}, not a {cls.__name__}; "
+                            "use hourglass.from_pretrained to load any model")
+        return model
 
     def run_layer(self, layer: Callable[..., Tensor], *args: Any) -> Tensor:
         """``layer(*args)``, recomputed in the backward pass when gradient checkpointing is on."""

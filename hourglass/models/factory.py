@@ -16,16 +16,27 @@ from torch import nn
 from hourglass.models import _timm
 from hourglass.registry import MODEL, PRESET
 
-__all__ = ["create_model", "list_models", "get_preset", "register_preset", "model_spec"]
+__all__ = ["create_model", "list_models", "get_preset", "register_preset", "model_spec", "pretrained_source"]
 
 _ALIASES = {"in_chans": "in_channels", "img_size": "input_size"}
 _TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only")
 
 
-PRESET.subscribe(lambda name, _: _timm.register(name), lambda name, _: _timm.unregister(name))
+#: preset name -> where its pretrained weights are (a Hub id or a folder); none ship with hourglass today
+_PRETRAINED: dict[str, str] = {}
 
 
-def register_preset(name: str, model_type: str, config: dict[str, Any], *, override: bool = False) -> None:
+def _forget(name: str) -> None:
+    _timm.unregister(name)
+    _PRETRAINED.pop(name, None)
+
+
+PRESET.subscribe(lambda name, _: _timm.register(name), lambda name, _: _forget(name))
+
+
+def register_preset(
+    name: str, model_type: str, config: dict[str, Any], *, override: bool = False, pretrained: str | None = None
+) -> None:
     """Register a named model configuration (a spec as plain data); timm sees it too.
 
     Args:
@@ -33,12 +44,23 @@ def register_preset(name: str, model_type: str, config: dict[str, Any], *, overr
         model_type: the registered model family, e.g. ``"hdit"``.
         config: the spec's fields as plain data.
         override: replace an existing preset of that name.
+        pretrained: where the preset's pretrained weights are (a Hub id such as ``"owner/name"``, or a
+            pretrained folder): what ``create_model(name, pretrained=True)`` loads.
 
     Raises:
         hourglass.registry.RegistryError: the name is taken by another configuration (and
             ``override`` is false).
     """
     PRESET.add(name, {"type": model_type, **config}, override=override)
+    if pretrained:
+        _PRETRAINED[name] = pretrained
+    else:
+        _PRETRAINED.pop(name, None)
+
+
+def pretrained_source(name: str) -> str | None:
+    """The pretrained weights preset ``name`` declares (a Hub id or a folder), or None."""
+    return _PRETRAINED.get(name) if name in PRESET else None
 
 
 def get_preset(name: str) -> dict[str, Any]:
@@ -63,24 +85,44 @@ def model_spec(name_or_spec: str | dict | BaseModel, **overrides: Any) -> BaseMo
     return MODEL.validate(data)
 
 
-def create_model(name: str | dict | BaseModel, pretrained: bool = False, **overrides: Any) -> nn.Module:
+def create_model(name: str | dict | BaseModel, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
     """Build a model from a preset name (``"hdit_l"``), a spec dict or a spec.
 
     Args:
         name: preset name, ``{"type": "hdit", ...}`` or a spec instance.
-        pretrained: unsupported (no weights are distributed); must be False.
+        pretrained: False: fresh weights. True: the weights the preset declares (``register_preset(...,
+            pretrained=...)``; no preset of hourglass declares any yet, which is an error naming what to
+            pass instead). A string: a pretrained folder, a Hub id (``"owner/name"``, ``"hf-hub:owner/name"``),
+            a run directory or a checkpoint, loaded with :func:`hourglass.from_pretrained` (EMA weights
+            when present) into the model built from ``name`` and ``overrides``: every weight must fit.
         **overrides: spec fields to change, e.g. ``num_classes=10, input_size=64``.
     Returns:
         The ``nn.Module``; ``model.spec`` holds its validated spec.
+
+    Raises:
+        ValueError: ``pretrained=True`` for a model that declares no pretrained weights.
+        hourglass.train.CheckpointError: the pretrained source cannot be read, or its weights do not
+            fit the model (the message names the parameters).
     """
-    if pretrained:
-        raise ValueError(
-            "hourglass ships no pretrained weights; load a checkpoint with hourglass.train.load_checkpoint "
-            "or convert one with `hourglass convert k-diffusion`"
-        )
+    cache_dir = overrides.pop("cache_dir", None)
     for key in _TIMM_ONLY:
         overrides.pop(key, None)
-    return MODEL.build(model_spec(name, **overrides))
+    if pretrained is True:
+        declared = pretrained_source(name) if isinstance(name, str) else None
+        if declared is None:
+            what = f"preset {name!r}" if isinstance(name, str) else "a model given as a spec"
+            raise ValueError(
+                f"{what} declares no pretrained weights (hourglass ships none yet); pass pretrained="
+                "'path/to/folder' or 'owner/name' (a Hugging Face Hub id), use hourglass.from_pretrained(...), or "
+                "convert a checkpoint with `hourglass convert k-diffusion`"
+            )
+        pretrained = declared
+    model = MODEL.build(model_spec(name, **overrides))
+    if pretrained:
+        from hourglass.hub import load_weights_into
+
+        load_weights_into(model, pretrained, cache_dir=cache_dir)
+    return model
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -1,4 +1,4 @@
-"""Where a pipeline comes from: run directories, checkpoints, converted folders, and their class names."""
+"""Where a pipeline comes from: run directories, checkpoints, pretrained folders, Hub ids, and their class names."""
 
 from __future__ import annotations
 
@@ -35,30 +35,36 @@ def load(
     device: str | torch.device = "auto",
     report: Callable[[str], None] | None = None,
     vae: Any = None,
+    revision: str | None = None,
 ) -> Pipeline:
     """Load a trained model for sampling.
 
     Args:
-        path: a run directory (its newest valid checkpoint), a ``step_*.safetensors`` checkpoint, or a
-            folder (or its ``model.safetensors``) written by ``hourglass convert``.
-        ema: True: the EMA weights (for a converted folder: its one set of weights, unless they are
-            recorded as the raw ones); False: the raw trained weights; None: the EMA weights when the
-            file has them, else the ones it has.
+        path: a run directory (its newest valid checkpoint), a ``step_*.safetensors`` checkpoint, a
+            pretrained folder (``save_pretrained``, ``hourglass export``, ``hourglass convert``; or one of
+            its ``.safetensors`` files), or a Hugging Face Hub id (``"hf-hub:owner/name"``, or
+            ``"owner/name"`` when no local path has that name; see :mod:`hourglass.hub`).
+        ema: True: the EMA weights (for a folder holding one set of weights: that set, unless it is
+            recorded as the raw one); False: the raw trained weights; None: the EMA weights when the
+            source has them, else the ones it has.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:N"`` or a ``torch.device``.
         report: receives one message per corrupt checkpoint file skipped in a run directory
             (default: silent).
         vae: for a latent model, the VAE to use instead of the one its recipe's ``[vae]`` names (an
             :class:`hourglass.vae.Autoencoder`, or a spec such as ``{"type": "autoencoder_kl", "path":
             "elsewhere/vae"}``); default: the recipe's, loaded from the folder or Hub cache it names.
+        revision: a Hub branch, tag or commit (also ``"owner/name@revision"``).
 
     Returns:
         The :class:`Pipeline`.
 
     Raises:
-        hourglass.train.CheckpointError: nothing usable at ``path``, or weights that do not fit.
+        hourglass.train.CheckpointError: nothing usable at ``path`` (a Hub id that cannot be fetched
+            included), or weights that do not fit.
         PipelineError: the requested weights are not in the file, or the VAE cannot be loaded.
     """
     from hourglass.devices import resolve_device
+    from hourglass.hub import PRETRAINED_FORMAT, resolve_source
     from hourglass.train.checkpoint import (
         WEIGHTS_FORMAT,
         build_checkpoint_model,
@@ -68,16 +74,20 @@ def load(
     )
 
     dev = resolve_device(device)
-    data = resolve_checkpoint(path, report=report)
+    local = resolve_source(path, revision=revision, ema=ema)
+    data = resolve_checkpoint(local, report=report)
     recipe, spec = checkpoint_recipe(data)
     converted_from = ""
-    if data.format == WEIGHTS_FORMAT:  # one set of weights: say what it is, refuse the other
+    if data.format in (WEIGHTS_FORMAT, PRETRAINED_FORMAT):
+        source = data.extra.get("source") or ("another format" if data.format == WEIGHTS_FORMAT else "")
+        converted_from = "" if source == "hourglass" else source
+    if data.format in (WEIGHTS_FORMAT, PRETRAINED_FORMAT) and not data.ema:  # one set: say what it is, refuse the other
         weights, which = data.model, data.extra.get("weights", "unknown")
-        converted_from = data.extra.get("source") or "another format"
         if ema is not None and which == ("raw" if ema else "ema"):
             wanted = "EMA" if ema else "raw (non-EMA)"
+            origin = f" converted from {converted_from}" if converted_from else ""
             raise PipelineError(
-                f"{data.path} holds only the {'raw' if ema else 'EMA'} weights converted from {converted_from}, "
+                f"{data.path} holds only the {'raw' if ema else 'EMA'} weights{origin}, "
                 f"not the {wanted} ones; {'pass ema=False (--no-ema)' if ema else 'drop ema=False (--no-ema)'}"
             )
     elif ema or (ema is None and data.ema):
@@ -88,4 +98,4 @@ def load(
         weights, which = data.model, "raw"
     model = build_checkpoint_model(data, weights, recipe=recipe, spec=spec, device=dev)
     return Pipeline(model, recipe=recipe, class_names=read_class_names(data), step=data.step,
-                    weights=which, source=path, converted_from=converted_from, vae=vae)
+                    weights=which, source=local, converted_from=converted_from, vae=vae)

@@ -112,6 +112,24 @@ class TrainSection(Spec):
     max_bad_steps: int = Field(
         10, ge=1, description="consecutive steps with a non-finite loss or gradient before the run stops"
     )
+    init_from: str | None = Field(
+        None, description="start from these weights (a run directory, checkpoint, pretrained folder or Hub id "
+        "owner/name) with a fresh optimizer at step 0; ignored when the run directory has checkpoints (resume wins); "
+        "\"\" = none",
+    )
+    init_allow: tuple[Literal["classes", "resolution", "grow"], ...] = Field(
+        (), description="differences from init_from's model to adapt instead of refusing: classes (class rows "
+        "re-initialised, the no-class row kept), resolution (learned position tables resized), grow (extra outer "
+        "levels start fresh)",
+    )
+    init_weights: Literal["ema", "raw"] = Field(
+        "ema", description="which of init_from's weights start the model and its EMA (ema: when it has them)"
+    )
+
+    @field_validator("init_from")
+    @classmethod
+    def _empty_init_from_is_none(cls, value: str | None) -> str | None:
+        return value if value is None or value.strip() else None  # --set train.init_from="" turns it off
 
     @field_validator("betas")
     @classmethod

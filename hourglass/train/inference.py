@@ -37,7 +37,9 @@ def resolve_checkpoint(
 
     Args:
         path_or_run_dir: a ``.safetensors`` checkpoint or weights file, a run directory (holding
-            ``checkpoints/``) or a folder written by ``hourglass convert`` (holding ``model.safetensors``).
+            ``checkpoints/``), a pretrained folder (:mod:`hourglass.hub`: ``save_pretrained``,
+            ``hourglass export``, ``hourglass convert``), a folder of older conversions (``recipe.toml``
+            and ``model.safetensors``), or a Hub id (``"owner/name"``, ``"hf-hub:owner/name@revision"``).
         report: receives one message per skipped (corrupt) file of a run directory.
         tensors: False reads metadata only (see :func:`read_checkpoint`); a run directory's newest
             file is then taken without checking its tensors.
@@ -49,7 +51,13 @@ def resolve_checkpoint(
         CheckpointError: nothing usable at that path; the message says what is there instead (a
             recipe, an image, a torch file, a folder without checkpoints, ...) and what to pass.
     """
+    from hourglass.hub import is_pretrained_folder, parse_hub_id, read_pretrained_folder, resolve_source
+
     path = Path(path_or_run_dir)
+    if not path.exists() and parse_hub_id(path_or_run_dir) is not None:  # "owner/name": a Hub id
+        path = resolve_source(path_or_run_dir, ema=None, tensors=tensors)
+    if path.is_dir() and not list_checkpoints(path) and is_pretrained_folder(path):
+        return read_pretrained_folder(path, tensors=tensors)  # save_pretrained, `hourglass export`, `hourglass convert`
     if path.is_dir() and not list_checkpoints(path) and (path / WEIGHTS_FILE).is_file():
         return read_checkpoint(path / WEIGHTS_FILE, tensors=tensors)  # a folder written by ``hourglass convert``
     if path.is_dir():

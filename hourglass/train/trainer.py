@@ -42,7 +42,7 @@ from hourglass.recipe import (
     plain_data,
     vae_channel_problems,
 )
-from hourglass.registry import DATASET, DENOISER, MODEL, SIGMA_DENSITY, VAE, WEIGHTING
+from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, VAE, WEIGHTING
 from hourglass.spec import as_pair
 from hourglass.train import checkpoint as ckpt
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
@@ -221,6 +221,7 @@ class Trainer:
         self.consecutive_bad = 0
         self._stop_signal: str | None = None
         self.resumed_from: Path | None = None
+        self.init_report: Any = None
         self._resume()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -272,51 +273,14 @@ class Trainer:
         else:
             print(message, flush=True)
 
-    def _same_model(self, saved: dict[str, Any]) -> bool:
-        """Whether a checkpoint's model spec is this run's (compared as validated specs, so renamed
-        keys of older checkpoints still match)."""
-        try:
-            return MODEL.validate(saved) == self.model.spec
-        except ValueError:  # pydantic's ValidationError included: not even a valid spec
-            return False
-
     def _model_data(self) -> dict[str, Any]:
         return plain_data(self.model.spec.model_dump())
 
     def _resume(self) -> None:
-        if self.dist.is_main:
-            for stale in ckpt.remove_stale_temp_files(self.run_dir):
-                self.say(f"removed {stale.name}, left by a save that was interrupted")
-        found = ckpt.find_latest_checkpoint(self.run_dir, report=self.say if self.dist.is_main else None)
-        if found is None:
-            return
-        if found.model_spec and not self._same_model(found.model_spec):
-            raise TrainConfigError(
-                f"{found.path} holds a different model than recipe's [model]; resume with the recipe that run was "
-                "started with (its copy is the run directory's recipe.toml) or choose another --run-dir"
-            )
-        self.model.load_state_dict(found.model)
-        self.ema.model.load_state_dict(found.ema or found.model)
-        if found.optimizer is not None:
-            base = [g["initial_lr"] for g in self.optimizer.param_groups]
-            self.optimizer.load_state_dict(found.optimizer)
-            for group, lr in zip(self.optimizer.param_groups, base, strict=True):
-                group["initial_lr"] = lr  # the recipe's learning rate wins over the saved one
-        if "torch_cpu" in found.rng:
-            torch.set_rng_state(found.rng["torch_cpu"])
-        cuda_states = [found.rng[k] for k in sorted(found.rng) if k.startswith("cuda.")]
-        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-        self.step = found.step
-        self.bad_steps = int(found.extra.get("bad_steps", 0))
-        saved_batch = int(found.data["global_micro_batch"]) if "global_micro_batch" in found.data else None
-        if saved_batch is not None and saved_batch != self.micro_batch * self.dist.world_size:
-            self.say(
-                f"note: the data order differs from the original run (micro-batch over all ranks {saved_batch} -> "
-                f"{self.micro_batch * self.dist.world_size}); training continues, but not bitwise as before"
-            )
-        self.resumed_from = found.path
-        self.say(f"resuming from {found.path} (step {self.step})")
+        """Resume from the run directory's newest valid checkpoint, else start from ``train.init_from`` (if set)."""
+        from hourglass.train._resume import resume_or_warm_start
+
+        resume_or_warm_start(self)
 
     # -- one optimizer step ------------------------------------------------------------------
     def _compute_loss(self, x0: Tensor, noise: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
