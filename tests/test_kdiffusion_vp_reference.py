@@ -11,7 +11,7 @@ and hourglass's own ``karras`` schedule and ``euler`` / ``dpmpp_2m`` samplers; e
 Tolerances (float64 throughout; the two sides differ only in the order of floating-point operations, and
 the errors measured with torch 2.x on CPU are 100-1000 times below these):
 
-* ``alphas_cumprod``, ``sigma_min``/``sigma_max``, ``t_to_sigma``, the Karras sigmas: relative ``1e-13``
+* ``alphas_cumprod``, ``sigma_min``/``sigma_max``, ``t_to_sigma``, ``get_sigmas``, the Karras sigmas: relative ``1e-13``
   (measured <= 9e-16);
 * ``sigma_to_t``: absolute ``1e-10`` in ``t`` (``t`` in ``[0, 999]``; measured <= 1.2e-13); quantized: equal;
 * denoised outputs: ``1e-12 * max(1, max |expected|)`` (measured <= 4e-16 of it);
@@ -40,7 +40,7 @@ PREDICTIONS = ("eps", "v")
 CASES = [(s, p, q) for s in SCHEDULES for p in PREDICTIONS for q in (False, True)]
 CASE_IDS = [f"{s}-{p}-q{int(q)}" for s, p, q in CASES]
 
-REL_TABLE = 1e-13  # alphas_cumprod, sigma range, t_to_sigma, Karras sigmas (relative)
+REL_TABLE = 1e-13  # alphas_cumprod, sigma range, t_to_sigma, get_sigmas, Karras sigmas (relative)
 ABS_T = 1e-10  # sigma_to_t (absolute, in timesteps)
 REL_DENOISED = 1e-12  # of max(1, max |expected|)
 REL_SAMPLE = 1e-11  # of max(1, max |expected|)
@@ -133,6 +133,15 @@ def test_t_to_sigma_matches(ref, dit, schedule):
     t = ref["tensors"]
     den = denoiser_for(dit, schedule, "eps", False)
     torch.testing.assert_close(den.t_to_sigma(t["grid.t"]), t[f"{schedule}.t_to_sigma"], rtol=REL_TABLE, atol=0)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_the_schedules_own_levels_match_get_sigmas(ref, dit, schedule):
+    t = ref["tensors"]
+    den = denoiser_for(dit, schedule, "eps", False)
+    for n in (10, 38):
+        torch.testing.assert_close(den.schedule.get_sigmas(n), t[f"{schedule}.get_sigmas_{n}"], rtol=REL_TABLE,
+                                   atol=0)
 
 
 @pytest.mark.parametrize("schedule,prediction,quantize", CASES, ids=CASE_IDS)

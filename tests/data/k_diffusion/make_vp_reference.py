@@ -47,10 +47,12 @@ Keys (``<case>`` is ``<schedule>.<prediction>.q<0|1>``, e.g. ``linear.eps.q0``; 
 * ``<schedule>.alphas_cumprod`` (1000,): the alphas_cumprod given to k-diffusion.
 * ``<schedule>.sigma_min_max`` (2,): the wrapper's ``sigma_min``, ``sigma_max``.
 * ``grid.sigma`` (S,): noise levels (below, inside and above both schedules' ranges, some exactly on a
-  table entry); ``<schedule>.q<0|1>.sigma_to_t`` (S,): ``wrapper.sigma_to_t(grid.sigma)`` (float64; with
+  table entry, some between the geometric and arithmetic means of neighbouring entries); ``<schedule>.q<0|1>.sigma_to_t`` (S,): ``wrapper.sigma_to_t(grid.sigma)`` (float64; with
   quantize the int64 index, stored as float64).
 * ``grid.t`` (T,): timesteps in [0, 999], float32-exact (k-diffusion's ``t_to_sigma`` casts ``t`` to
   float32 first); ``<schedule>.t_to_sigma`` (T,): ``wrapper.t_to_sigma(grid.t)``.
+* ``<schedule>.get_sigmas_10`` (11,), ``<schedule>.get_sigmas_38`` (39,): ``wrapper.get_sigmas(n)``, the
+  schedule's own levels at ``t = linspace(999, 0, n)`` (whole-number ``t``), then 0.
 * ``denoise.x_unit`` (4, 4, 8, 8) standard normal, ``denoise.y`` (4,) int64 (the last is 10, "no class"),
   ``<schedule>.denoise.sigma`` (4,); ``<case>.denoised`` (4, 4, 8, 8) = ``wrapper(x, sigma, y=y)`` with
   ``x = denoise.x_unit * sigma[:, None, None, None]``.
@@ -87,6 +89,7 @@ DIT = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, n
 SCHEDULES = ("linear", "scaled_linear")
 PREDICTIONS = ("eps", "v")
 STEPS = 12
+GET_SIGMAS = (10, 38)  # 999 / (n - 1) is a whole number
 CFG_SCALE = 4.0
 
 
@@ -152,6 +155,10 @@ def main() -> None:
     for name in SCHEDULES:  # exact table entries of both schedules
         table = ((1 - alphas_cumprod(name)) / alphas_cumprod(name)) ** 0.5
         sigma_parts.append(table[[0, 1, 10, 500, 998, 999]])
+        # between the geometric and the arithmetic mean of neighbouring steps: nearest in log sigma (k-diffusion's
+        # quantize) and nearest in sigma round these differently
+        lo, hi = table[[0, 1, 2, 5]], table[[1, 2, 3, 6]]
+        sigma_parts.append(((lo * hi).sqrt() + (lo + hi) / 2) / 2)
     sigma_parts.append(torch.exp(torch.empty(24, dtype=f64).uniform_(-6, 6, generator=g)))
     out["grid.sigma"] = torch.cat(sigma_parts)
 
@@ -169,6 +176,8 @@ def main() -> None:
         sigma_min, sigma_max = float(probe.sigma_min), float(probe.sigma_max)
         out[f"{name}.sigma_min_max"] = torch.tensor([sigma_min, sigma_max], dtype=f64)
         out[f"{name}.t_to_sigma"] = probe.t_to_sigma(t_grid).double()
+        for n in GET_SIGMAS:  # t = linspace(999, 0, n): whole numbers (exact in k-diffusion's float32 t)
+            out[f"{name}.get_sigmas_{n}"] = probe.get_sigmas(n).double()
         for q in (False, True):
             out[f"{name}.q{int(q)}.sigma_to_t"] = probe.sigma_to_t(out["grid.sigma"], quantize=q).double()
 
@@ -216,6 +225,7 @@ def main() -> None:
         "<schedule>.sigma_min_max": "wrapper.sigma_min, wrapper.sigma_max",
         "grid.sigma / <schedule>.q<0|1>.sigma_to_t": "wrapper.sigma_to_t(grid.sigma, quantize=q)",
         "grid.t / <schedule>.t_to_sigma": "wrapper.t_to_sigma(grid.t) (grid.t float32-exact)",
+        "<schedule>.get_sigmas_<n>": "wrapper.get_sigmas(n), n = 10, 38",
         "<case>.denoised": "wrapper(denoise.x_unit * sigma, <schedule>.denoise.sigma, y=denoise.y)",
         "<case>.euler / .dpmpp_2m": "sample_euler / sample_dpmpp_2m(wrapper, <schedule>.sample.x_init, "
                                     "<schedule>.sample.sigmas, extra_args={'y': sample.y})",
