@@ -46,6 +46,16 @@ REL_DENOISED = 1e-12  # of max(1, max |expected|)
 REL_SAMPLE = 1e-11  # of max(1, max |expected|)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny DiT's ops are too small for a thread pool: on a busy 2-core machine two threads made this module
+    ~20x slower (waiting on each other every op). One thread for these tests, the previous count restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ref() -> dict:
     if not DATA.exists():
