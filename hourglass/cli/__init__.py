@@ -24,7 +24,9 @@ from hourglass.cli._common import EXIT_USAGE, CLIError, example_epilog
 __all__ = ["COMMANDS", "main", "build_parser", "CLIError"]
 
 #: command modules, in the order ``hourglass --help`` lists them; append new commands here.
-COMMANDS: tuple[str, ...] = ("build", "validate", "flops", "catalog", "show", "plugins", "convert", "train", "sample", "eval")
+COMMANDS: tuple[str, ...] = (
+    "build", "validate", "flops", "catalog", "show", "plugins", "convert", "train", "sample", "eval", "export_onnx",
+)
 
 _DESCRIPTION = """\
 Hourglass Diffusion Transformers: build, inspect, train and sample pixel-space diffusion models
