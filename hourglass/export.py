@@ -18,8 +18,8 @@ to its kernel's reference backend (``torch``; ``sdpa`` may be chosen for ``globa
 pin is restored afterwards. NATTEN, flex and xformers call kernels that ``torch.export`` cannot
 trace; choosing one raises :class:`ExportError` naming the module and the fix.
 
-ONNX export needs the ``export`` extra (``pip install 'hourglass[export]'``: onnx, onnxscript,
-and onnxruntime to run or check the file).
+ONNX export needs onnx and onnxscript, and onnxruntime to run or check the file: the ``export``
+extra (``pip install onnx onnxscript onnxruntime``, or ``pip install -e ".[export]"`` in a checkout).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ MIN_OPSET = 18
 #: the opset :func:`export_onnx` writes unless told otherwise
 DEFAULT_OPSET = 18
 
-_EXTRA = "pip install 'hourglass[export]' (onnx, onnxscript and onnxruntime)"
+_EXTRA = "pip install onnx onnxscript onnxruntime (the export extra: pip install -e '.[export]' in a checkout)"
 
 
 class ExportError(ValueError):
@@ -294,7 +294,7 @@ def export_onnx(
         ``path``.
 
     Raises:
-        ExportError: missing packages (``pip install 'hourglass[export]'``), a bad opset, or as
+        ExportError: missing packages (``pip install onnx onnxscript onnxruntime``), a bad opset, or as
             :func:`export_program`.
     """
     opset = _check_opset(opset)

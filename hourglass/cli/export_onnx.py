@@ -9,7 +9,7 @@ denoiser ``D``; the sampling loop stays in your code. Attention is exported on t
 reference backends (``--backend global=sdpa`` may pick SDPA); the batch size is dynamic unless
 ``--static-batch``. A recipe or preset gets random weights, its zero-initialised layers filled with
 noise too, so that the check compares outputs that are not all zero. Then the file is run in onnxruntime at another batch size and compared with
-eager PyTorch (``--no-check`` skips this). Needs ``pip install 'hourglass[export]'``. See
+eager PyTorch (``--no-check`` skips this). Needs ``pip install onnx onnxscript onnxruntime`` (the ``export`` extra). See
 docs/export.md, and :mod:`hourglass.export` for the same from Python.
 """
 
