@@ -318,3 +318,17 @@ def test_cli_without_onnxruntime_names_the_extra(capsys, monkeypatch, tmp_path):
     code, _, err = _run(capsys, "export-onnx", "dit_test", str(tmp_path / "m.onnx"))
     assert code == 2 and "pip install onnx onnxscript onnxruntime (the export extra" in err and "--no-check" in err
 
+
+# -- the docs page --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_export_page_python_examples_run(tmp_path, monkeypatch, capsys):
+    """The Python blocks of docs/export.md run as written (in a scratch folder) and print what they say."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "export.md").read_text(encoding="utf-8"), flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "docs/export.md", "exec"), {})  # noqa: S102 - our own docs
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "torch.Size([3, 3, 32, 32])" and float(printed[1]) <= TOLERANCE
+    assert printed[-1] == "(4, 3, 32, 32)"
+    assert {p.name for p in tmp_path.iterdir()} == {"hdit_test.onnx", "hdit_test_denoiser.onnx"}
