@@ -154,8 +154,9 @@ def example_inputs(model: nn.Module, batch: int = 2, *, seed: int = 0) -> dict[s
         seed: seed of the random images, noise levels and conditioning.
 
     Returns:
-        ``{"x", "sigma"}`` plus ``"class_cond"`` for a class-conditional model (ids cycle through
-        every class and the "no class" id ``num_classes``) and ``"mapping_cond"`` when it has one.
+        ``x`` ``(B, C_in, H, W)`` float32 and ``sigma`` ``(B,)`` float32 (> 0), plus ``class_cond``
+        ``(B,)`` int64 for a class-conditional model (ids cycle through every class and the "no class"
+        id ``num_classes``) and ``mapping_cond`` ``(B, mapping_cond_dim)`` float32 when it has one.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ExportError(f"batch must be a positive integer, got {batch!r}")
@@ -221,7 +222,8 @@ def export_program(
         backends: kernel -> backend for the export (default: each kernel's reference ``torch``).
 
     Returns:
-        The program; call ``program.module()(x, sigma, class_cond=..., mapping_cond=...)``.
+        The program; call ``program.module()(x, sigma, class_cond=..., mapping_cond=...)`` with the
+        shapes of :func:`example_inputs` (``x`` ``(B, C_in, H, W)``) for ``F`` or ``D``, ``(B, C_out, H, W)``.
         Its parameters are the model's (names as in its ``state_dict``; ``denoiser.`` in front with ``denoiser=True``).
 
     Raises:
@@ -291,7 +293,8 @@ def export_onnx(
         backends: kernel -> backend for the export (default: each kernel's reference).
 
     Returns:
-        ``path``.
+        ``path``: a file with inputs ``x`` ``(B, C_in, H, W)``, ``sigma`` ``(B,)`` (and ``class_cond``
+        ``(B,)``, ``mapping_cond`` ``(B, mapping_cond_dim)``) and output ``(B, C_out, H, W)``.
 
     Raises:
         ExportError: missing packages (``pip install onnx onnxscript onnxruntime``), a bad opset, or as
@@ -359,7 +362,7 @@ def check_onnx(
         seed: seed of the inputs (:func:`example_inputs`).
 
     Returns:
-        What was compared.
+        What was compared: the input shapes, the output shape ``(batch, C_out, H, W)`` and the errors.
 
     Raises:
         ExportError: onnxruntime is missing, refuses the file or inputs, or the outputs differ by
