@@ -251,9 +251,18 @@ def export_program(
             ) from exc
 
 
+#: the optional packages ONNX export imports, each by a constant name (no module name comes from input)
+_OPTIONAL: dict[str, Any] = {
+    "onnx": lambda: importlib.import_module("onnx"),
+    "onnxscript": lambda: importlib.import_module("onnxscript"),
+    "onnxruntime": lambda: importlib.import_module("onnxruntime"),
+}
+
+
 def _require(module: str) -> Any:
+    """Import ``module``, one of :data:`_OPTIONAL`, or raise :class:`ExportError` saying how to install it."""
     try:
-        return importlib.import_module(module)
+        return _OPTIONAL[module]()
     except ImportError as exc:
         raise ExportError(f"ONNX export needs the {module} package ({exc}): {_EXTRA}") from None
 
