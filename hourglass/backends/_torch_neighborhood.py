@@ -16,6 +16,10 @@ leave the cache and no large temporary is allocated. Forward and backward are on
 ``torch.autograd.Function``: the backward pass recomputes each chunk's probabilities (only
 ``q``, ``k``, ``v`` are saved) and works on contiguous tiles (``bmm`` on strided gradients
 falls back to a per-matrix loop on CPU).
+
+While ``torch.export`` traces (and so for ONNX), the same tiles, halos and masks are computed by
+:func:`_tiled_exported`: all chunks at once, out of place, for any batch size, without the
+``autograd.Function`` (which the exported graph could not keep anyway).
 """
 
 from __future__ import annotations
@@ -53,12 +57,20 @@ class _Axis:
     halo: int
     pad_lo: int  # zero keys before index 0, so that tile j's halo starts at padded row j * tile
     padded: int  # length of the zero-padded key axis
-    runs: tuple[tuple[int, int, Tensor], ...]  # (first tile, end tile, bool mask (tile, halo))
+    runs: tuple[tuple[int, int, tuple[int, ...]], ...]  # (first tile, end tile, window starts in the halo)
     kernel_size: int
+
+
+def _tile_starts(n: int, kernel_size: int, tile: int, pad_lo: int, j: int) -> tuple[int, ...]:
+    """First halo key of the clamped window of each query of tile ``j`` (the tile's mask, as ints)."""
+    # padded queries (beyond the grid) copy the last one
+    return tuple(window_start(min(j * tile + a, n - 1), n, kernel_size) - (j * tile - pad_lo) for a in range(tile))
 
 
 @lru_cache(maxsize=256)
 def _axis(n: int, kernel_size: int, tile: int) -> _Axis:
+    # Python data only: no tensor is made here, so a geometry built while torch.export traces
+    # (where factory functions make fake tensors) is the same one eager calls get from the cache.
     half = kernel_size // 2
     n_tiles = -(-n // tile)
     # The last tile may hold fewer than `tile` queries; its clamped windows start at n - k, which
@@ -67,21 +79,22 @@ def _axis(n: int, kernel_size: int, tile: int) -> _Axis:
     halo = tile + kernel_size - 1 + extra
     pad_lo = half + extra
     padded = (n_tiles - 1) * tile + halo
-    masks = []
-    for j in range(n_tiles):
-        m = torch.zeros(tile, halo, dtype=torch.bool)
-        for a in range(tile):
-            i = min(j * tile + a, n - 1)  # padded queries (beyond the grid) copy the last one
-            s = window_start(i, n, kernel_size) - (j * tile - pad_lo)
-            m[a, s : s + kernel_size] = True
-        masks.append(m)
     runs: list[list] = []  # consecutive tiles with the same mask share one bias block
-    for j, m in enumerate(masks):
-        if runs and torch.equal(runs[-1][2], m):
+    for j in range(n_tiles):
+        starts = _tile_starts(n, kernel_size, tile, pad_lo, j)
+        if runs and runs[-1][2] == starts:
             runs[-1][1] = j + 1
         else:
-            runs.append([j, j + 1, m])
+            runs.append([j, j + 1, starts])
     return _Axis(n, tile, n_tiles, halo, pad_lo, padded, tuple((a, b, m) for a, b, m in runs), kernel_size)
+
+
+def _run_mask(axis: _Axis, starts: tuple[int, ...]) -> Tensor:
+    """Bool ``(tile, halo)``: ``True`` where a query of the tile may attend a halo key."""
+    m = torch.zeros(axis.tile, axis.halo, dtype=torch.bool)
+    for a, s in enumerate(starts):
+        m[a, s : s + axis.kernel_size] = True
+    return m
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,7 +112,7 @@ def _cached_geometry(height: int, width: int, kernel_size: int, th: int, tw: int
     return _Geometry(_axis(height, kernel_size, th), _axis(width, kernel_size, tw))
 
 
-# Under torch.compile the geometry (Python ints, and CPU bool masks grouped with torch.equal) is
+# Under torch.compile the geometry (Python ints and tuples) is
 # made eagerly while Dynamo traces and kept as a constant; compiled code reads only its ints (see
 # _probs). The marker sits on a plain function: Dynamo looks through an lru_cache wrapper.
 @torch.compiler.assume_constant_result
@@ -131,8 +144,8 @@ def _chunk_bias(geo: _Geometry, y0: int, y1: int, dtype: torch.dtype, device: to
     key = (geo, pattern, dtype, device)
     bias = _bias_cache.get(key)
     if bias is None:
-        rows = torch.stack([r.runs[i][2] for i in pattern])  # (ny, th, Lh)
-        cols = torch.stack([c.runs[i][2] for i in _row_kinds(c)])  # (tiles_x, tw, Lw)
+        rows = torch.stack([_run_mask(r, r.runs[i][2]) for i in pattern])  # (ny, th, Lh)
+        cols = torch.stack([_run_mask(c, c.runs[i][2]) for i in _row_kinds(c)])  # (tiles_x, tw, Lw)
         allowed = rows[:, None, :, None, :, None] & cols[None, :, None, :, None, :]
         allowed = allowed.reshape(len(pattern), c.n_tiles, r.tile * c.tile, r.halo * c.halo)
         bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf")).to(device)
@@ -146,15 +159,10 @@ def _chunk_bias(geo: _Geometry, y0: int, y1: int, dtype: torch.dtype, device: to
 def _traced_tile_masks(axis: _Axis, tiles: range, device: torch.device) -> Tensor:
     """Bool ``(len(tiles), tile, halo)``: the masks of ``axis.runs`` for these tiles, from tensor ops
     on Python ints (what Dynamo can trace; :func:`_axis` builds the same masks eagerly)."""
-    k = axis.kernel_size
-    starts = [
-        [window_start(min(j * axis.tile + a, axis.n - 1), axis.n, k) - (j * axis.tile - axis.pad_lo)
-         for a in range(axis.tile)]
-        for j in tiles
-    ]
+    starts = [_tile_starts(axis.n, axis.kernel_size, axis.tile, axis.pad_lo, j) for j in tiles]
     s = torch.tensor(starts, device=device)[..., None]
     keys = torch.arange(axis.halo, device=device)
-    return (keys >= s) & (keys < s + k)
+    return (keys >= s) & (keys < s + axis.kernel_size)
 
 
 def _traced_chunk_allowed(geo: _Geometry, y0: int, y1: int, device: torch.device) -> Tensor:
@@ -331,6 +339,39 @@ class _TiledNeighborhood(torch.autograd.Function):
         )
 
 
+def _tiled_exported(q: Tensor, k: Tensor, v: Tensor, geo: _Geometry, scale: float) -> Tensor:
+    """The forward of :class:`_TiledNeighborhood` in one chunk of out-of-place ops, for ``torch.export``.
+
+    The same tiles, halos (``unfold`` of the zero-padded keys) and masks, so the same numbers; but
+    no loop over chunks of ``batch * heads`` (which would fix the batch size in the graph), no
+    writes into preallocated buffers and no cached mask tensors: the mask is built from the
+    geometry's ints by :func:`_traced_chunk_allowed` and applied with ``masked_fill``, a ``Where``
+    in ONNX.
+    """
+    r, c = geo.rows, geo.cols
+    b, n_h, n_w, heads, d = q.shape
+
+    def grid(x: Tensor, rows: int, cols: int, top: int, left: int) -> Tensor:  # (B*h, rows, cols, D), zeros around
+        x = torch.nn.functional.pad(x.permute(0, 3, 1, 2, 4), (0, 0, left, cols - left - n_w, top, rows - top - n_h))
+        return x.reshape(-1, rows, cols, d)
+
+    def halos(x: Tensor) -> Tensor:  # (B*h * tiles, Lh*Lw, D)
+        u = x.unfold(1, r.halo, r.tile).unfold(2, c.halo, c.tile)  # b y x D Lh Lw
+        return u.permute(0, 1, 2, 4, 5, 3).reshape(-1, r.halo * c.halo, d)
+
+    qh, qw = r.n_tiles * r.tile, c.n_tiles * c.tile
+    xq = grid(q, qh, qw, 0, 0)
+    xq = xq.mul(scale) if scale != 1.0 else xq
+    tiles = xq.reshape(-1, r.n_tiles, r.tile, c.n_tiles, c.tile, d).transpose(2, 3).reshape(-1, r.tile * c.tile, d)
+    kh = halos(grid(k, r.padded, c.padded, r.pad_lo, c.pad_lo))
+    vh = halos(grid(v, r.padded, c.padded, r.pad_lo, c.pad_lo))
+    s = torch.bmm(tiles, kh.transpose(1, 2))
+    allowed = _traced_chunk_allowed(geo, 0, r.n_tiles, s.device)  # (tiles_y, tiles_x, th*tw, Lh*Lw)
+    p = s.reshape(-1, *allowed.shape).masked_fill(~allowed, float("-inf")).reshape(s.shape).softmax(-1)
+    o = torch.bmm(p, vh).reshape(-1, r.n_tiles, c.n_tiles, r.tile, c.tile, d).transpose(2, 3).reshape(-1, qh, qw, d)
+    return o[:, :n_h, :n_w].reshape(b, heads, n_h, n_w, d).permute(0, 2, 3, 1, 4).contiguous()
+
+
 def _na_undilated(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, scale: float, tiles) -> Tensor:
     # operator.index: under torch.compile with dynamic shapes this specialises the grid size (Dynamo
     # guards on it), since the tiling is Python data built for one size; eagerly it is a no-op.
@@ -338,7 +379,10 @@ def _na_undilated(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, scale: floa
     th, tw = tiles if tiles is not None else choose_tiles(n_h, n_w, kernel_size)
     least = kernel_size // 2 + 1
     th, tw = max(th, least), max(tw, least)
-    return _TiledNeighborhood.apply(q, k, v, _geometry(n_h, n_w, kernel_size, th, tw), float(scale))
+    geo = _geometry(n_h, n_w, kernel_size, th, tw)
+    if torch.compiler.is_exporting():
+        return _tiled_exported(q, k, v, geo, float(scale))
+    return _TiledNeighborhood.apply(q, k, v, geo, float(scale))
 
 
 def _split(x: Tensor, d: int, rows: slice, row_groups: slice, cols: slice, col_groups: slice) -> Tensor:

@@ -54,9 +54,9 @@ def _build_window_mask(n_h: int, n_w: int, window: int, shift: int, device: torc
 
 
 def _window_mask(n_h: int, n_w: int, window: int, shift: int, device: torch.device) -> Tensor:
-    """:func:`_build_window_mask`, cached; under ``torch.compile`` it is traced into the graph
-    instead (the cache and its lock are Python state Dynamo cannot trace; inductor folds the
-    constant computation)."""
+    """:func:`_build_window_mask`, cached; under ``torch.compile`` and ``torch.export`` it is
+    traced into the graph instead (the cache and its lock are Python state Dynamo cannot trace;
+    inductor folds the constant computation; a mask made while export traces is not a real tensor)."""
     if torch.compiler.is_compiling():
         return _build_window_mask(n_h, n_w, window, shift, device)
     key = (n_h, n_w, window, shift, device)
@@ -93,7 +93,12 @@ def shifted_window_torch(q: Tensor, k: Tensor, v: Tensor, window: int, shift: in
         return x.reshape(b, heads, nwh * nww, s * s, d)
 
     mask = _window_mask(n_h, n_w, s, shift, q.device) if shift else None
-    o = F.scaled_dot_product_attention(cut(q), cut(k), cut(v), attn_mask=mask, scale=scale)
+    if torch.compiler.is_exporting():
+        # ONNX's attention takes 4-d inputs: fold the heads into the batch while exporting only
+        # (eagerly, unmasked 4-d SDPA may take another CPU kernel and round differently)
+        o = F.scaled_dot_product_attention(*(cut(x).flatten(0, 1) for x in (q, k, v)), attn_mask=mask, scale=scale)
+    else:
+        o = F.scaled_dot_product_attention(cut(q), cut(k), cut(v), attn_mask=mask, scale=scale)
     o = o.reshape(b, heads, nwh, nww, s, s, d).permute(0, 2, 4, 3, 5, 1, 6).reshape(b, n_h, n_w, heads, d)
     if shift:
         o = torch.roll(o, shifts=(-shift, -shift), dims=(1, 2))
