@@ -295,6 +295,34 @@ def test_the_trainer_encodes_each_batch_with_the_frozen_vae(vae_dir, tmp_path, m
         trainer.close()
 
 
+def test_precomputed_latents_are_not_encoded_again(vae_dir, tmp_path, monkeypatch):
+    """A dataset that holds latents (``latents``) trains as it is; the VAE only decodes the grids."""
+    import numpy as np
+
+    from hourglass.train import Trainer
+
+    for i in range(4):
+        np.save(tmp_path / f"{i}.npy", np.random.default_rng(i).standard_normal((4, 8, 8)).astype(np.float32))
+    text = latent_recipe_text(str(vae_dir)).replace('dataset = {type = "shapes", size = 16}',
+                                                    f'dataset = {{type = "latents", root = "{tmp_path}"}}')
+    recipe = loads_recipe(text.replace("num_classes = 6", "num_classes = 0"))
+    trainer = Trainer(recipe, tmp_path / "run", report=_quiet, progress=False)
+    try:
+        assert not trainer.encodes and trainer.data_resolution == (8, 8)
+        seen = []
+        loss = trainer._compute_loss
+        monkeypatch.setattr(trainer, "_compute_loss", lambda x0, *a: seen.append(x0) or loss(x0, *a))
+        batch = next(trainer.loader.iterate(start_step=0))
+        trainer._micro_step(batch, 0, last=True)
+        torch.testing.assert_close(seen[0], batch["image"])  # the stored latents, as they are
+        assert trainer.sample_grid("latents").exists()  # decoded by the VAE
+    finally:
+        trainer.close()
+    # the rule is the data's channels against the model's, not against the VAE's images
+    with pytest.raises(RecipeError, match="model.in_channels"):
+        loads_recipe(text.replace('type = "latents", root', 'type = "latents", channels = 3, root'))
+
+
 def test_a_mismatching_vae_is_a_one_line_error_at_build(vae_dir, tmp_path):
     from hourglass.train import TrainConfigError, Trainer
 

@@ -30,19 +30,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hourglass.data import Augmented, create_dataloader, mix_seed
+from hourglass.data import create_dataloader, mix_seed
 from hourglass.devices import resolve_dtype
 from hourglass.recipe import (
     Recipe,
     availability_problems,
     build_model,
-    channel_problems,
-    class_problems,
     dump_recipe,
     plain_data,
-    vae_channel_problems,
 )
-from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, VAE, WEIGHTING
+from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, WEIGHTING
 from hourglass.spec import as_pair
 from hourglass.train import checkpoint as ckpt
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
@@ -226,40 +223,16 @@ class Trainer:
 
     # -- set-up ------------------------------------------------------------------------------
     def _build_vae(self) -> Any:
-        """The recipe's VAE on this rank's device (None without one); its channels checked against the model's."""
-        spec = self.recipe.vae
-        if spec is None:
-            return None
-        try:
-            vae = VAE.build(spec)
-        except (OSError, ImportError, ValueError) as exc:
-            raise TrainConfigError(f"vae ({spec.type}): {' '.join(str(exc).split())}") from None
-        problems = vae_channel_problems(self.channels, vae.latent_channels, spec.type)
-        if problems:
-            raise TrainConfigError("; ".join(str(p) for p in problems))
-        return vae.to(self.device)
+        from hourglass.train._inputs import build_vae
+
+        return build_vae(self)
 
     def _build_dataset(self) -> Any:
-        data = self.recipe.data
-        try:
-            dataset = DATASET.build(data.dataset, resolution=self.data_resolution, split="train")
-        except (OSError, ValueError) as exc:  # e.g. files that vanished since the check, none readable
-            raise TrainConfigError(f"data.dataset ({data.dataset.type}): {' '.join(str(exc).split())}") from None
-        # Validation checked what the dataset declares; what it learns only from its files is checked
-        # here, by the same rules.
-        problems = class_problems(self.num_classes, dataset.num_classes, data.dataset.type)
-        if not self.encodes:
-            problems += channel_problems(self.channels, dataset.channels)
-        else:
-            problems += vae_channel_problems(data_channels=dataset.channels, image_channels=self.vae.image_channels,
-                                             vae=self.recipe.vae.type, dataset=data.dataset)
-        if problems:
-            raise TrainConfigError("; ".join(str(p) for p in problems))
-        names = [str(n) for n in (getattr(dataset, "class_names", None) or [])]
+        from hourglass.train._inputs import build_dataset
+
         #: one name per class id (saved as classes.json and in every checkpoint), None if the data has none
-        self.class_names: list[str] | None = names if self.num_classes and len(names) == self.num_classes else None
-        if data.augment.p > 0:
-            dataset = Augmented(dataset, data.augment, seed=self.recipe.train.seed)
+        self.class_names: list[str] | None
+        dataset, self.class_names = build_dataset(self)
         return dataset
 
     def say(self, message: str) -> None:
