@@ -87,10 +87,12 @@ def _check(name: str, path: tuple, bad) -> str:
     except RecipeError as exc:
         paths = [p.path for p in exc.problems]
         assert exc.problems, f"{name}: {dotted}={bad!r}: RecipeError without problems"
-        # the problem is reported at the mutated leaf, a field next to it, or its section (cross-field rules)
+        # the problem is reported at the mutated leaf, a field next to it, or its section, or a cross-section
+        # rule reported at the other field names it (sample.cfg_scale: "needs ... model.num_classes > 0")
         parent = dotted.rsplit(".", 1)[0].split("[")[0]
         assert any(p and (dotted.startswith(p) or p.startswith(parent) or dotted.split(".")[0] == p.split(".")[0])
-                   for p in paths), f"{name}: {dotted}={bad!r} reported at {paths}"
+                   for p in paths) or any(dotted in pr.message for pr in exc.problems), (
+            f"{name}: {dotted}={bad!r} reported at {paths}")
         text = str(exc)
         assert "Traceback" not in text and len(text) < 20000
         return "refused"
