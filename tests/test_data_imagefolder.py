@@ -224,8 +224,14 @@ def test_availability_problems_find_a_missing_or_empty_folder_without_indexing(t
     assert f"relative to the working directory {tmp_path}" in p.message
     import hourglass.data.imagefolder as imagefolder
 
-    monkeypatch.setattr(imagefolder, "_walk", None)  # the check never lists the whole folder
-    assert problems(loose) == []
+    walk, calls = imagefolder.walk_files, []
+
+    def first_only(*args, **kwargs):  # the check never lists the whole folder: it stops at the first image
+        calls.append(kwargs.get("first", False))
+        return walk(*args, **kwargs)
+
+    monkeypatch.setattr(imagefolder, "walk_files", first_only)
+    assert problems(loose) == [] and calls and all(calls)
 
 
 def test_class_names_of_datasets_whose_spec_names_them():

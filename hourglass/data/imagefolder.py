@@ -46,6 +46,7 @@ from pydantic import Field
 from torch import Tensor
 
 from hourglass.data._base import ImageDataset, check_split, parse_resolution, resize_cover, to_channels
+from hourglass.data._walk import walk_files
 from hourglass.registry import DATASET
 from hourglass.spec import Problem, Spec
 
@@ -120,45 +121,6 @@ def _palette_is_grey(image: Image.Image) -> bool:
     return rgb is not None and len(rgb) > 0 and bool((rgb == rgb[:, :1]).all())
 
 
-def _walk(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive, links followed once, hidden entries skipped), sorted."""
-    found: list[Path] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a link back up the tree
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                path = Path(dirpath, name)
-                if path.is_file():
-                    found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _first_image(root: Path, in_subfolders: bool) -> Path | None:
-    """The first image file :func:`_walk` would find (stops there: cheap on a large dataset)."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if in_subfolders and Path(dirpath) == root:
-            continue  # files lying directly in root belong to no class
-        for name in sorted(filenames):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                path = Path(dirpath, name)
-                if path.is_file():
-                    return path
-    return None
-
-
 def _listing(items: list[tuple[str, str]]) -> str:
     shown = ", ".join(f"{name} ({why})" for name, why in items[:_LISTED_IN_WARNING])
     more = len(items) - _LISTED_IN_WARNING
@@ -216,10 +178,10 @@ class ImageFolderDataset(ImageDataset):
         if not os.access(root, os.R_OK | os.X_OK):
             return [Problem("root", f"folder '{root}' cannot be read (permission denied)",
                             "make it readable by this user, or point root at a copy", spec.root)]
-        if _first_image(root, spec.classes == "subfolders") is not None:
+        if walk_files(root, IMAGE_EXTENSIONS, first=True, in_subfolders=spec.classes == "subfolders"):
             return []
         if spec.classes == "subfolders":
-            loose = _first_image(root, False)
+            loose = next(iter(walk_files(root, IMAGE_EXTENSIONS, first=True)), None)
             hint = ("its images lie directly in it: move them into one subfolder per class, or set "
                     "data.dataset.classes = \"none\"" if loose is not None else fix)
             return [Problem("root", f"folder '{root}' holds no image inside a class subfolder "
@@ -242,7 +204,7 @@ class ImageFolderDataset(ImageDataset):
             raise FileNotFoundError(f"image folder '{root}' does not exist (looked for {looked_for} files); fix 'root'")
         if not root.is_dir():
             raise NotADirectoryError(f"image folder '{root}' is a file, not a folder; set 'root' to a folder")
-        paths = _walk(root)
+        paths = walk_files(root, IMAGE_EXTENSIONS)
         if spec.classes == "subfolders":
             loose = [p for p in paths if p.parent == root]
             if loose:

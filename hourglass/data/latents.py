@@ -16,7 +16,6 @@ not confined to ``[-1, 1]`` (the dataset declares ``value_range = None``).
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -27,6 +26,7 @@ from pydantic import Field
 from torch import Tensor
 
 from hourglass.data._base import ImageDataset, check_split, parse_resolution
+from hourglass.data._walk import walk_files
 from hourglass.registry import DATASET
 from hourglass.spec import Problem, Spec
 
@@ -46,29 +46,6 @@ class LatentsDatasetSpec(Spec):
     channels: int = Field(4, ge=1, description="channels C of every latent (Stable Diffusion's VAE: 4)")
     scale: float = Field(1.0, gt=0, description="multiplies every latent (0.18215 for unscaled SD-VAE latents)")
     hflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of a horizontal flip of the latent")
-
-
-def _walk(root: Path, first: bool = False, in_subfolders: bool = False) -> list[Path]:
-    """``.npy`` files under ``root`` (recursive, links followed once, hidden entries skipped), sorted."""
-    found: list[Path] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if in_subfolders and Path(dirpath) == root:
-            continue
-        for name in sorted(filenames):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in LATENT_EXTENSIONS:
-                path = Path(dirpath, name)
-                if path.is_file():
-                    found.append(path)
-                    if first:
-                        return found
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 @DATASET.register("latents")
@@ -107,7 +84,7 @@ class LatentsDataset(ImageDataset):
         if not root.is_dir():
             what = "does not exist" if not root.exists() else "is a file, not a folder"
             return [Problem("root", f"folder '{root}' {what}", fix, spec.root)]
-        if not _walk(root, first=True, in_subfolders=spec.classes == "subfolders"):
+        if not walk_files(root, LATENT_EXTENSIONS, first=True, in_subfolders=spec.classes == "subfolders"):
             where = " inside a class subfolder" if spec.classes == "subfolders" else ""
             return [Problem("root", f"folder '{root}' holds no .npy latent{where}", fix, spec.root)]
         return []
@@ -120,7 +97,7 @@ class LatentsDataset(ImageDataset):
         self.root = root = Path(spec.root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"latents folder '{root}' does not exist or is not a folder; fix 'root'")
-        paths = _walk(root)
+        paths = walk_files(root, LATENT_EXTENSIONS)
         if spec.classes == "subfolders":
             loose = [p for p in paths if p.parent == root]
             if loose:
