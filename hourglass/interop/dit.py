@@ -39,7 +39,8 @@ from hourglass.models.dit import DiT, DiTSpec
 from hourglass.models.factory import get_preset, model_spec
 from hourglass.registry import MODEL
 
-__all__ = ["spec_from_dit", "convert_state_dict", "to_dit_state_dict", "from_dit", "sincos_table", "load_checked"]
+__all__ = ["spec_from_dit", "convert_state_dict", "to_dit_state_dict", "from_dit", "sincos_table", "load_checked",
+           "rename_key"]
 
 _POS_ATOL = 1e-5  # the file's fp32 table (numpy float64 rounded) vs ours
 
@@ -130,7 +131,7 @@ def convert_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             out[f"layers.{i}.attn_norm.linear.{kind}"] = attn
             out[f"layers.{i}.ffn_norm.linear.{kind}"] = mlp
             continue
-        new = _rename(key, _TO_OURS)
+        new = rename_key(key, _TO_OURS)
         if new is None:
             unknown.append(key)
         else:
@@ -164,7 +165,8 @@ _TO_THEIRS: list[tuple[str, str]] = [
 ]
 
 
-def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
+def rename_key(key: str, rules: list[tuple[str, str]]) -> str | None:
+    """``key`` renamed by the first ``(pattern, replacement)`` of ``rules`` that matches it (None: none does)."""
     for pattern, repl in rules:
         if re.match(pattern, key):
             return re.sub(pattern, repl, key)
@@ -199,7 +201,7 @@ def to_dit_state_dict(model: DiT | Mapping[str, Tensor], spec: DiTSpec | None = 
             i, part, kind = m.groups()
             adaln.setdefault((i, kind), {})[part] = value
             continue
-        new = _rename(key, _TO_THEIRS)
+        new = rename_key(key, _TO_THEIRS)
         if new is None:
             unknown.append(key)
         else:

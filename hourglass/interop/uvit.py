@@ -28,7 +28,6 @@ Names (U-ViT -> hourglass):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hourglass.interop.dit import load_checked
+from hourglass.interop.dit import load_checked, rename_key
 from hourglass.models.factory import model_spec
 from hourglass.models.uvit import UViT, UViTSpec
 from hourglass.registry import MODEL
@@ -199,13 +198,6 @@ _TO_THEIRS: list[tuple[str, str]] = [
 ]
 
 
-def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
-    for pattern, repl in rules:
-        if re.match(pattern, key):
-            return re.sub(pattern, repl, key)
-    return None
-
-
 def convert_state_dict(state_dict: Mapping[str, Tensor], spec: UViTSpec) -> dict[str, Tensor]:
     """U-ViT names -> hourglass names for the model of ``spec`` (every tensor).
 
@@ -233,7 +225,7 @@ def convert_state_dict(state_dict: Mapping[str, Tensor], spec: UViTSpec) -> dict
                 value = torch.cat([value, value.new_zeros(1, value.shape[1])])
             out["cond_tokens.class_emb.weight"] = value
         else:
-            new = _rename(key, _TO_OURS)
+            new = rename_key(key, _TO_OURS)
             if new is None:
                 unknown.append(key)
             else:
@@ -264,7 +256,7 @@ def to_uvit_state_dict(model: UViT, null_class_row: bool = True) -> dict[str, Te
         elif key == "cond_tokens.class_emb.weight":
             out["label_emb.weight"] = value if null_class_row else value[:-1]
         else:
-            new = _rename(key, _TO_THEIRS)
+            new = rename_key(key, _TO_THEIRS)
             if new is None:
                 unknown.append(key)
             else:
