@@ -24,6 +24,8 @@ extra (``pip install onnx onnxscript onnxruntime``, or ``pip install -e ".[onnx]
 
 from __future__ import annotations
 
+import re
+
 import contextlib
 import importlib
 import io
@@ -244,7 +246,8 @@ def export_program(
         try:
             return torch.export.export(net, (x, sigma), kwargs=inputs, dynamic_shapes=dynamic_shapes, strict=False)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its messages
+        first = text.splitlines()[0] if text else type(exc).__name__
             raise ExportFailed(
                 f"torch.export could not trace {type(net).__name__} with attention backends {plan}: "
                 f"{type(exc).__name__}: {first}"
@@ -321,7 +324,8 @@ def export_onnx(
                 optimize=True, verbose=False,
             )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its messages
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise ExportFailed(f"the ONNX exporter failed on {type(_backbone_of(model)).__name__} at opset {opset}: "
                           f"{type(exc).__name__}: {first}") from exc
     written = onnx_program.model.opset_imports.get("")
@@ -404,7 +408,8 @@ def check_onnx(
     except ExportError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its messages
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise ExportFailed(f"onnxruntime cannot run {path} with batch {batch}: {first}") from exc
     got_t = torch.from_numpy(got)
     if got_t.shape != want.shape:

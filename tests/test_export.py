@@ -43,8 +43,8 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 
-def _model(name: str) -> torch.nn.Module:
-    return unzero_(create_model(name)).eval()
+def _model(name: str, **overrides: object) -> torch.nn.Module:
+    return unzero_(create_model(name, **overrides)).eval()
 
 
 def _eager(net: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -245,6 +245,20 @@ def test_onnx_of_the_denoiser_and_what_the_check_catches(tmp_path):
         check_onnx(denoiser, path, denoiser=True)
     with pytest.raises(ExportError, match="takes inputs"):
         check_onnx(_model("hdit_swin_test"), export_onnx(_model("dit_test"), tmp_path / "dit.onnx"))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "continuous_linear"])
+def test_onnx_of_a_ddpm_denoiser_on_a_timestep_dit(tmp_path, schedule):
+    """Official DiT checkpoints run under the ddpm denoiser: its sigma -> timestep map exports too."""
+    model = _model("dit_test", mapping={"type": "dit", "time_input": "timestep"}, out_channels=8)
+    denoiser = DENOISER.build({"type": "ddpm", "schedule": schedule}, model=model)
+    path = export_onnx(denoiser, tmp_path / "ddpm.onnx", denoiser=True)
+    inputs = example_inputs(model, 3)
+    inputs["sigma"] = torch.tensor([0.02, 1.7, 80.0])  # between the schedule's steps, across its range
+    got, want = _onnxruntime(path, inputs), _eager(denoiser, inputs)
+    assert got.shape == inputs["x"].shape  # the learned-sigma channels dropped
+    # D = x - sigma eps reaches ~10^2 at sigma = 80: float32 rounding there is ~1e-4 absolute, 1e-6 relative
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=TOLERANCE)
 
 
 # -- the command ----------------------------------------------------------------------------------

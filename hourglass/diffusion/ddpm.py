@@ -190,7 +190,8 @@ class DDPMSchedule:
         if quantize:
             idx = (log_sigma[None, :] - table[:, None]).abs().argmin(dim=0)
             return idx.to(table.dtype).view(sigma.shape)
-        low = (torch.searchsorted(table, log_sigma, right=True) - 1).clamp(0, table.shape[0] - 2)
+        # searchsorted(table, log_sigma, right=True) written as a count, which torch.onnx exports
+        low = ((table[:, None] <= log_sigma[None, :]).sum(dim=0) - 1).clamp(0, table.shape[0] - 2)
         lo, hi = table[low], table[low + 1]
         w = ((lo - log_sigma) / (lo - hi)).clamp(0, 1)
         return ((1 - w) * low + w * (low + 1)).view(sigma.shape)
