@@ -24,12 +24,11 @@ extra (``pip install onnx onnxscript onnxruntime``, or ``pip install -e ".[onnx]
 
 from __future__ import annotations
 
-import re
-
 import contextlib
 import importlib
 import io
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +73,12 @@ class ExportError(ValueError):
 class ExportFailed(ExportError):
     """``torch.export``, the ONNX converter or onnxruntime failed on a model (or disagrees with eager)."""
 
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without the colour codes torch puts in (else its type)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 def _backbone_of(model: nn.Module) -> Backbone:
     if isinstance(model, Backbone):
@@ -246,8 +251,7 @@ def export_program(
         try:
             return torch.export.export(net, (x, sigma), kwargs=inputs, dynamic_shapes=dynamic_shapes, strict=False)
         except Exception as exc:
-            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its messages
-        first = text.splitlines()[0] if text else type(exc).__name__
+            first = _first_line(exc)
             raise ExportFailed(
                 f"torch.export could not trace {type(net).__name__} with attention backends {plan}: "
                 f"{type(exc).__name__}: {first}"
@@ -324,8 +328,7 @@ def export_onnx(
                 optimize=True, verbose=False,
             )
     except Exception as exc:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its messages
-        first = text.splitlines()[0] if text else type(exc).__name__
+        first = _first_line(exc)
         raise ExportFailed(f"the ONNX exporter failed on {type(_backbone_of(model)).__name__} at opset {opset}: "
                           f"{type(exc).__name__}: {first}") from exc
     written = onnx_program.model.opset_imports.get("")
@@ -408,8 +411,7 @@ def check_onnx(
     except ExportError:
         raise
     except Exception as exc:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its messages
-        first = text.splitlines()[0] if text else type(exc).__name__
+        first = _first_line(exc)
         raise ExportFailed(f"onnxruntime cannot run {path} with batch {batch}: {first}") from exc
     got_t = torch.from_numpy(got)
     if got_t.shape != want.shape:
