@@ -18,6 +18,7 @@ from hourglass.recipe.io import (
 from hourglass.recipe.overrides import apply_override, format_path, parse_path
 from hourglass.recipe.problems import RecipeError
 from hourglass.recipe.schema import (
+    EVAL_METRICS,
     DataSection,
     DiffusionSection,
     EMASection,
@@ -44,6 +45,7 @@ __all__ = [
     "RecipeError",
     "RuntimeSection",
     "SampleSection",
+    "EVAL_METRICS",
     "EvalSection",
     "TrainSection",
     "apply_override",
