@@ -70,6 +70,12 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
         "hourglass train recipes/quickstart.toml --run-dir runs/quickstart-2shapes --set 'data.dataset.classes=[\"star\", "
         "\"ring\"]' --set model.num_classes=2 --set 'train.init_from=\"quickstart-hub/\"' --set 'train.init_allow=[\"classes\"]' "
         f"{_QS}", "1000 steps of fine-tuning: " + _QS_WHY),
+    "hourglass train recipes/quickstart.toml --run-dir runs/quickstart-eval --set eval.every=1000 --set eval.n=500 "
+    "--set eval.n_reference=2000 --set 'eval.best=\"fid\"'": (
+        f"hourglass train recipes/quickstart.toml --run-dir runs/quickstart-eval {_QS} --set eval.every=1 "
+        "--set eval.n=8 --set eval.n_reference=16 --set 'eval.best=\"fid\"'",
+        "5000 steps with 500 Inception-scored images every 1000: 2 steps evaluated each, 8 images against 16 "
+        "reference images (the same sampling, Inception and best-checkpoint path); " + _QS_WHY),
     "hourglass train recipes/quickstart_grow64.toml": (
         f"hourglass train recipes/quickstart_grow64.toml {_QS}",
         "the grown recipe trains 2000 steps at 64 px from runs/quickstart, then samples a 36-image grid: 2 steps of "

@@ -89,6 +89,16 @@ def _component_section(name: str, field: Any) -> list[str]:
     ] + _type_sections(name, registry)
 
 
+def _section_class(field: Any) -> Any:
+    """The spec class of a fixed section, unwrapping ``Optional`` (``eval: EvalSection | None``)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel) else field.annotation
+
+
 def section_ids() -> dict[str, list[str]]:
     """``{section title: [HTML ids of its fields]}`` that :func:`recipes_markdown` writes (for tests)."""
     from hourglass.recipe import Recipe
@@ -109,7 +119,7 @@ def section_ids() -> dict[str, list[str]]:
             for comp in registry.names():
                 walk(registry.spec_class(comp), f"{name}[type={comp}]", anchor(name, comp))
         else:
-            walk(field.annotation, name, anchor(name))
+            walk(_section_class(field), name, anchor(name))
     return out
 
 
@@ -163,16 +173,18 @@ def recipes_markdown(root: Path) -> str:
         required = "yes" if field.is_required() else "no"
         what = field.description or ""
         if component_registry(field) is None:
-            what = section_doc(field.annotation) or what
+            what = section_doc(_section_class(field)) or what
         lines.append(f"| [`[{name}]`](#{anchor(name)}) | {required} | {md_cell(what)} |")
     lines.append("")
     for name, field in Recipe.model_fields.items():
         if component_registry(field) is not None:
             lines += _model_section(field) if name == "model" else _component_section(name, field)
             continue
-        cls = field.annotation
+        cls = _section_class(field)
         lines += [f"## `[{name}]` {{#{anchor(name)}}}", ""]
         doc = section_doc(cls)
+        if cls is not field.annotation:  # an optional section
+            doc = (doc + " " if doc else "") + "Leave the section out for none."
         if doc:
             lines += [md_text(doc), ""]
         lines += [spec_table(cls, anchor(name), CATALOGUE), ""]

