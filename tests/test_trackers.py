@@ -186,3 +186,16 @@ def test_a_missing_tracker_package_is_one_line_naming_the_pip_command(tmp_path, 
     err = capsys.readouterr().err
     assert hint in err and "train.trackers[1]" in err and "Traceback" not in err
     assert main(["validate", "--no-data-check", str(path)]) == 0
+
+
+def test_a_tracker_that_cannot_start_is_a_one_line_cli_error(tmp_path, capsys):
+    _needs("mlflow")
+    from hourglass.cli import main
+
+    path = tmp_path / "recipe.toml"
+    path.write_text(tiny_recipe_text())
+    status = main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--set", "train.steps=1",
+                   "--set", 'train.trackers=[{type = "mlflow", tracking_uri = "nosuch://nowhere"}]'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "Traceback" not in err[0]
+    assert "the mlflow tracker could not start its run at nosuch://nowhere" in err[0] and "Set tracking_uri" in err[0]
