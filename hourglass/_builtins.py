@@ -15,7 +15,7 @@ __all__ = ["COMPONENT_PACKAGES", "load_builtins"]
 #: packages whose modules register built-in components, kernels, backends and presets
 COMPONENT_PACKAGES = (
     "hourglass.backends", "hourglass.nn", "hourglass.nn.attention", "hourglass.models",
-    "hourglass.diffusion", "hourglass.data", "hourglass.vae",
+    "hourglass.diffusion", "hourglass.data", "hourglass.vae", "hourglass.trackers",
 )
 
 

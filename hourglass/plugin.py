@@ -33,7 +33,8 @@ unchanged, the pieces of hourglass that plugin code builds on:
   ``attend(q, k, v, scale)`` and ``attention_macs(batch, h, w)``), :class:`PositionalEncoding`,
   :class:`NormLayer`, :class:`ConditioningMapping`, :class:`Backbone` with :class:`BackboneSpec`,
   :class:`Stage` and :class:`AttentionSite`, :class:`DatasetComponent` (or :class:`ImageDataset`),
-  :class:`Autoencoder` (a VAE for latent diffusion),
+  :class:`Autoencoder` (a VAE for latent diffusion), :class:`Tracker` (an experiment tracker the
+  trainer logs to, with :func:`scalars` to keep a record's numbers),
   :class:`Sampler` with :class:`SamplerSpec` (a sampler writes ``solve(run, x, sigmas)`` against
   :class:`SamplerRun`);
 * attention kernels and their backends: :func:`register_kernel`, :func:`register_backend`,
@@ -93,6 +94,7 @@ from hourglass.registry import (
     SCHEDULE,
     SIGMA_DENSITY,
     SKIP,
+    TRACKER,
     VAE,
     WEIGHTING,
     Contract,
@@ -105,6 +107,7 @@ from hourglass.registry import (
 )
 from hourglass.spec import Component, Problem, Spec, SpecError
 from hourglass.testing import CHECKED_FAMILIES, ComponentCheckError, check_component
+from hourglass.trackers import Tracker, scalars
 from hourglass.vae import Autoencoder
 
 __all__ = [
@@ -113,12 +116,13 @@ __all__ = [
     # registries and registration
     "Registry", "RegistryError", "PluginError", "PluginStatus", "PLUGIN_GROUP", "REGISTRIES", "PRESET",
     "ATTENTION", "POS_EMB", "FFN", "NORM", "MERGE", "SKIP", "MAPPING", "MODEL",
-    "DENOISER", "WEIGHTING", "SIGMA_DENSITY", "SAMPLER", "SCHEDULE", "DATASET", "VAE",
+    "DENOISER", "WEIGHTING", "SIGMA_DENSITY", "SAMPLER", "SCHEDULE", "DATASET", "VAE", "TRACKER",
     "get_registry", "register", "register_preset", "load_plugins", "plugin_statuses",
     # contracts, base classes and helpers
     "Contract", "AttentionKind", "AttentionSpec", "SelfAttention", "scale_for_cosine_sim", "zero_init",
     "PositionalEncoding", "NormLayer", "ConditioningMapping",
     "Backbone", "BackboneSpec", "Stage", "AttentionSite", "DatasetComponent", "ImageDataset", "Autoencoder",
+    "Tracker", "scalars",
     "Sampler", "SamplerSpec", "SamplerRun", "get_ancestral_step", "NoiseSampler",
     "Denoiser", "Weighting", "SigmaDensity", "Schedule", "ScheduleSpec",
     # attention kernels and their backends

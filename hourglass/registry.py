@@ -54,6 +54,7 @@ __all__ = [
     "SCHEDULE",
     "DATASET",
     "VAE",
+    "TRACKER",
     "PRESET",
     "add_loader",
     "plugin_statuses",
@@ -399,13 +400,14 @@ SAMPLER: Registry = Registry("sampler")
 SCHEDULE: Registry = Registry("schedule")
 DATASET: Registry = Registry("dataset")
 VAE: Registry = Registry("vae")
+TRACKER: Registry = Registry("tracker")
 
 #: the component families (entries carry a Spec), by family name
 REGISTRIES: dict[str, Registry] = {
     r.family: r
     for r in (
         ATTENTION, POS_EMB, FFN, NORM, MERGE, SKIP, MAPPING, MODEL,
-        DENOISER, WEIGHTING, SIGMA_DENSITY, SAMPLER, SCHEDULE, DATASET, VAE,
+        DENOISER, WEIGHTING, SIGMA_DENSITY, SAMPLER, SCHEDULE, DATASET, VAE, TRACKER,
     )
 }
 

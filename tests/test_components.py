@@ -37,6 +37,8 @@ VARIANTS: dict[tuple[str, str], list[tuple[str, dict]]] = {
 READS_FILES = {("dataset", "imagefolder"), ("dataset", "latents")}
 #: VAEs that load weights: they get ``path`` (a tiny AutoencoderKL the ``tiny_vae_folder`` fixture writes)
 LOADS_WEIGHTS = {("vae", "autoencoder_kl")}
+#: trackers that talk to a service: they get a local one (W&B offline; MLflow's file store under tmp)
+LOCAL_SERVICE = {"wandb", "mlflow"}
 
 
 def _cases():
@@ -96,7 +98,17 @@ def test_every_family_is_checked():
 
 
 @pytest.mark.parametrize("family,name,options", CASES)
-def test_component_contract(family, name, options, request):
+def test_component_contract(family, name, options, request, monkeypatch, tmp_path):
+    if family == "tracker":
+        problems = REGISTRIES["tracker"].get(name).availability_problems(REGISTRIES["tracker"].validate(name))
+        if problems:
+            pytest.skip(f"tracker {name!r} cannot start here: {problems[0].text}")
+        if name in LOCAL_SERVICE:
+            monkeypatch.setenv("WANDB_MODE", "offline")
+            monkeypatch.setenv("WANDB_SILENT", "true")
+            monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        if name == "mlflow":
+            options = {"tracking_uri": (tmp_path / "mlruns").as_uri(), **options}
     if (family, name) in READS_FILES:
         folders = request.getfixturevalue("latent_folders" if name == "latents" else "image_folders")
         options = {"root": str(folders[options.get("classes", "none")]), **options}

@@ -189,6 +189,12 @@ NOT_RUN: dict[str, str] = {
     'pip install "hourglass-diffusion[vae]"': "downloads diffusers from the index (the dev extra installs it for the tests)",
     "pip install onnx onnxscript onnxruntime": "downloads packages from the index (the dev extra, which the tests "
                                                "run with, includes them)",
+    'pip install "hourglass-diffusion[tensorboard]"': "downloads tensorboard from the index (the dev extra installs "
+                                                     "it; tests/test_trackers.py reads back its event files)",
+    'pip install "hourglass-diffusion[wandb]"': "downloads wandb from the index (the dev extra installs it; "
+                                               "tests/test_trackers.py runs it offline)",
+    'pip install "hourglass-diffusion[mlflow]"': "downloads mlflow-skinny from the index (the dev extra installs it; "
+                                                "tests/test_trackers.py logs to a file: store)",
     "python -m pytest -q": "the whole test suite, which this test is part of",
     'python -m pytest -q -m "not slow"': "the test suite without its slow tests, which this test is part of",
     "python -m pytest -q tests/test_backends_neighborhood.py": "one file of this test suite: the suite runs it",

@@ -25,8 +25,9 @@ from hourglass.nn.dit_mapping import DiTEmbedder
 from hourglass.nn.mapping import MappingNetwork
 from hourglass.nn.norm import LayerNorm, RMSNorm
 from hourglass.nn.pos_emb import AxialRoPE, SinCos2D
-from hourglass.registry import PRESET, Registry
+from hourglass.registry import PRESET, TRACKER, Registry, RegistryError
 from hourglass.testing import ComponentCheckError, check_component
+from hourglass.trackers.jsonl import JsonlTracker
 
 BAD = "bad"
 
@@ -180,6 +181,42 @@ def _batch_norm_latents(self, images, *, generator=None):
 ])
 def test_broken_vaes_are_caught(attrs, options, match, tiny_vae):
     _expect(_broken("vae", _vae_base(), **attrs), match, options={"path": tiny_vae, **options})
+
+
+# -- tracker -----------------------------------------------------------------------------------------
+def _floats_only(self, step, metrics):
+    JsonlTracker.log(self, step, {k: float(v) for k, v in metrics.items()})  # float("diverged") raises
+
+
+def _pops_strings(self, step, metrics):
+    for key in [k for k, v in metrics.items() if isinstance(v, str)]:
+        metrics.pop(key)  # the next tracker of the run would not see event / message
+    JsonlTracker.log(self, step, metrics)
+
+
+def _starts_only_new_runs(self, run_dir, recipe_data, resumed_step):
+    if resumed_step is not None:
+        raise RuntimeError("no run to resume")
+    JsonlTracker.start(self, run_dir, recipe_data, resumed_step)
+
+
+@pytest.mark.parametrize("attrs,match", [
+    ({"log": _floats_only}, r"'tracker' check: log\(2, ...\) of a new run raised ValueError"),
+    ({"log": _pops_strings}, r"'tracker' check: log\(2, metrics\) changed the metrics it was given"),
+    ({"start": _starts_only_new_runs}, "'tracker' check: start.. of a run resumed at step 1 raised RuntimeError"),
+    ({"finish": lambda self: True}, r"'tracker' check: finish\(\) of a new run returned True"),
+    ({"requires": ("no_such_module_for_hourglass",), "install": "pip install no-such-module"},
+     "'tracker' check: it cannot start here: the bad tracker needs the no_such_module_for_hourglass package"),
+])
+def test_broken_trackers_are_caught(attrs, match):
+    _expect(_broken("tracker", JsonlTracker, **attrs), match)
+
+
+def test_a_tracker_needing_a_package_must_say_how_to_install_it():
+    no_install = type("NoInstall", (JsonlTracker,), {"requires": ("wandb",), "__doc__": "Broken on purpose."})
+    with pytest.raises(RegistryError, match="tracker 'no_install': a tracker with requires must set install"):
+        TRACKER.add("no_install", no_install)
+    assert not TRACKER.registered("no_install")
 
 
 # -- model -------------------------------------------------------------------------------------------

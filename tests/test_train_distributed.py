@@ -6,12 +6,15 @@ import os
 import socket
 import subprocess
 import sys
+from typing import Literal
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hourglass.train import Trainer, list_checkpoints, read_checkpoint
+from hourglass.spec import Spec
+from hourglass.trackers import Tracker
+from hourglass.train import Trainer, list_checkpoints, read_checkpoint, read_metrics
 from hourglass.train import trainer as trainer_module
 from hourglass.train.distributed import DistInfo
 from tests.test_train_loop import REPO, TINY_RECIPE, one_thread, quiet, tiny_recipe  # noqa: F401 (fixture)
@@ -23,6 +26,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _ProbeSpec(Spec):
+    type: Literal["rank_probe"] = "rank_probe"
+
+
+class _RankProbe(Tracker):
+    """Writes the steps it is asked to log to ``run_dir/probe.rank<RANK>`` (which ranks log)."""
+
+    Spec = _ProbeSpec
+
+    def start(self, run_dir, recipe_data, resumed_step):
+        self.path = run_dir / f"probe.rank{os.environ['RANK']}"
+
+    def log(self, step, metrics):
+        with open(self.path, "a") as f:
+            f.write(f"{step}\n")
+
+    def log_image(self, step, name, path):
+        pass
+
+    def finish(self):
+        pass
+
+
 def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
@@ -30,9 +56,12 @@ def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> Non
     )
     torch.set_num_threads(1)
     from hourglass.recipe import loads_recipe
+    from hourglass.registry import TRACKER
     from hourglass.train import Trainer
 
-    recipe = loads_recipe(TINY_RECIPE, ["train.steps=3", "train.checkpoint_every=3", "model.levels[1].dropout=0.1"])
+    TRACKER.add("rank_probe", _RankProbe)  # a tracker like a plugin's: which ranks log
+    recipe = loads_recipe(TINY_RECIPE, ["train.steps=3", "train.checkpoint_every=3", "model.levels[1].dropout=0.1",
+                                        'train.trackers=["jsonl", "rank_probe"]'])
     trainer = Trainer(recipe, run_dir, report=lambda m: None)
     try:
         first_keys = trainer.loader.batch_sampler.keys(0, 0)
@@ -61,6 +90,9 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     saved = read_checkpoint(path)
     assert step == 3 and saved.extra["world_size"] == 2
     assert all(torch.equal(saved.model[k[len("model."):]], v) for k, v in r0.items() if k.startswith("model."))
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3]
+    assert sorted(p.name for p in run_dir.glob("probe.rank*")) == ["probe.rank0"]  # only rank 0 logs
+    assert (run_dir / "probe.rank0").read_text().split() == ["1", "2", "3"]
 
 
 class _Recording(Trainer):

@@ -127,7 +127,7 @@ def test_grid_layout_and_png(tmp_path):
 
 
 def test_metrics_drop_records_after_the_resume_step(tmp_path):
-    log = MetricsLogger(tmp_path, tensorboard=False)
+    log = MetricsLogger(tmp_path)
     for step in (1, 2, 3, 4):
         log.log(step, loss=0.1 * step)
     log.log(5, loss=math.nan)
@@ -136,7 +136,7 @@ def test_metrics_drop_records_after_the_resume_step(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5] and records[-1]["loss"] == "nan"
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "lo')  # a line torn by a crash
-    resumed = MetricsLogger(tmp_path, resume_step=3, tensorboard=False)
+    resumed = MetricsLogger(tmp_path, resume_step=3)
     resumed.log(4, loss=1.0)
     resumed.close()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()

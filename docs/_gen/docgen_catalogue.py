@@ -40,6 +40,8 @@ FAMILY_NOTES: dict[str, str] = {
     "dataset": "Training data (`[data] dataset = ...`).",
     "vae": "Autoencoders for latent diffusion (`[vae]`, see [Latent diffusion](vae.md)): the model learns their "
     "latents, the trainer encodes each batch and sampling decodes.",
+    "tracker": "Experiment trackers the trainer logs metrics and sample grids to, on rank 0 (`[train] trackers = "
+    "[\"jsonl\", \"tensorboard\"]`, default `[\"jsonl\"]`; see [Experiment trackers](quickstart.md#trackers)).",
 }
 
 

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hourglass.recipe import RecipeError, availability_problems, load_recipe
     from hourglass.recipe.problems import with_values
+    from hourglass.trackers import TrackerError
     from hourglass.train import checkpoint as ckpt
     from hourglass.train.trainer import TrainConfigError, Trainer, TrainingDiverged
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.set, notes=notes)
     finally:
         print_notes(notes)
-    missing = availability_problems(recipe.data, vae=recipe.vae)  # before anything is built
+    missing = availability_problems(recipe.data, vae=recipe.vae, trackers=recipe.train.trackers)  # before anything is built
     if missing:
         raise RecipeError(with_values(missing, recipe.to_data()), args.recipe)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.recipe)
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         except TrainingDiverged as exc:
             trainer.say(f"hourglass train: error: {exc}")
             return 1
+        except TrackerError as exc:  # a tracker's service or store refused to start or log
+            raise CLIError(str(exc)) from None
         except OSError as exc:  # full disk, read-only or vanished run directory: the last checkpoint is intact
             last = ckpt.list_checkpoints(run_dir)
             kept = f"the last complete checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"

@@ -3,8 +3,8 @@
 Each recipe is parsed, overridden (``--set``), validated against the schema and the cross-field
 rules (widths vs heads, windows vs token grids, image size vs patch and levels, classes and
 channels vs the data and the VAE), its data looked for (an image folder must exist and hold an image;
-a ``[vae]``'s folder or Hub cache entry must be there, and diffusers installed; ``--no-data-check``
-skips this on a machine without the data), then built on the meta device.
+a ``[vae]``'s folder or Hub cache entry must be there, and diffusers installed; each of ``[train] trackers``'
+packages installed; ``--no-data-check`` skips this on a machine without the data), then built on the meta device.
 Every problem is printed with its recipe path, the value found and how to fix it. Exit status 2
 if any file has a problem.
 """
@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print", dest="print_resolved", action="store_true",
                         help="also print each valid recipe fully resolved (all defaults filled in) as TOML")
     parser.add_argument("--no-data-check", dest="data_check", action="store_false",
-                        help="do not look for the data and the VAE's files (e.g. an image folder that lives on "
-                        "another machine)")
+                        help="do not look for the data, the VAE's files and the trackers' packages (e.g. an image "
+                        "folder that lives on another machine)")
     add_set_option(parser)
     add_json_option(parser)
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 print_notes(notes)  # also when the recipe fails: what a type change kept and dropped
             if args.data_check:
-                missing = availability_problems(recipe.data, vae=recipe.vae)
+                missing = availability_problems(recipe.data, vae=recipe.vae, trackers=recipe.train.trackers)
                 if missing:
                     raise RecipeError(with_values(missing, recipe.to_data()), path)
             model = meta_build(recipe.model, path)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from hourglass.data.augment import KarrasAugmentSpec
-from hourglass.registry import DATASET, DENOISER, MODEL, SAMPLER, SCHEDULE, SIGMA_DENSITY, VAE, WEIGHTING
+from hourglass.registry import DATASET, DENOISER, MODEL, SAMPLER, SCHEDULE, SIGMA_DENSITY, TRACKER, VAE, WEIGHTING
 from hourglass.spec import Component, Problem, Spec, SpecError, raise_problems
 
 __all__ = [
@@ -129,11 +129,26 @@ class TrainSection(Spec):
     init_weights: Literal["ema", "raw"] = Field(
         "ema", description="which of init_from's weights start the model and its EMA (ema: when it has them)"
     )
+    trackers: tuple[Component(TRACKER), ...] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: (TRACKER.validate("jsonl"),),
+        description='experiment trackers rank 0 logs metrics and sample grids to: names (["jsonl", "tensorboard"]) '
+        "or [[train.trackers]] tables with their options; [] logs nothing",
+    )
 
     @field_validator("init_from")
     @classmethod
     def _empty_init_from_is_none(cls, value: str | None) -> str | None:
         return value if value is None or value.strip() else None  # --set train.init_from="" turns it off
+
+    @field_validator("trackers")
+    @classmethod
+    def _each_tracker_once(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        names = [t.type for t in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"tracker {twice[0]!r} is listed {names.count(twice[0])} times; list each tracker once "
+                             "(one table holds all of its options)")
+        return value
 
     @field_validator("betas")
     @classmethod
@@ -471,14 +486,15 @@ def denoiser_problems(model: Any, diffusion: Any) -> list[Problem]:
     return problems
 
 
-def availability_problems(data: DataSection, vae: Any = None) -> list[Problem]:
-    """Whether the data of ``data.dataset`` (and the VAE's files) can be read here, at paths under
-    ``data.dataset`` (and ``vae``).
+def availability_problems(data: DataSection, vae: Any = None, trackers: Any = ()) -> list[Problem]:
+    """Whether the data of ``data.dataset`` (and the VAE's files, and the trackers' packages) can be
+    read here, at paths under ``data.dataset`` (and ``vae``, ``train.trackers``).
 
     Asks the dataset's contract (:meth:`~hourglass.data.DatasetComponent.availability_problems`:
     e.g. an image folder that is missing or holds no image) and, when ``vae`` (a recipe's ``[vae]``
     spec) is given, the VAE's (:meth:`~hourglass.vae.Autoencoder.availability_problems`: e.g. a
-    missing folder, or diffusers not installed). Not part of recipe validation (a checkpoint's
+    missing folder, or diffusers not installed), and each of ``trackers``' (a recipe's ``train.trackers``:
+    :meth:`~hourglass.trackers.Tracker.availability_problems`, e.g. wandb not installed). Not part of recipe validation (a checkpoint's
     recipe must load on a machine without the data): ``hourglass validate`` and ``hourglass train``
     run it, and :class:`~hourglass.train.Trainer` before it builds anything.
     """
@@ -486,6 +502,8 @@ def availability_problems(data: DataSection, vae: Any = None) -> list[Problem]:
     problems = [p.under("data.dataset") for p in dataset.availability_problems(data.dataset)]
     if vae is not None:
         problems += [p.under("vae") for p in VAE.get(vae.type).availability_problems(vae)]
+    for i, spec in enumerate(trackers):  # e.g. the wandb package missing
+        problems += [p.under(f"train.trackers[{i}]") for p in TRACKER.get(spec.type).availability_problems(spec)]
     return problems
 
 

@@ -31,6 +31,7 @@ from hourglass.testing._diffusion import (
 )
 from hourglass.testing._models import check_model, model_facts, preset_data
 from hourglass.testing._modules import MODULE_FAMILIES, run_module_checks
+from hourglass.testing._trackers import check_tracker
 from hourglass.testing._vae import check_vae
 
 __all__ = ["check_component", "ComponentCheckError", "CHECKED_FAMILIES", "unzero_"]
@@ -42,6 +43,7 @@ _OTHER_FAMILIES = {
     "schedule": check_schedule,
     "dataset": check_dataset,
     "vae": check_vae,
+    "tracker": check_tracker,
 }
 
 #: the families :func:`check_component` checks (every family of :data:`hourglass.registry.REGISTRIES`)
@@ -148,6 +150,15 @@ def check_component(
       (encode: under the same generator seed), another seed changing the latents exactly when it is
       ``stochastic``; a batch equals its items done alone within ``1e-4`` of the output's scale
       (encode only when not ``stochastic``).
+    * ``tracker``: ``availability_problems(spec)`` is an empty list (its packages are installed);
+      in a temporary run directory holding a small PNG, two sessions as the trainer runs them: a new
+      run (``start(run_dir, recipe_data, None)``, ``log`` of steps 1 and 2, step 2 a diverged record
+      with a NaN loss and the strings ``event`` and ``message``, ``log_image(2, "samples", png)``,
+      ``finish()``) and, on a new instance, a run resumed at step 1 (``log`` of steps 2 and 3,
+      ``log_image(3, ...)``, ``finish()``); every call returns ``None`` without raising and ``log``
+      leaves its metrics unchanged. A tracker that talks to a service must be pointed at a local one
+      (``wandb``: ``WANDB_MODE=offline``; ``mlflow``: ``options={"tracking_uri": "file:/tmp/mlruns"}``
+      with ``MLFLOW_ALLOW_FILE_STORE=true``).
 
     Args:
         family: family name or registry.

@@ -33,7 +33,7 @@ from hourglass.train.distributed import barrier
 from hourglass.train.sampling import class_labels, generate_images
 
 if TYPE_CHECKING:
-    from hourglass.train.metrics import MetricsLogger
+    from hourglass.trackers import TrackerSet
     from hourglass.train.trainer import Trainer
 
 __all__ = ["BEST_FILE", "Evaluator", "GeneratedImages", "best_checkpoint_path"]
@@ -153,11 +153,11 @@ class Evaluator:
         """Whether step ``step`` (steps taken) is evaluated: every ``eval.every`` steps and the last."""
         return step % self.spec.every == 0 or step == self.trainer.recipe.train.steps
 
-    def after_step(self, metrics: MetricsLogger) -> dict[str, float] | None:
+    def after_step(self, metrics: TrackerSet) -> dict[str, float] | None:
         """Evaluate when the trainer's current step is due (on every rank: rank 0 works, the others wait).
 
         Args:
-            metrics: the trainer's logger; one record ``{"step": s, <metric>: value, ...}`` is added.
+            metrics: the trainer's trackers; one record ``{"step": s, <metric>: value, ...}`` is added.
 
         Returns:
             ``{metric: value}`` on rank 0 when evaluated, else None.

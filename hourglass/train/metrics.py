@@ -1,4 +1,4 @@
-"""Training metrics: one JSON object per line in ``run_dir/metrics.jsonl``, TensorBoard when installed.
+"""Training metrics: one JSON object per line in ``run_dir/metrics.jsonl`` (what the ``jsonl`` tracker writes).
 
 Only rank 0 writes. On resume, records newer than the resumed step (logged by a run that died
 before its next checkpoint) are dropped, so the file reads like one uninterrupted run.
@@ -24,22 +24,17 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Appends metric records to ``metrics.jsonl`` (and TensorBoard event files, if available).
+    """Appends metric records to ``metrics.jsonl`` (TensorBoard is a tracker of its own: ``tensorboard``).
 
     Args:
         run_dir: the run directory.
         enabled: False on non-zero ranks: every call is a no-op.
         resume_step: when resuming, drop existing records whose ``step`` is greater.
-        tensorboard: also write TensorBoard events under ``run_dir/tensorboard`` when the
-            ``tensorboard`` package is installed.
     """
 
-    def __init__(
-        self, run_dir: str | os.PathLike, *, enabled: bool = True, resume_step: int | None = None, tensorboard: bool = True
-    ) -> None:
+    def __init__(self, run_dir: str | os.PathLike, *, enabled: bool = True, resume_step: int | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.enabled = enabled
-        self._tb = None
         self._file = None
         if not enabled:
             return
@@ -52,13 +47,6 @@ class MetricsLogger:
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         self._file = open(self.path, "a", buffering=1)
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except Exception:  # tensorboard not installed: JSON lines only
-                SummaryWriter = None  # noqa: N806
-            if SummaryWriter is not None:
-                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
 
     def log(self, step: int, **values: Any) -> None:
         """Append one record ``{"step": step, **values}``."""
@@ -66,19 +54,12 @@ class MetricsLogger:
             return
         record = {"step": int(step), **{k: _clean(v) for k, v in values.items()}}
         self._file.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
-        """Flush and close the files."""
+        """Flush and close the file."""
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

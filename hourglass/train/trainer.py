@@ -41,13 +41,14 @@ from hourglass.recipe import (
 )
 from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, WEIGHTING
 from hourglass.spec import as_pair
+from hourglass.trackers import open_trackers
 from hourglass.train import checkpoint as ckpt
 from hourglass.train._inputs import build_vae
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from hourglass.train.ema import EMA
 from hourglass.train.evaluate import Evaluator
 from hourglass.train.images import save_grid
-from hourglass.train.metrics import MetricsLogger, read_metrics
+from hourglass.train.metrics import read_metrics
 from hourglass.train.optim import create_optimizer, lr_factor, set_lr
 from hourglass.train.sampling import autocast_context, class_labels, generate_images
 
@@ -155,7 +156,7 @@ class Trainer:
 
     def _setup(self) -> None:
         recipe, t = self.recipe, self.recipe.train
-        missing = availability_problems(recipe.data, vae=recipe.vae)  # before anything is built
+        missing = availability_problems(recipe.data, vae=recipe.vae, trackers=t.trackers)  # before anything is built
         if missing:
             raise TrainConfigError("; ".join(str(p) for p in missing))
         self.amp_dtype = getattr(torch, resolve_dtype(recipe.runtime.dtype, self.device.type))
@@ -484,7 +485,7 @@ class Trainer:
         """Train until ``train.steps`` (or a signal), writing metrics, checkpoints and grids.
 
         The progress bar (and, without one, each log line) shows the loss as the mean over the
-        steps since the last log line; it is logged to ``metrics.jsonl`` every ``train.log_every``
+        steps since the last log line; it is logged to the trackers (``metrics.jsonl``) every ``train.log_every``
         steps and at the last step, so the bar's last value, the last record and
         :attr:`TrainResult.loss` are one number. The bar is closed when the last step is done,
         before ``samples/final.png`` is drawn (with its own status line and bar).
@@ -504,9 +505,8 @@ class Trainer:
         if self.step >= t.steps:
             return self._finished(start_time)
         self._write_recipe()
-        metrics = MetricsLogger(
-            self.run_dir, enabled=self.dist.is_main, resume_step=self.step if self.resumed_from else None
-        )
+        metrics = open_trackers(t.trackers, self.run_dir, self.recipe.to_data(), enabled=self.dist.is_main,
+                                resumed_step=self.step if self.resumed_from else None)  # only rank 0 logs
         last_ckpt: Path | None = None
         grid: Path | None = None
         loss_mean: float | None = None
@@ -556,7 +556,7 @@ class Trainer:
                     if due or out["stop"]:
                         last_ckpt = self.save_checkpoint() or last_ckpt
                     if t.sample_every and self.step % t.sample_every == 0 and self.step < t.steps:
-                        grid = self.sample_grid(step_name(self.step)) or grid
+                        grid = metrics.log_image(self.step, "samples", self.sample_grid(step_name(self.step))) or grid
                     window_start += time.perf_counter() - paused  # files do not count against img/s
                     if out["stop"]:
                         self._stop_signal = self._stop_signal or "signal"
@@ -566,7 +566,7 @@ class Trainer:
                 self._bar.close()
                 self._bar = None
             if interrupted is None and self.step >= t.steps:
-                grid = self._final_grid() or grid
+                grid = metrics.log_image(self.step, "samples", self._final_grid()) or grid
         finally:
             metrics.close()
             if self._bar is not None:
