@@ -191,6 +191,12 @@ NOT_RUN: dict[str, str] = {
     "mkdocs serve": "a web server that runs until it is stopped",
     "torchrun --nproc_per_node 8 -m hourglass train recipes/hdit_imagenet256.toml --run-dir runs/in256":
         f"8 processes, {_GPU}, and ImageNet (a download); tests/test_train_distributed.py trains with 2 CPU processes",
+    "torchrun --nproc_per_node 8 -m hourglass sample runs/in256 --num-images 50000 --batch-size 125 --cfg 1.5 "
+    "--npz in256-50k.npz":
+        f"8 processes, {_GPU}, and an ImageNet-256 run; tests/test_sample_parts.py samples with 2 CPU processes",
+    "hourglass eval in256-50k.npz --ref VIRTUAL_imagenet256_labeled.npz":
+        "needs the 50,000 images of the command before it and the ADM reference batch of ImageNet-256 (a download); "
+        "tests/test_sample_parts.py::test_eval_reads_npz_files reads .npz files as both sides",
     "hourglass sample runs/in128/checkpoints/step_00400000.safetensors --class 207 --cfg 1.3 --device cuda":
         f"--device cuda {_GPU}, and the checkpoint is an ImageNet-128 run of 400,000 steps",
     "python3 benchmarks/train_throughput.py recipes/hdit_imagenet256.toml --bf16 --compile "
@@ -227,6 +233,9 @@ RUN_ELSEWHERE: dict[str, tuple[str, str]] = {
         "offline it fails in one line and leaves the folder written"),
     "hourglass export runs/quickstart exported/ --overwrite --push-to-hub me/hdit-quickstart": (
         "tests/test_hub.py::test_an_offline_upload_fails_in_one_line", "offline, as the guide's upload above"),
+    "torchrun --nproc_per_node 2 -m hourglass sample runs/quickstart --num-images 16 --npz samples.npz --device cpu": (
+        "tests/test_sample_parts.py::test_two_gloo_processes_write_the_same_npz_as_one",
+        "2 CPU processes (gloo) launched by torchrun, compared with one process; commands here run in this process"),
     "python -m pytest plugins/hourglass-my-ffn/tests": (
         "tests/test_plugins_tutorial.py::test_follow_the_tutorial", "after a real pip install of the tutorial's plugin"),
 }

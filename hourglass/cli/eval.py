@@ -35,7 +35,7 @@ HELP = "FID/KID of generated images against a folder or dataset, or a checkpoint
 EXAMPLES = (
     "hourglass eval runs/quickstart/samples/step_00001000 --dataset shapes",
     "hourglass eval samples/ --ref data/ffhq256 --n 50000 --json",
-    "hourglass eval samples.npz --dataset shapes",
+    "hourglass sample runs/quickstart --n 16 --npz samples.npz && hourglass eval samples.npz --dataset shapes",
     "hourglass eval samples/ --recipe recipes/quickstart.toml --inception inception-2015-12-05.pt",
     "hourglass eval --checkpoint runs/quickstart --val-loss --n 256",
     "hourglass eval --list-extractors",
