@@ -1,7 +1,9 @@
 """``hourglass eval``: FID and KID of generated images, or a checkpoint's validation loss.
 
-FID/KID: ``GENERATED_DIR`` (e.g. the folder ``hourglass sample`` wrote; its ``grid.png`` is
-skipped) against a reference: ``--ref DIR`` (a folder of images), ``--dataset NAME`` (a registered
+FID/KID: ``GENERATED`` (e.g. the folder ``hourglass sample`` wrote, its ``grid.png`` skipped, or the
+``.npz`` of ``hourglass sample --npz`` / ``sample_ddp.py``: uint8 NHWC ``arr_0``) against a reference:
+``--ref DIR_OR_NPZ`` (a folder of images, or an ``.npz`` such as an ADM reference batch: its ``arr_0``
+images are read), ``--dataset NAME`` (a registered
 dataset, or a TOML table such as '{type = "imagefolder", root = "data/"}') at ``--resolution``
 (default: the generated images' size), or ``--recipe RECIPE`` (its [data] at its model's size).
 Features come from an Inception network found locally (``--inception PATH`` / HOURGLASS_INCEPTION,
@@ -33,6 +35,7 @@ HELP = "FID/KID of generated images against a folder or dataset, or a checkpoint
 EXAMPLES = (
     "hourglass eval runs/quickstart/samples/step_00001000 --dataset shapes",
     "hourglass eval samples/ --ref data/ffhq256 --n 50000 --json",
+    "hourglass sample runs/quickstart --n 16 --npz samples.npz && hourglass eval samples.npz --dataset shapes",
     "hourglass eval samples/ --recipe recipes/quickstart.toml --inception inception-2015-12-05.pt",
     "hourglass eval --checkpoint runs/quickstart --val-loss --n 256",
     "hourglass eval --list-extractors",
@@ -43,9 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``hourglass eval``."""
     from hourglass.evaluation import EXTRACTOR_NAMES
 
-    parser.add_argument("generated", nargs="?", metavar="GENERATED_DIR", help="folder of generated images (FID/KID)")
+    parser.add_argument("generated", nargs="?", metavar="GENERATED",
+                        help="folder or .npz (uint8 NHWC arr_0) of generated images (FID/KID)")
     ref = parser.add_argument_group("reference / data")
-    ref.add_argument("--ref", metavar="DIR", help="reference folder of images")
+    ref.add_argument("--ref", metavar="DIR_OR_NPZ",
+                     help="reference folder of images, or .npz (arr_0 uint8 NHWC, e.g. an ADM reference batch)")
     ref.add_argument("--dataset", metavar="NAME|TABLE",
                      help="a registered dataset (see `hourglass list dataset`) or a TOML inline table spec")
     ref.add_argument("--recipe", metavar="RECIPE", help="use this recipe's [data] dataset at its model's size")
@@ -175,19 +180,22 @@ def _recipe_data(path: str) -> tuple[Any, tuple[int, int]]:
 def _first_image_size(folder: str) -> tuple[int, int]:
     from PIL import Image
 
-    from hourglass.evaluation import FolderImages
+    from hourglass.evaluation import FolderImages, NpzImages
 
+    if folder.lower().endswith(".npz"):
+        h, w = NpzImages(folder, what="generated").shape[1:3]
+        return h, w
     first = FolderImages(folder, n=1, what="generated").files[0]
     with Image.open(first) as im:
         return im.height, im.width
 
 
 def _reference(args: argparse.Namespace) -> Any:
-    from hourglass.evaluation import DatasetImages, FolderImages
+    from hourglass.evaluation import DatasetImages, image_source
     from hourglass.recipe import plain_data
 
     if args.ref is not None:
-        return FolderImages(args.ref, n=args.n_ref, what="reference")
+        return image_source(args.ref, n=args.n_ref, what="reference")
     if args.recipe is not None:
         spec, hw = _recipe_data(args.recipe)
         if args.resolution is not None:
@@ -203,7 +211,7 @@ def _reference(args: argparse.Namespace) -> Any:
 
 
 def _run_fid(args: argparse.Namespace) -> int:
-    from hourglass.evaluation import FolderImages, compute_fid_kid, resolve_feature_extractor
+    from hourglass.evaluation import compute_fid_kid, image_source, resolve_feature_extractor
 
     sources = [s for s in ("ref", "dataset", "recipe") if getattr(args, s) is not None]
     if len(sources) != 1:
@@ -212,7 +220,7 @@ def _run_fid(args: argparse.Namespace) -> int:
     _positive("--kid-subsets", args.kid_subsets)
     if args.kid_subset_size < 2:
         raise CLIError(f"--kid-subset-size must be at least 2, got {args.kid_subset_size}")
-    generated = FolderImages(args.generated, n=args.n, what="generated")
+    generated = image_source(args.generated, n=args.n, what="generated")
     reference = _reference(args)
     extractor = resolve_feature_extractor(args.extractor, path=args.inception, device=_device(args.device))
     if not args.json:
@@ -246,7 +254,7 @@ def _run_val_loss(args: argparse.Namespace) -> int:
     from hourglass.train.checkpoint import CheckpointError, load_checkpoint
 
     if args.generated is not None or args.ref is not None:
-        raise CLIError("--val-loss evaluates a checkpoint on a dataset; drop GENERATED_DIR / --ref "
+        raise CLIError("--val-loss evaluates a checkpoint on a dataset; drop GENERATED / --ref "
                        "(use --dataset or --recipe to choose the data)")
     if args.dataset is not None and args.recipe is not None:
         raise CLIError("give at most one of --dataset and --recipe")
@@ -338,9 +346,10 @@ def run(args: argparse.Namespace) -> int:
                                "`hourglass sample` first and pass their folder)")
             return _run_val_loss(args)
         if args.generated is None:
-            raise CLIError("give GENERATED_DIR (a folder of images) and a reference, or --checkpoint CKPT --val-loss")
+            raise CLIError("give GENERATED (a folder or .npz of images) and a reference, or --checkpoint CKPT --val-loss")
         if not Path(args.generated).exists():
-            raise CLIError(f"generated folder {args.generated} does not exist; pass the folder holding the images")
+            raise CLIError(f"generated folder or .npz {args.generated} does not exist; pass the folder or .npz "
+                           "holding the images")
         return _run_fid(args)
     except EvaluationError as exc:
         raise CLIError(str(exc)) from None

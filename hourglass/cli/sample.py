@@ -14,6 +14,16 @@ lists them (an image folder's classes are its sorted subfolder names). Sampling 
 by batch size, so its images change with ``--batch-size``). Writes ``000000.png``, ``000001.png``,
 ... and ``grid.png`` into ``--out`` (default ``<run dir>/samples/<checkpoint name>``).
 
+``--npz FILE`` writes the images into one ``.npz`` instead, in the ADM evaluator's layout (guided-diffusion's
+and DiT's ``sample_ddp.py``): ``arr_0`` uint8 ``(N, H, W, C)`` in image order, plus ``arr_1`` int64 labels for
+a class-conditional model (PNGs and the grid too only when ``--out`` is also given); ``hourglass eval`` reads it.
+Sampling is resumable: images are drawn in chunks of ``--batch-size`` and each finished chunk is saved at once
+(``FILE.parts/``, or ``DIR/.parts/`` for PNGs, with the run's settings), so a run that is killed and started
+again with the same command draws only the missing chunks; a rerun with other settings is refused. Under
+``torchrun --nproc_per_node N -m hourglass sample ...`` the N processes share the chunks (gloo on the CPU, nccl
+on GPUs: process r uses cuda:r) and write the same images as one process; rank 0 shows the progress, writes
+the ``.npz`` and removes the parts. ``grid.png`` shows at most the first 256 images.
+
 ``--init IMAGE_OR_FOLDER`` edits images instead (SDEdit): each is read like a dataset image (scaled
 to cover the model's size, centre-cropped, converted to its channels), noised to the part of the
 schedule given by ``--strength`` (default 0.75: the last 75% of the steps) and sampled back; small
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +57,8 @@ EXAMPLES = (
     "hourglass sample runs/quickstart",
     "hourglass sample runs/quickstart --n 36 --steps 20 --sampler dpmpp_2m --out samples/",
     "hourglass sample runs/in128/checkpoints/step_00400000.safetensors --class 207 --cfg 1.3 --device cuda",
+    "hourglass sample runs/quickstart --n 16 --npz samples.npz",
+    "torchrun --nproc_per_node 2 -m hourglass sample runs/quickstart --num-images 16 --npz samples.npz --device cpu",
     "hourglass sample runs/quickstart --list-classes",
     "hourglass sample runs/quickstart --class star,ring --n 8",
     "hourglass sample runs/quickstart --init photos/ --strength 0.5          # image-to-image",
@@ -58,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
                         help="a step_*.safetensors checkpoint, a run directory (its newest valid checkpoint), "
                              "or a folder / model.safetensors written by `hourglass convert`")
-    parser.add_argument("--n", type=int,
-                        help="number of images (default: the run's sample.n; with --init: one per input image)")
+    parser.add_argument("--n", "--num-images", dest="n", type=int,
+                        help="number of images (default: the run's sample.n; with --init: one per input image); "
+                        "under torchrun write --num-images (torchrun reads --n as an abbreviation of its own options)")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: the run's sample.batch_size)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
     parser.add_argument("--sampler", help="sampler name (default: the run's sample.sampler); see `hourglass list sampler`")
@@ -86,6 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="output folder (default: <run dir>/samples/<checkpoint name>, with -img2img or -inpaint "
                         "for edits)")
+    parser.add_argument("--npz", metavar="FILE",
+                        help="write the images into one .npz (uint8 NHWC arr_0, int64 labels arr_1: the ADM "
+                        "evaluator's layout) instead of PNGs (PNGs too when --out is given)")
     parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="write grid.png")
     parser.add_argument("--images", action=argparse.BooleanOptionalAction, default=True,
                         help="write one PNG per image")
@@ -145,20 +162,40 @@ def _check_edit_arguments(args: argparse.Namespace) -> None:
         raise CLIError(f"--strength must be in (0, 1] (1 = the whole schedule), got {args.strength}")
 
 
+def _quiet(*_args: Any, **_kwargs: Any) -> None:
+    """``print`` for ranks other than 0."""
+
+
 def run(args: argparse.Namespace) -> int:
-    """Sample (or edit) images with ``args.checkpoint``; 0 on success."""
+    """Sample (or edit) images with ``args.checkpoint``; 0 on success (under torchrun: on every rank)."""
+    from hourglass.train.distributed import cleanup_distributed, init_distributed
+
+    if args.list_classes:
+        return _list_classes(args.checkpoint)
+    if args.init is not None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise CLIError("--init edits run in one process; start `hourglass sample` without torchrun")
+    try:
+        info = init_distributed(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise CLIError(f"--device {args.device!r}: {exc}") from None
+    try:
+        return _run(args, info)
+    finally:
+        cleanup_distributed(info)
+
+
+def _run(args: argparse.Namespace, info: Any) -> int:
     import torch
 
-    from hourglass.devices import resolve_device, resolve_dtype
+    from hourglass.cli._sample_parts import check_npz_path, sample_in_parts
+    from hourglass.devices import resolve_dtype
     from hourglass.pipeline import PipelineError, comparison_grid, load, run_dir_of
     from hourglass.registry import SAMPLER
     from hourglass.train.checkpoint import CheckpointError
     from hourglass.train.images import save_grid
     from hourglass.train.trainer import progress_enabled
 
-    if args.list_classes:
-        return _list_classes(args.checkpoint)
-
+    say = print if info.is_main else _quiet
     for name in ("n", "batch_size", "steps"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.sampler is not None and args.sampler not in SAMPLER:
@@ -168,19 +205,19 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
     _check_edit_arguments(args)
+    if args.npz is not None and args.init is not None:
+        raise CLIError("--npz writes drawn images; drop it for --init edits (they are written as PNGs)")
+    npz = check_npz_path(args.npz) if args.npz is not None else None
+    device = info.device
     try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise CLIError(f"--device {args.device!r}: {exc}") from None
-    try:
-        pipe = load(args.checkpoint, ema=args.ema, device=device, report=print)
+        pipe = load(args.checkpoint, ema=args.ema, device=device, report=say)
     except (CheckpointError, PipelineError) as exc:
         raise CLIError(str(exc)) from None
-    if pipe.channels not in (1, 3) and (args.images or args.grid or args.init is not None):
+    if pipe.channels not in (1, 3) and (args.images or args.grid or args.init is not None or npz is not None):
         raise CLIError(
             f"this model draws {pipe.channels}-channel samples (latents, e.g. of the Stable Diffusion VAE), which "
             "are not images: decoding them needs the VAE. Sample the latents from Python "
-            f"(hourglass.load({str(args.checkpoint)!r}).sample(...)), or pass --no-images --no-grid"
+            f"(hourglass.load({str(args.checkpoint)!r}).sample(...)), or pass --no-images --no-grid without --npz"
         )
     d = pipe.defaults
     cfg = d.cfg_scale if args.cfg is None else args.cfg
@@ -200,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device.type)
     common = dict(classes=classes, cfg=cfg, sampler=args.sampler, steps=steps, seed=seed,
                   batch_size=args.batch_size or d.batch_size, dtype=dtype,
-                  progress=progress_enabled() and not args.no_progress)
+                  progress=info.is_main and progress_enabled() and not args.no_progress)
     kind = "sample" if args.init is None else "inpaint" if args.mask is not None else "img2img"
     ckpt_name = f"step_{pipe.step:08d}" + ("" if kind == "sample" else f"-{kind}")
     out = Path(args.out) if args.out else run_dir_of(args.checkpoint) / "samples" / ckpt_name
@@ -214,18 +251,28 @@ def run(args: argparse.Namespace) -> int:
         settings += f"; latents {lh}x{lw} decoded by the VAE "
         settings += f"({getattr(getattr(pipe.vae, 'spec', None), 'type', type(pipe.vae).__name__)})"
     start_time = time.perf_counter()
+    pngs, grid = args.images, args.grid
+    if npz is not None and args.out is None:
+        pngs = grid = False  # the .npz only
     if kind == "sample":
         n = args.n or d.n
-        print(f"sampling {_plural(n, 'image')} at {hw[0]}x{hw[1]} from step {pipe.step} with the {weights}; "
-              f"{settings}")
-        chunks = []
-        for start, images in pipe.iter_sample(n, resolution=hw, **common):
-            if args.images:
-                pipe.save_images(images, out, start)
-            chunks.append(images)
-        results = torch.cat(chunks)
+        say(f"sampling {_plural(n, 'image')} at {hw[0]}x{hw[1]} from step {pipe.step} with the {weights}; "
+            f"{settings}" + (f"; {info.world_size} processes" if info.world_size > 1 else ""))
         nrow = pipe.num_classes if classes is None and 0 < pipe.num_classes <= min(n, 16) else None
-        grid_images = results
+        if npz is not None or pngs:
+            recorded = {"checkpoint": str(Path(args.checkpoint).resolve()), "step": pipe.step,
+                        "weights": pipe.weights, "n": n, "seed": seed, "sampler": sampler, "steps": steps,
+                        "cfg": cfg, "classes": pipe.class_ids(classes), "resolution": list(hw), "dtype": str(dtype)}
+            options = {k: v for k, v in common.items() if k not in ("classes", "seed", "batch_size", "progress")}
+            grid_images = sample_in_parts(
+                pipe, info=info, n=n, settings=recorded, options={**options, "resolution": hw},
+                batch_size=common["batch_size"], npz=npz, out=out, pngs=pngs, grid=grid, progress=common["progress"],
+                report=say)
+        elif info.world_size > 1:
+            raise CLIError("with --no-images there is nothing for several processes to share; give --npz FILE or "
+                           "start `hourglass sample` without torchrun")
+        else:  # the grid only
+            grid_images = torch.cat([images for _, images in pipe.iter_sample(n, resolution=hw, **common)])
     else:
         try:
             inputs = pipe.load_images(args.init, resolution=hw)
@@ -255,17 +302,22 @@ def run(args: argparse.Namespace) -> int:
                 results = pipe.inpaint(inputs, masks, strength=strength, n=n, **common)
         except PipelineError as exc:
             raise CLIError(str(exc)) from None
-        if args.images:
+        if pngs:
             pipe.save_images(results, out)
         order = torch.arange(n) % inputs.shape[0]
         shown_masks = None if masks is None else masks[order] if masks.shape[0] > 1 else masks
         nrow = min(n, 8)
         grid_images = comparison_grid(inputs[order], results, shown_masks, ncol=nrow)
+    if not info.is_main:
+        return 0
     written = []
-    if args.images:
+    if pngs:
         written.append(f"{_plural(n, 'image')} {out}/000000.png" + ("..." if n > 1 else ""))
-    if args.grid:
+    if npz is not None:
+        written.append(f"{npz} (arr_0: {n}x{hw[0]}x{hw[1]}x{pipe.channels} uint8"
+                       + (", arr_1: labels)" if pipe.num_classes else ")"))
+    if grid:
         written.append(f"grid {save_grid(grid_images, out / 'grid.png', nrow=nrow)}")
     elapsed = time.perf_counter() - start_time
-    print(f"wrote {', '.join(written) or 'nothing (--no-images --no-grid)'} in {elapsed:.1f} s")
+    say(f"wrote {', '.join(written) or 'nothing (--no-images --no-grid)'} in {elapsed:.1f} s")
     return 0

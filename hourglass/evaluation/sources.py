@@ -1,4 +1,4 @@
-"""Where evaluated images come from: a folder of image files or a dataset, as 8-bit RGB batches.
+"""Where evaluated images come from: a folder of image files, an ``.npz`` or a dataset, as 8-bit RGB batches.
 
 Both kinds yield ``uint8 (B, 3, H, W)`` batches in a fixed order and describe themselves with a
 JSON-able ``fingerprint`` (used to key cached reference statistics):
@@ -7,6 +7,11 @@ JSON-able ``fingerprint`` (used to key cached reference statistics):
   (names starting with ``.`` and, by default, the ``grid.png`` that ``hourglass sample`` writes
   are skipped); grey images are replicated to RGB, transparency is dropped (as the common FID
   tools do). The fingerprint lists each file's relative path, size and modification time.
+- :class:`NpzImages`: the ``arr_0`` array of an ``.npz``, ``uint8 (N, H, W, C)`` with ``C`` in
+  {1, 3}: what ``hourglass sample --npz`` and guided-diffusion's / DiT's ``sample_ddp.py`` write,
+  and the ADM evaluator's reference batches (their other arrays, ``mu`` / ``sigma`` included, are
+  not read). It is read a batch at a time, never whole. The fingerprint names the file, its size
+  and modification time.
 - :class:`DatasetImages`: the first ``n`` items of a dataset (items ``{"image": (C, H, W) in
   [-1, 1], ...}``) quantised exactly as generated images are saved,
   ``round((clip(x, -1, 1) + 1) * 127.5)``; one channel is replicated to three.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import os
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,8 @@ from torch import Tensor
 from hourglass.evaluation._errors import EvaluationError
 from hourglass.evaluation.features import FeatureExtractor
 
-__all__ = ["DatasetImages", "FolderImages", "ImageSource", "extract_features", "list_image_files", "to_uint8_rgb"]
+__all__ = ["DatasetImages", "FolderImages", "ImageSource", "NpzImages", "extract_features", "image_source",
+           "list_image_files", "to_uint8_rgb"]
 
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -164,6 +171,79 @@ class FolderImages(ImageSource):
     def batches(self, batch_size: int) -> Iterator[Tensor]:
         for start in range(0, len(self.files), batch_size):
             yield from _same_size_runs([self._load(p) for p in self.files[start : start + batch_size]])
+
+
+class NpzImages(ImageSource):
+    """The images of an ``.npz``'s ``arr_0``: ``uint8 (N, H, W, C)``, C = 1 (replicated to RGB) or 3.
+
+    Args:
+        path: the ``.npz`` file.
+        n: use only the first ``n`` images; None: all.
+        what: how messages name this file (e.g. ``"generated"``).
+
+    Raises:
+        EvaluationError: not a readable ``.npz``, no ``arr_0``, an array of another layout, or fewer than ``n``.
+    """
+
+    def __init__(self, path: str | os.PathLike, n: int | None = None, what: str = "image") -> None:
+        self.path = Path(path)
+        self.shape, self._offset = self._header(what)
+        size = self.shape[0]
+        if n is not None and not 1 <= n <= size:
+            raise EvaluationError(f"{what} file {self.path} holds {size} images but {n} were asked for; "
+                                  f"use a count from 1 to {size}")
+        self.n = size if n is None else n
+        self.label = f"{self.path} ({self.n} images)"
+
+    def _header(self, what: str) -> tuple[tuple[int, ...], int]:
+        """``arr_0``'s shape, and where its data start in the member."""
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open("arr_0.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(f)
+                offset = f.tell()
+        except KeyError:
+            raise EvaluationError(f"{what} file {self.path} has no arr_0 array; give an .npz written by `hourglass "
+                                  "sample --npz` or sample_ddp.py (images in arr_0)") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise EvaluationError(f"cannot read {what} file {self.path}: {exc}; give an .npz file of images") from None
+        if dtype != np.uint8 or len(shape) != 4 or shape[-1] not in (1, 3) or fortran or shape[0] == 0:
+            raise EvaluationError(
+                f"{what} file {self.path}: arr_0 is {dtype} of shape {shape}; it must hold uint8 images "
+                "(N, H, W, C) with C = 1 or 3 (channels last, as sample_ddp.py writes them)")
+        return tuple(int(v) for v in shape), offset
+
+    def __len__(self) -> int:
+        return self.n
+
+    def fingerprint(self) -> dict[str, Any]:
+        st = self.path.stat()
+        return {"kind": "npz", "path": str(self.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "n": self.n}
+
+    def batches(self, batch_size: int) -> Iterator[Tensor]:
+        per_image = int(np.prod(self.shape[1:]))
+        with zipfile.ZipFile(self.path) as zf, zf.open("arr_0.npy") as f:
+            f.read(self._offset)
+            for start in range(0, self.n, batch_size):
+                b = min(batch_size, self.n - start)
+                data = f.read(b * per_image)
+                if len(data) != b * per_image:
+                    raise EvaluationError(f"{self.path} ends inside image {start + len(data) // per_image}; "
+                                          "the file is cut short: write it again")
+                x = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).reshape(b, *self.shape[1:]).copy())
+                x = x.permute(0, 3, 1, 2)
+                yield (x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x).contiguous()
+
+
+def image_source(path: str | os.PathLike, n: int | None = None, what: str = "image") -> ImageSource:
+    """:class:`NpzImages` for a file ending in ``.npz``, else :class:`FolderImages` (first ``n`` images)."""
+    if str(path).lower().endswith(".npz") and not Path(path).is_dir():
+        if not Path(path).is_file():
+            raise EvaluationError(f"{what} file {path} does not exist; give the .npz that was written")
+        return NpzImages(path, n=n, what=what)
+    return FolderImages(path, n=n, what=what)
 
 
 class DatasetImages(ImageSource):
