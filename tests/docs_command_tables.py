@@ -62,6 +62,10 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
         "hourglass eval samples/ --ref data/ffhq256 --n 8 --json",
         "--n 50000 takes up to 50,000 generated images; samples/ holds the 36 that `hourglass sample runs/quickstart "
         "... --out samples/` wrote, and 8 keep Inception to seconds (data/ffhq256 is a FIXTURES stand-in)"),
+    "hourglass eval samples.npz --dataset shapes": (
+        "hourglass eval samples.npz --dataset shapes --n 8 --n-ref 8",
+        "the whole shapes dataset through Inception takes many minutes on 2 cores: 8 images a side read from the "
+        "same .npz"),
     "hourglass sample converted/ --n 16 --sampler dpmpp_3m_sde --steps 50 --cfg 1.5": (
         "hourglass sample converted/ --n 4 --sampler dpmpp_3m_sde --steps 3 --cfg 1.5",
         "16 images x 50 steps of the converted 64 px model take about 45 s on 2 cores; 4 x 3"),
