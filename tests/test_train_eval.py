@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from hourglass.evaluation import FIDResult
+from hourglass.evaluation import METRIC_NAMES, MetricsResult
 from hourglass.recipe import EVAL_METRICS, RecipeError, loads_recipe, recipe_from_data, toml
 from hourglass.train import train
 from hourglass.train.checkpoint import list_checkpoints, read_checkpoint, resolve_checkpoint
@@ -51,8 +51,46 @@ def runs(tmp_path_factory):
     return with_eval, without
 
 
-def test_metric_names_are_fields_of_compute_fid_kid_result():
-    assert set(EVAL_METRICS) <= set(FIDResult.__dataclass_fields__)
+def test_eval_metrics_are_hourglass_eval_metrics_and_their_values_are_result_fields():
+    assert tuple(EVAL_METRICS) == METRIC_NAMES
+    fields = set(MetricsResult.__dataclass_fields__)
+    for values in EVAL_METRICS.values():
+        assert all(v in fields or v == "is" for v in values)
+
+
+def test_pr_and_is_are_logged_and_best_precision_keeps_the_highest(tmp_path):
+    out = train(_recipe(*EVAL[:3], 'eval.metrics=["is", "pr"]', 'eval.best="precision"', "eval.pr_k=1",
+                        "eval.is_splits=2", "eval.n_reference=16", "eval.steps=2", "train.steps=4"),
+                tmp_path / "run", report=lambda m: None, progress=False)
+    rows = [r for r in read_metrics(out.run_dir / "metrics.jsonl") if "precision" in r]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(set(r) == {"step", "is", "precision", "recall"} and r["is"] >= 1.0 for r in rows)
+    kept = read_checkpoint(best_checkpoint_path(out.run_dir), tensors=False).extra["eval_best"]
+    assert kept["metric"] == "precision" and kept["value"] == max(r["precision"] for r in rows)
+
+
+@pytest.mark.parametrize(("metric", "values", "kept"), [
+    ("fid", [5.0, 3.0, 4.0], [5.0, 3.0, 3.0]),
+    ("kid", [0.2, 0.3, 0.1], [0.2, 0.2, 0.1]),
+    ("precision", [0.5, 0.7, 0.6], [0.5, 0.7, 0.7]),
+    ("recall", [0.5, 0.4, 0.9], [0.5, 0.5, 0.9]),
+    ("is", [2.0, 1.5, 2.5], [2.0, 2.0, 2.5]),
+])
+def test_best_is_the_lowest_distance_and_the_highest_score(metric, values, kept, tmp_path):
+    from types import SimpleNamespace
+
+    from hourglass.train.evaluate import Evaluator
+
+    saved = []
+    trainer = SimpleNamespace(step=0, run_dir=tmp_path, say=lambda m: None,
+                              save_checkpoint=lambda path: saved.append(trainer.step) or path)
+    evaluator = Evaluator.__new__(Evaluator)
+    evaluator.trainer, evaluator.spec, evaluator.best = trainer, SimpleNamespace(best=metric), None
+    for step, value in enumerate(values, 1):
+        trainer.step = step
+        evaluator._keep_best({metric: value})
+        assert evaluator.best["value"] == kept[step - 1]
+    assert saved == sorted({values.index(k) + 1 for k in kept})
 
 
 def test_eval_rows_are_logged_at_every_eval_step_and_the_end(runs):
@@ -134,6 +172,17 @@ def test_a_folder_reference_is_read(tmp_path):
     assert [r["step"] for r in read_metrics(out.run_dir / "metrics.jsonl") if "fid" in r] == [2]
 
 
+def test_missing_dinov2_weights_fail_before_training_and_name_the_file(tmp_path, monkeypatch):
+    from hourglass.train.trainer import TrainConfigError
+
+    monkeypatch.delenv("HOURGLASS_DINOV2", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(TrainConfigError, match="eval: .*vit_large_patch14_dinov2"):
+        train(_recipe(*EVAL[:3], 'eval.metrics=["fd_dinov2"]'), tmp_path / "run", report=lambda m: None,
+              progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_a_missing_reference_folder_fails_before_training(tmp_path):
     from hourglass.train.trainer import TrainConfigError
 
@@ -149,9 +198,13 @@ BASE = toml.loads(tiny_recipe_text())
 @pytest.mark.parametrize(("table", "path", "needle"), [
     ({"every": 0}, "eval.every", "greater than or equal to 1"),
     ({"n": 1}, "eval.n", "FID needs at least 2"),
-    ({"metrics": ["fid", "is"]}, "eval.metrics", "unknown metric"),
+    ({"metrics": ["fid", "inception"]}, "eval.metrics", "unknown metric"),
     ({"metrics": []}, "eval.metrics", ""),
-    ({"metrics": ["kid"], "best": "fid"}, "eval.best", "not among metrics"),
+    ({"metrics": ["kid"], "best": "fid"}, "eval.best", "not among the logged values"),
+    ({"metrics": ["pr"], "best": "pr"}, "eval.best", "'precision', 'recall'"),
+    ({"pr_k": 0}, "eval.pr_k", ""),
+    ({"metrics": ["is"], "n": 4}, "eval.n", "Inception Score splits"),
+    ({"metrics": ["pr"], "n": 3, "pr_k": 3}, "eval.n", "k=3"),
     ({"extractor": "inception-v9"}, "eval.extractor", "random-projection"),
     ({"reference": ""}, "eval.reference", "folder"),
     ({"reference": {"type": "nope"}}, "eval.reference", "unknown dataset"),

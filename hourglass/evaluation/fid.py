@@ -1,5 +1,8 @@
 """FID and KID of generated images against a reference, with cached reference statistics.
 
+(:func:`compute_fid_kid` is :func:`~hourglass.evaluation.compute_metrics` with ``metrics=("fid", "kid")``;
+that function adds FD_DINOv2, the Inception Score and precision/recall.)
+
 The reference side (a folder or a dataset) is usually evaluated many times against new samples, so
 its statistics are cached: ``<cache dir>/ref-<key>.npz`` holds ``mu``, ``sigma`` and the features
 (float32, for KID), where ``key`` hashes the source's fingerprint (for a folder: every file's
@@ -22,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from hourglass.evaluation._errors import EvaluationError
-from hourglass.evaluation.features import FeatureExtractor, resolve_feature_extractor
-from hourglass.evaluation.metrics import FeatureStats, fid_from_stats, kernel_inception_distance
+from hourglass.evaluation.features import FeatureExtractor
+from hourglass.evaluation.metrics import FeatureStats
 from hourglass.evaluation.sources import FolderImages, ImageSource, extract_features
 
 __all__ = ["FIDResult", "compute_fid_kid", "default_cache_dir", "reference_cache_path", "reference_statistics"]
@@ -214,28 +217,11 @@ def compute_fid_kid(
         EvaluationError: missing/empty folders, fewer than 2 images on a side.
         FeatureNetworkUnavailable: no feature network (when ``extractor`` is None).
     """
-    gen_source = _as_source(generated, "generated", n)
-    ref_source = _as_source(reference, "reference", n_reference)
-    for source, what in ((gen_source, "generated"), (ref_source, "reference")):
-        if len(source) < 2:
-            raise EvaluationError(f"FID needs at least 2 {what} images, got {len(source)}; add images")
-    if extractor is None:
-        extractor = resolve_feature_extractor(device=device)
-    ref_stats, hit = reference_statistics(ref_source, extractor, cache_dir=cache_dir, use_cache=use_cache,
-                                          batch_size=batch_size, progress=progress)
-    gen_features = extract_features(gen_source, extractor, batch_size=batch_size, progress=progress, desc="generated")
-    gen_stats = FeatureStats.from_features(gen_features, extractor.name)
-    if gen_stats.features.shape[1] != ref_stats.features.shape[1]:
-        raise EvaluationError(f"feature sizes differ ({gen_stats.features.shape[1]} vs {ref_stats.features.shape[1]})")
-    fid = fid_from_stats(gen_stats, ref_stats)
-    kid = kernel_inception_distance(gen_stats.features, ref_stats.features, subsets=kid_subsets,
-                                    subset_size=kid_subset_size, seed=kid_seed)
-    cached = use_cache and getattr(ref_source, "cacheable", True)
-    return FIDResult(
-        fid=fid, kid=kid.mean, kid_std=kid.std, kid_subsets=kid.subsets, kid_subset_size=kid.subset_size,
-        n_generated=gen_stats.n, n_reference=ref_stats.n, extractor=extractor.name,
-        feature_dim=int(gen_stats.features.shape[1]), generated=gen_source.label, reference=ref_source.label,
-        reference_cached=hit,
-        cache_file=str(reference_cache_path(ref_source, extractor, cache_dir)) if cached else None,
-    )
+    from hourglass.evaluation.suite import compute_metrics
 
+    result = compute_metrics(
+        generated, reference, metrics=("fid", "kid"), extractor=extractor, n=n, n_reference=n_reference,
+        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, kid_seed=kid_seed, batch_size=batch_size,
+        cache_dir=cache_dir, use_cache=use_cache, device=device, progress=progress,
+    )
+    return FIDResult(**{k: v for k, v in result.to_dict().items() if k != "metrics"})

@@ -1,4 +1,4 @@
-"""FID and KID from feature vectors, written from their definitions.
+"""FID, KID, the Inception Score and precision/recall from feature vectors, written from their definitions.
 
 **FID** (Heusel et al. 2017): fit a Gaussian to each feature set and take the Fréchet (2-Wasserstein)
 distance between them,
@@ -27,6 +27,19 @@ singular values of ``M = A_1 A_2^T / sqrt((N_1 - 1)(N_2 - 1))``, so
 ``tr((S_1 S_2)^{1/2}) = ||M||_*`` (nuclear norm). :func:`fid_from_stats` uses it then: an
 ``N_1 x N_2`` SVD instead of ``D x D`` eigen-decompositions (seconds instead of tens of seconds
 for ``D = 2048`` on a small CPU).
+
+**Inception Score** (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))`` of the class
+probabilities ``p(y|x) = softmax(logits)``, with ``p(y)`` their mean, computed on each of ``splits``
+consecutive parts of the images (part ``i`` is rows ``[i N / splits, (i + 1) N / splits)``, as
+torch-fidelity cuts them; ADM's evaluator cuts 5000-image parts, the same 10 for 50,000 images) and
+reported as the mean and standard deviation over the parts. The parts are taken in order (as ADM,
+unlike torch-fidelity's default shuffle), so the images should not be sorted by class.
+
+**Precision and recall** (Kynkäänniemi et al. 2019): each set's manifold is the union of balls
+around its feature vectors, each reaching its ``k``-th nearest neighbour in the set (``k = 3``).
+Precision is the share of generated samples inside the reference manifold; recall the share of
+reference samples inside the generated one (a distance equal to the radius counts as inside, as in
+ADM's evaluator and torch-fidelity).
 """
 
 from __future__ import annotations
@@ -35,16 +48,22 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 __all__ = [
     "FeatureStats",
+    "InceptionScore",
     "KIDResult",
+    "PrecisionRecall",
     "fid_from_stats",
     "frechet_distance",
     "frechet_distance_from_features",
+    "inception_score",
     "kernel_inception_distance",
+    "knn_radii",
     "mmd2_unbiased",
     "polynomial_kernel",
+    "precision_recall",
 ]
 
 
@@ -274,3 +293,129 @@ def kernel_inception_distance(
         y = f2[rng.choice(f2.shape[0], m, replace=False)]
         values[s] = mmd2_unbiased(x, y, degree, coef0)
     return KIDResult(float(values.mean()), float(values.std()), subsets, m)
+
+
+class InceptionScore(NamedTuple):
+    """Inception Score: ``mean`` and ``std`` (population std) over ``splits`` parts."""
+
+    mean: float
+    std: float
+    splits: int
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> InceptionScore:
+    """The Inception Score of class logits (float64; see the module docstring).
+
+    Args:
+        logits: ``(N, C)`` pre-softmax class scores of the generated images (for the standard
+            score: the 1008 logits of the TF Inception without the output bias).
+        splits: number of consecutive parts (10).
+
+    Returns:
+        :class:`InceptionScore` ``(mean, std, splits)``.
+
+    Raises:
+        ValueError: not a 2-d finite array, ``splits < 1``, or fewer images than splits.
+    """
+    logits = np.asarray(logits, np.float64)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"need (N, C) logits with C >= 2 classes, got shape {logits.shape}")
+    if not np.isfinite(logits).all():
+        raise ValueError("the logits contain NaN or inf; check the images and the feature network")
+    n = logits.shape[0]
+    if splits < 1 or n < splits:
+        raise ValueError(f"the Inception Score with {splits} splits needs at least {splits} images, got {n}")
+    log_p = _log_softmax(logits)
+    p = np.exp(log_p)
+    scores = []
+    for i in range(splits):
+        part, log_part = p[i * n // splits : (i + 1) * n // splits], log_p[i * n // splits : (i + 1) * n // splits]
+        log_marginal = np.log(part.mean(axis=0, keepdims=True))
+        scores.append(float(np.exp((part * (log_part - log_marginal)).sum(axis=1).mean())))
+    return InceptionScore(float(np.mean(scores)), float(np.std(scores)), splits)
+
+
+class PrecisionRecall(NamedTuple):
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with ``k`` nearest neighbours."""
+
+    precision: float
+    recall: float
+    k: int
+
+
+def _as_tensor(features: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(features, np.float32) if not isinstance(features, torch.Tensor) else features,
+                           dtype=torch.float32, device=device)
+
+
+def knn_radii(features: np.ndarray | torch.Tensor, k: int = 3, *, batch_size: int = 4096,
+              device: str | torch.device = "cpu") -> torch.Tensor:
+    """Distance of every feature vector to its ``k``-th nearest neighbour in the same set.
+
+    Args:
+        features: ``(N, D)``, ``N > k``.
+        k: the neighbour (the vector itself, at distance 0, is not counted).
+        batch_size: rows per block of the ``(rows, N)`` distance matrix.
+        device: where to compute (float32 Euclidean distances, ``torch.cdist``).
+
+    Returns:
+        ``(N,)`` float32 radii on ``device``.
+    """
+    x = _as_tensor(features, torch.device(device))
+    if x.ndim != 2 or x.shape[0] <= k or k < 1:
+        raise ValueError(f"k-NN radii with k={k} need (N, D) features with N > k >= 1, got shape {tuple(x.shape)}")
+    radii = [torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(batch_size)]
+    return torch.cat(radii)
+
+
+def _share_inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, batch_size: int) -> float:
+    inside = [(torch.cdist(block, centres) <= radii[None]).any(dim=1) for block in points.split(batch_size)]
+    return float(torch.cat(inside).double().mean())
+
+
+def precision_recall(
+    reference: np.ndarray | torch.Tensor,
+    generated: np.ndarray | torch.Tensor,
+    *,
+    k: int = 3,
+    batch_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> PrecisionRecall:
+    """Improved precision and recall of ``generated`` against ``reference`` (see the module docstring).
+
+    The features are compared in float32 (as ADM's evaluator and torch-fidelity do), in blocks of
+    ``batch_size`` rows, so memory stays at ``batch_size x max(N_ref, N_gen)`` distances.
+
+    Args:
+        reference: ``(N_ref, D)`` real-image features, ``N_ref > k``.
+        generated: ``(N_gen, D)`` generated-image features, ``N_gen > k``.
+        k: neighbourhood size (3).
+        batch_size: rows per distance block.
+        device: where to compute (a GPU makes 50,000 x 50,000 pairs quick).
+
+    Returns:
+        :class:`PrecisionRecall` ``(precision, recall, k)``.
+
+    Raises:
+        ValueError: mismatched ``D``, too few rows, or non-finite values.
+    """
+    device = torch.device(device)
+    real, fake = _as_tensor(reference, device), _as_tensor(generated, device)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"need two (N, D) feature arrays with the same D, got {tuple(real.shape)} and "
+                         f"{tuple(fake.shape)}")
+    if min(real.shape[0], fake.shape[0]) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} images per side, got {real.shape[0]} "
+                         f"reference and {fake.shape[0]} generated")
+    if not (torch.isfinite(real).all() and torch.isfinite(fake).all()):
+        raise ValueError("the features contain NaN or inf; check the images and the feature network")
+    real_radii = knn_radii(real, k, batch_size=batch_size, device=device)
+    fake_radii = knn_radii(fake, k, batch_size=batch_size, device=device)
+    precision = _share_inside(fake, real, real_radii, batch_size)
+    recall = _share_inside(real, fake, fake_radii, batch_size)
+    return PrecisionRecall(precision, recall, k)

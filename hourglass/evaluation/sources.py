@@ -33,8 +33,17 @@ from torch import Tensor
 from hourglass.evaluation._errors import EvaluationError
 from hourglass.evaluation.features import FeatureExtractor
 
-__all__ = ["DatasetImages", "FolderImages", "ImageSource", "NpzImages", "extract_features", "image_source",
-           "list_image_files", "to_uint8_rgb"]
+__all__ = [
+    "DatasetImages",
+    "FolderImages",
+    "ImageSource",
+    "NpzImages",
+    "extract_features",
+    "extract_outputs",
+    "image_source",
+    "list_image_files",
+    "to_uint8_rgb",
+]
 
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -312,6 +321,51 @@ class DatasetImages(ImageSource):
             yield from _same_size_runs(images)
 
 
+def extract_outputs(
+    source: ImageSource,
+    extractor: FeatureExtractor,
+    outputs: Sequence[str] = ("features",),
+    *,
+    batch_size: int = 50,
+    progress: bool | Callable[[int], None] = False,
+    desc: str = "features",
+) -> dict[str, np.ndarray]:
+    """Run ``extractor`` over every image of ``source``, keeping several outputs of each forward.
+
+    Args:
+        source: the images.
+        extractor: the feature network.
+        outputs: names from ``extractor.outputs``: ``"features"`` and/or ``"logits"``.
+        batch_size: images per forward.
+        progress: True for a tqdm bar on stderr, or a callable receiving the images done per batch.
+        desc: the bar's label.
+
+    Returns:
+        ``{name: (N, ...) float32 array}``, rows in ``source`` order.
+    """
+    if batch_size < 1:
+        raise EvaluationError(f"batch size must be positive, got {batch_size}")
+    outputs = tuple(outputs)
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(source), desc=desc, unit="img", dynamic_ncols=True)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    try:
+        for batch in source.batches(batch_size):
+            for name, value in extractor.extract(batch, outputs).items():
+                chunks[name].append(value.astype(np.float32))
+            if bar is not None:
+                bar.update(batch.shape[0])
+            elif callable(progress):
+                progress(batch.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
+    return {name: np.concatenate(parts, axis=0) for name, parts in chunks.items()}
+
+
 def extract_features(
     source: ImageSource,
     extractor: FeatureExtractor,
@@ -332,22 +386,5 @@ def extract_features(
     Returns:
         ``(N, D)`` float32 features, in ``source`` order.
     """
-    if batch_size < 1:
-        raise EvaluationError(f"batch size must be positive, got {batch_size}")
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(source), desc=desc, unit="img", dynamic_ncols=True)
-    chunks = []
-    try:
-        for batch in source.batches(batch_size):
-            chunks.append(extractor(batch).astype(np.float32))
-            if bar is not None:
-                bar.update(batch.shape[0])
-            elif callable(progress):
-                progress(batch.shape[0])
-    finally:
-        if bar is not None:
-            bar.close()
-    return np.concatenate(chunks, axis=0)
+    return extract_outputs(source, extractor, ("features",), batch_size=batch_size, progress=progress,
+                           desc=desc)["features"]

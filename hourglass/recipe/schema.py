@@ -11,8 +11,9 @@
 * ``[train]``: AdamW, EMA, clipping, class dropout, checkpoint/sample/log cadence, seed.
 * ``[sample]``: sampler, sigma schedule, steps, guidance scale, how many images.
 * ``[runtime]``: device, dtype, ``torch.compile``, attention backends (not the model's identity).
-* ``[eval]`` (optional): FID/KID of EMA samples every ``every`` steps during training, logged to
-  ``metrics.jsonl``, and the best checkpoint kept as ``checkpoints/best.safetensors``.
+* ``[eval]`` (optional): metrics (FID, KID, FD_DINOv2, IS, precision/recall) of EMA samples every
+  ``every`` steps during training, logged to the trackers, and the best checkpoint kept as
+  ``checkpoints/best.safetensors``.
 
 Rules that span sections (classes and channels of model, VAE and data, guidance, batch splits, one
 ``sigma_data``) live in :func:`cross_field_problems`; they ask the components' contracts (a
@@ -174,27 +175,41 @@ class SampleSection(Spec):
     seed: int = Field(0, description="seed of the initial noise and the SDE noise")
 
 
-#: the metrics ``[eval]`` can log: both come from :func:`hourglass.evaluation.compute_fid_kid`
-#: (``FIDResult.fid``, ``FIDResult.kid``); lower is better for each
-EVAL_METRICS: tuple[str, ...] = ("fid", "kid")
+#: the metrics ``[eval]`` can compute (as ``hourglass eval --metrics``), and the values each logs
+EVAL_METRICS: dict[str, tuple[str, ...]] = {
+    "fid": ("fid",), "kid": ("kid",), "fd_dinov2": ("fd_dinov2",), "is": ("is",), "pr": ("precision", "recall"),
+}
+#: logged values where higher is better (for ``[eval] best``); lower is better for the others
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"is", "precision", "recall"})
 
 
 class EvalSection(Spec):
-    """``[eval]``: FID/KID of samples of the EMA weights every ``every`` steps (and at the last step).
+    """``[eval]``: metrics of samples of the EMA weights every ``every`` steps (and at the last step).
 
     Each evaluation draws ``n`` images with seeds ``seed + i`` (the same noise every time), computes
-    the metrics against the reference's cached statistics, logs ``{"step": s, "fid": ..., "kid": ...}`` to
-    ``metrics.jsonl`` and, with ``best`` set, keeps the checkpoint with the lowest value as
+    the metrics (FID, KID, FD_DINOv2, IS, precision/recall) against the reference's cached statistics,
+    logs ``{"step": s, "fid": ..., "kid": ...}`` to the trackers and, with ``best`` set, keeps the
+    checkpoint with the best value (lowest; highest for is, precision, recall) as
     ``checkpoints/best.safetensors``. The sampler settings left unset are ``[sample]``'s.
     """
 
     every: int = Field(5000, ge=1, description="steps between evaluations (the last step is always evaluated)")
     n: int = Field(1000, description="images generated per evaluation (at least 2: FID needs a covariance; "
                    "FID falls with n, so compare runs at equal n)")
-    metrics: tuple[str, ...] = Field(EVAL_METRICS, min_length=1, description="what to log: fid, kid")
+    metrics: tuple[str, ...] = Field(
+        ("fid", "kid"), min_length=1, description="what to compute: fid, kid, fd_dinov2 (DINOv2 ViT-L/14 weights "
+        "from dinov2 / HOURGLASS_DINOV2 / the Hugging Face cache), is (an Inception with its classifier), pr "
+        "(logs precision and recall, k = pr_k)",
+    )
     best: str | None = Field(
-        None, description="keep the checkpoint with the lowest value of this metric (one of metrics) as "
-        "checkpoints/best.safetensors; unset or \"\": keep none",
+        None, description="keep the checkpoint with the best value of this logged value (fid, kid, fd_dinov2: "
+        "lowest; is, precision, recall: highest) as checkpoints/best.safetensors; unset or \"\": keep none",
+    )
+    pr_k: int = Field(3, ge=1, description="precision/recall neighbourhood size k (the k-NN manifolds' k)")
+    is_splits: int = Field(10, ge=1, description="Inception Score splits (its mean and std are over them)")
+    dinov2: str | None = Field(
+        None, description="DINOv2 ViT-L/14 weights file for fd_dinov2 (unset: HOURGLASS_DINOV2, then the Hugging "
+        "Face cache; never downloaded)",
     )
     reference: str | Component(DATASET) | None = Field(  # type: ignore[valid-type]
         None, union_mode="left_to_right",
@@ -263,10 +278,21 @@ class EvalSection(Spec):
 
     @model_validator(mode="after")
     def _best_among_metrics(self) -> EvalSection:
-        if self.best is not None and self.best not in self.metrics:
-            raise SpecError([Problem("best", f"{self.best!r} is not among metrics {list(self.metrics)}",
-                                     f"set best to one of {', '.join(self.metrics)}, or add it to metrics")])
+        if "is" in self.metrics and self.n < self.is_splits:
+            raise SpecError([Problem("n", f"{self.n} images cannot make {self.is_splits} Inception Score splits",
+                                     f"raise n to at least {self.is_splits}, or lower is_splits")])
+        if "pr" in self.metrics and self.n <= self.pr_k:
+            raise SpecError([Problem("n", f"precision/recall with k={self.pr_k} needs more than {self.pr_k} images, "
+                                     f"got {self.n}", f"raise n above {self.pr_k}, or lower pr_k")])
+        logged = self.logged_values()
+        if self.best is not None and self.best not in logged:
+            raise SpecError([Problem("best", f"{self.best!r} is not among the logged values {list(logged)}",
+                                     f"set best to one of {', '.join(logged)}, or add its metric to metrics")])
         return self
+
+    def logged_values(self) -> tuple[str, ...]:
+        """The names the metrics log, in order (``pr`` logs ``precision`` and ``recall``)."""
+        return tuple(v for m in self.metrics for v in EVAL_METRICS[m])
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -527,8 +553,8 @@ class Recipe(Spec):
     sample: SampleSection = Field(default_factory=SampleSection, description="sampling settings")
     runtime: RuntimeSection = Field(default_factory=RuntimeSection, description="device, dtype, backends")
     eval: EvalSection | None = Field(
-        None, description="evaluation during training: FID/KID every eval.every steps, best checkpoint kept; "
-        "unset: none",
+        None, description="evaluation during training: metrics (fid, kid, fd_dinov2, is, pr) every eval.every steps, "
+        "best checkpoint kept; unset: none",
     )
 
     @field_validator("model", mode="before")

@@ -1,17 +1,19 @@
-"""Evaluation during training (the recipe's ``[eval]``): FID/KID of EMA samples, and the best checkpoint.
+"""Evaluation during training (the recipe's ``[eval]``): metrics of EMA samples, and the best checkpoint.
 
 Every ``eval.every`` steps and at the last step, rank 0 draws ``eval.n`` images from the EMA weights
 (image ``i`` from seed ``eval.seed + i``: the same noise every time, so the numbers of successive
-steps differ only by the weights), computes the metrics with :func:`hourglass.evaluation.compute_fid_kid`
-against the reference's cached statistics, and logs ``{"step": s, "fid": ..., "kid": ...}`` through the
-trainer's metrics logger. The other ranks wait at a barrier.
+steps differ only by the weights), computes the metrics (any of ``fid, kid, fd_dinov2, is, pr``) with
+:func:`hourglass.evaluation.compute_metrics` against the reference's cached statistics, and logs
+``{"step": s, "fid": ..., "kid": ...}`` (``pr`` as ``precision`` and ``recall``) through the trainer's
+trackers. The other ranks wait at a barrier.
 
 Exact resume is kept: the evaluation runs inside :func:`torch.random.fork_rng` (the global generators
 are restored afterwards), draws its noise from its own seeded generators, reads the reference from a
 dataset of its own (never the training loader), and runs before the step's checkpoint is written, so
 the best value so far, stored in every checkpoint's ``extra["eval_best"]``, is that of the step.
 
-With ``eval.best`` set, a lower value than any before writes ``checkpoints/best.safetensors``: a full
+With ``eval.best`` set, a better value than any before (lower; higher for ``is``, ``precision`` and
+``recall``) writes ``checkpoints/best.safetensors``: a full
 checkpoint of that step (atomically: temp file, fsync, rename) whose ``extra["eval_best"]`` holds the
 metric, its value and the step. Its name does not match ``step_*.safetensors``, so resuming,
 ``hourglass.load(run_dir)`` and ``hourglass sample RUN_DIR`` keep using the newest step; pass the file
@@ -83,18 +85,25 @@ class Evaluator:
     """
 
     def __init__(self, trainer: Trainer) -> None:
-        from hourglass.evaluation import FeatureNetworkUnavailable, resolve_feature_extractor
+        from hourglass.evaluation import FeatureNetworkUnavailable, load_dinov2, resolve_feature_extractor
         from hourglass.train.trainer import TrainConfigError
 
         self.trainer = trainer
         self.spec = trainer.recipe.eval
         self.best: dict[str, Any] | None = None
         self.extractor: Any = None
+        self.dinov2: Any = None
         self.reference: Any = None
         if not trainer.dist.is_main:
             return
+        metrics = set(self.spec.metrics)
         try:  # fail at start-up, not at the first evaluation
-            self.extractor = resolve_feature_extractor(self.spec.extractor, device=trainer.device)
+            if metrics - {"fd_dinov2"}:
+                self.extractor = resolve_feature_extractor(
+                    self.spec.extractor, device=trainer.device, need_logits="is" in metrics
+                )
+            if "fd_dinov2" in metrics:
+                self.dinov2 = load_dinov2(self.spec.dinov2, device=trainer.device)
             self.reference = self._reference()
         except (FeatureNetworkUnavailable, EvaluationError, OSError, ValueError) as exc:
             raise TrainConfigError(f"eval: {' '.join(str(exc).split())}") from None
@@ -169,7 +178,8 @@ class Evaluator:
         if values is not None:
             metrics.log(t.step, **values)
             shown = "  ".join(f"{k} {v:.4f}" if k == "fid" else f"{k} {v:.6f}" for k, v in values.items())
-            t.say(f"eval step {t.step}: {shown}  ({self.spec.n} images, {self.extractor.name})")
+            networks = ", ".join(x.name for x in (self.extractor, self.dinov2) if x is not None)
+            t.say(f"eval step {t.step}: {shown}  ({self.spec.n} images, {networks})")
             self._keep_best(values)
         barrier(t.dist)
         return values
@@ -194,26 +204,32 @@ class Evaluator:
         """Sample and score (rank 0), leaving every global random generator as it was.
 
         Returns:
-            ``{metric: value}`` for each of ``eval.metrics``, in that order.
+            ``{value: number}`` for each of ``eval.logged_values()`` (``pr`` gives ``precision`` and
+            ``recall``), in that order.
         """
-        from hourglass.evaluation import compute_fid_kid
+        from hourglass.evaluation import compute_metrics
 
         t, spec = self.trainer, self.spec
         devices = [t.device] if t.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             images = self.sample()
-            result = compute_fid_kid(
-                GeneratedImages(images), self.reference, extractor=self.extractor, kid_seed=spec.seed,
-                batch_size=spec.batch_size,
+            result = compute_metrics(
+                GeneratedImages(images), self.reference, metrics=spec.metrics, extractor=self.extractor,
+                dinov2=self.dinov2, kid_seed=spec.seed, pr_k=spec.pr_k, is_splits=spec.is_splits, batch_size=spec.batch_size,
+                device=str(t.device),
             )
-        return {m: float(getattr(result, m)) for m in spec.metrics}
+        fields = {"is": "inception_score"}
+        return {v: float(getattr(result, fields.get(v, v))) for v in spec.logged_values()}
 
     def _keep_best(self, values: dict[str, float]) -> None:
-        """Write ``best.safetensors`` when ``eval.best``'s value is lower than every earlier one."""
+        """Write ``best.safetensors`` when ``eval.best``'s value beats every earlier one."""
+        from hourglass.recipe.schema import HIGHER_IS_BETTER
+
         metric = self.spec.best
         if metric is None or not math.isfinite(values[metric]):
             return
-        if self.best is not None and not values[metric] < self.best["value"]:
+        sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
+        if self.best is not None and not sign * values[metric] < sign * self.best["value"]:
             return
         self.best = {"metric": metric, "value": values[metric], "step": self.trainer.step}
         path = self.trainer.save_checkpoint(path=best_checkpoint_path(self.trainer.run_dir))
