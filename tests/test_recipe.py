@@ -355,7 +355,7 @@ def test_runtime_rules():
     assert {p.path for p in problems} == {
         "runtime.device", "runtime.dtype", "runtime.backends.neighborhood", "runtime.backends.foo"
     }
-    for ok in ("cpu", "cuda", "cuda:1", "auto"):
+    for ok in ("cpu", "cuda", "cuda:1", "auto", "mps", "xpu", "xpu:1"):
         assert small(runtime__device=ok).runtime.device == ok
 
 

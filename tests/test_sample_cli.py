@@ -83,7 +83,7 @@ def test_default_output_folder_is_in_the_run(run_dir):
         (["--class", "circle,hexagon"], "--class circle,hexagon: 'hexagon' is not a class of this model; its classes"),
         (["--resolution", "20"], "--resolution 20x20 does not fit this model"),
         (["--cfg", "nan"], "--cfg must be a finite number"),
-        (["--device", "cuda:7"] , "CUDA is not available"),
+        (["--device", "cuda:7"], "'cuda:7' was requested but this machine has no cuda device"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(run_dir, capsys, extra, message):

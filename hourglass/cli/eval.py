@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     val.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights (default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the KID subsets / the noise (default 0)")
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward (default 50)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | xpu[:N] | mps (default auto: the first present of cuda, xpu, mps, cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_json_option(parser)
 

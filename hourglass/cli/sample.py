@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="write grid.png")
     parser.add_argument("--images", action=argparse.BooleanOptionalAction, default=True,
                         help="write one PNG per image")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | xpu[:N] | mps (default auto: the first present of cuda, xpu, mps, cpu)")
     parser.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16"),
                         help="precision (default float32: an image then does not depend on the batch size; "
                         "bfloat16 autocast is faster on GPUs but batches of different sizes drift apart; "

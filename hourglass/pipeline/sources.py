@@ -47,7 +47,8 @@ def load(
         ema: True: the EMA weights (for a folder holding one set of weights: that set, unless it is
             recorded as the raw one); False: the raw trained weights; None: the EMA weights when the
             source has them, else the ones it has.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:N"`` or a ``torch.device``.
+        device: ``"auto"`` (see :func:`hourglass.devices.resolve_device`), ``"cpu"``, ``"cuda:N"``,
+            ``"xpu:N"``, ``"mps"`` or a ``torch.device``.
         report: receives one message per corrupt checkpoint file skipped in a run directory
             (default: silent).
         vae: for a latent model, the VAE to use instead of the one its recipe's ``[vae]`` names (an

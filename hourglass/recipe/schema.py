@@ -295,15 +295,18 @@ class EvalSection(Spec):
         return tuple(v for m in self.metrics for v in EVAL_METRICS[m])
 
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
 
 
 class RuntimeSection(Spec):
     """``[runtime]``: where and how to run; never changes the weights or the maths."""
 
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (auto: cuda if available, else cpu)")
+    device: str = Field(
+        "auto", description="auto | cpu | cuda | cuda:N | xpu | xpu:N | mps (auto: the first present of cuda, xpu, "
+        "mps, cpu); the recipe may name a device this machine lacks, the run then says which it has",
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)"
+        "auto", description="autocast dtype (auto: bfloat16 on CUDA and XPU, float32 on CPU and MPS)"
     )
     compile: bool = Field(False, description="torch.compile the model")
     backends: dict[str, str] = Field(
@@ -316,7 +319,10 @@ class RuntimeSection(Spec):
     @classmethod
     def _device(cls, value: str) -> str:
         if not _DEVICE.match(value):
-            raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N; use e.g. \"cuda:0\"")
+            from hourglass.devices import available_devices
+
+            raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N, xpu, xpu:N, mps; this machine "
+                             f"has {', '.join(available_devices())}")
         return value
 
     @field_validator("backends")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hourglass.devices import set_device_rng_states
 from hourglass.registry import MODEL
 from hourglass.train import checkpoint as ckpt
 
@@ -67,9 +68,7 @@ def resume_or_warm_start(trainer: Trainer) -> None:
             group["initial_lr"] = lr  # the recipe's learning rate wins over the saved one
     if "torch_cpu" in found.rng:
         torch.set_rng_state(found.rng["torch_cpu"])
-    cuda_states = [found.rng[k] for k in sorted(found.rng) if k.startswith("cuda.")]
-    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
+    set_device_rng_states(found.rng)
     trainer.step = found.step
     trainer.bad_steps = int(found.extra.get("bad_steps", 0))
     saved_batch = int(found.data["global_micro_batch"]) if "global_micro_batch" in found.data else None

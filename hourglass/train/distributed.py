@@ -63,8 +63,8 @@ def init_distributed(device: str | None = "auto", timeout_s: float = 1800.0) -> 
     """Join the process group described by torchrun's environment variables, if any.
 
     Args:
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; under torchrun with CUDA each
-            process uses ``cuda:LOCAL_RANK``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``, ``"xpu[:N]"`` or ``"mps"``; under torchrun with
+            CUDA (XPU) each process uses ``cuda:LOCAL_RANK`` (``xpu:LOCAL_RANK``) with NCCL (XCCL).
         timeout_s: collective timeout.
 
     Returns:
@@ -85,6 +85,16 @@ def init_distributed(device: str | None = "auto", timeout_s: float = 1800.0) -> 
         base = torch.device("cuda", local_rank)
         torch.cuda.set_device(base)
         backend = "nccl"
+    elif base.type == "xpu":
+        if local_rank >= torch.xpu.device_count():
+            raise ValueError(f"LOCAL_RANK {local_rank} has no XPU ({torch.xpu.device_count()} visible); launch at most "
+                             "one process per XPU (torchrun --nproc_per_node)")
+        base = torch.device("xpu", local_rank)
+        torch.xpu.set_device(base)
+        backend = "xccl" if dist.is_xccl_available() else "gloo"
+    elif base.type == "mps":
+        raise ValueError(f"{world_size} processes on mps: a Mac has one MPS device and no collective backend for it; "
+                         "run one process, or set runtime.device = \"cpu\" for several")
     else:
         backend = "gloo"
     if not dist.is_initialized():

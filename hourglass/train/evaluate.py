@@ -210,8 +210,9 @@ class Evaluator:
         from hourglass.evaluation import compute_metrics
 
         t, spec = self.trainer, self.spec
-        devices = [t.device] if t.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        accelerator = t.device.type not in ("cpu", "meta")
+        with torch.random.fork_rng(devices=[t.device] if accelerator else [],
+                                   device_type=t.device.type if accelerator else None):
             images = self.sample()
             result = compute_metrics(
                 GeneratedImages(images), self.reference, metrics=spec.metrics, extractor=self.extractor,

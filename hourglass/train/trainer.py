@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from hourglass.data import create_dataloader, mix_seed
-from hourglass.devices import resolve_dtype
+from hourglass.devices import device_rng_states, resolve_dtype
 from hourglass.recipe import (
     Recipe,
     availability_problems,
@@ -339,10 +339,7 @@ class Trainer:
         """
         if not self.dist.is_main:
             return None
-        rng = {"torch_cpu": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i, state in enumerate(torch.cuda.get_rng_state_all()):
-                rng[f"cuda.{i}"] = state
+        rng = {"torch_cpu": torch.get_rng_state(), **device_rng_states()}
         consumed = self.step * self.recipe.train.grad_accum
         data = {
             "consumed_batches": torch.tensor(consumed, dtype=torch.int64),
