@@ -50,6 +50,13 @@ from typing import Any
 
 from hourglass._files import SAFETENSORS, TORCH_KINDS
 from hourglass.cli._common import CLIError, add_set_option
+from hourglass.cli._convert_common import (
+    ROOT_PLACEHOLDER,
+    WEIGHTS_WORDS,
+    checked_kind,
+    refuse_hourglass_file,
+    report_conversion,
+)
 
 __all__ = [
     "HELP", "EXAMPLES", "add_arguments", "run", "recipe_data_from_k_diffusion", "load_checkpoint_state",
@@ -60,14 +67,7 @@ COMMAND = "convert"
 _PICK = ("model_ema", "model", "state_dict")
 _PICKED = {"model_ema": "ema", "model": "raw"}
 _ANCHOR = "patch_in.proj.weight"  # a parameter every image_transformer_v2 has
-#: what ``model.safetensors`` holds, for the recipe header
-_WEIGHTS_WORDS = {
-    "ema": "the checkpoint's EMA weights",
-    "raw": "the checkpoint's raw training weights (it holds no EMA copy)",
-    "unknown": "the checkpoint's only weights (whether they are an EMA copy is not recorded in it)",
-}
 _WEIGHTING = {"karras": "edm", "soft-min-snr": "soft_min_snr", "snr": "snr"}
-_ROOT_PLACEHOLDER = "/path/to/images"
 
 
 HELP = "convert a k-diffusion (HDiT), official DiT or official U-ViT checkpoint to a recipe + safetensors"
@@ -217,9 +217,9 @@ def _checkpoint_kind(path: Path) -> str | None:
         raise CLIError(f"checkpoint {path} is a folder; pass the k-diffusion checkpoint file (.safetensors or .pth)")
     if not path.is_file():
         raise CLIError(f"checkpoint {path} does not exist; check the path")
-    kind = _kind(path)
+    kind = checked_kind(path)
     if kind == SAFETENSORS:
-        _refuse_hourglass_file(path)
+        refuse_hourglass_file(path)
     elif kind not in TORCH_KINDS:
         what = kind or "neither a safetensors nor a PyTorch file"
         raise CLIError(f"{path} is {what}, not a k-diffusion checkpoint; pass the .safetensors or .pth file that "
@@ -227,33 +227,12 @@ def _checkpoint_kind(path: Path) -> str | None:
     return kind
 
 
-def _kind(path: Path) -> str | None:
-    from hourglass._files import file_kind
-
-    try:
-        return file_kind(path)
-    except OSError as exc:
-        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _refuse_hourglass_file(path: Path) -> None:
-    """An hourglass checkpoint or converted weights need no conversion: say so."""
-    from hourglass.train.checkpoint import FORMAT, WEIGHTS_FORMAT, CheckpointError, read_checkpoint
-
-    try:
-        read_checkpoint(path, tensors=False)
-    except CheckpointError:
-        return  # not an hourglass file: k-diffusion's loader judges it
-    raise CLIError(f"{path} is already an hourglass checkpoint ({FORMAT} or {WEIGHTS_FORMAT}); nothing to convert: "
-                   f"sample it with `hourglass sample {path}`")
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     """The k-diffusion config; a file of another kind (a checkpoint, a recipe, ...) is named."""
     if path.is_dir():
         raise CLIError(f"config {path} is a folder; pass the k-diffusion config JSON file")
     if path.is_file():
-        kind = _kind(path)
+        kind = checked_kind(path)
         if kind is not None and kind not in ("a JSON file", "a text file"):
             swapped = " (the arguments are CONFIG.json CHECKPOINT OUT_DIR)" if kind in (*TORCH_KINDS, SAFETENSORS) else ""
             what = "an hourglass recipe" if kind == "a recipe" else kind
@@ -311,9 +290,9 @@ def recipe_data_from_k_diffusion(config: dict[str, Any]) -> tuple[dict[str, Any]
         if note:
             notes.append(note)
     kind = dcfg.get("type")
-    dataset: dict[str, Any] = {"type": "imagefolder", "root": dcfg.get("location") or _ROOT_PLACEHOLDER}
+    dataset: dict[str, Any] = {"type": "imagefolder", "root": dcfg.get("location") or ROOT_PLACEHOLDER}
     if kind not in ("imagefolder", "imagefolder-class"):
-        dataset["root"] = _ROOT_PLACEHOLDER
+        dataset["root"] = ROOT_PLACEHOLDER
         notes.append(f"dataset type {kind!r} is not an image folder: set data.dataset.root=... before training")
     if kind == "imagefolder-class" or model.num_classes:
         dataset["classes"] = "subfolders"
@@ -391,14 +370,6 @@ def write_converted_folder(
     return out_dir / "recipe.toml", out_dir / WEIGHTS_FILE
 
 
-def _report(recipe_path: Path, weights_path: Path, tensors: dict[str, Any], which: str, notes: list[str]) -> None:
-    n = sum(v.numel() for v in tensors.values())
-    print(f"wrote {recipe_path} and {weights_path} ({len(tensors)} tensors, {n:,} values: {_WEIGHTS_WORDS[which]}), "
-          "with config.json and a model card (README.md): a pretrained folder")
-    for note in notes:
-        print(f"note: {note}")
-
-
 def run(args: argparse.Namespace) -> int:
     """Convert; 0 on success, 2 if the inputs do not fit together."""
     from hourglass.cli.convert_official import run_dit, run_uvit
@@ -433,7 +404,7 @@ def _run_k_diffusion(args: argparse.Namespace) -> int:
     )
     header = "\n".join([
         f"Converted from k-diffusion: {config_path.name} + {Path(args.checkpoint).name}.",
-        f"Weights: {WEIGHTS_FILE} beside this file (hourglass parameter names): {_WEIGHTS_WORDS[which]}.",
+        f"Weights: {WEIGHTS_FILE} beside this file (hourglass parameter names): {WEIGHTS_WORDS[which]}.",
         f"Check with: hourglass build {recipe_path}",
         f"Sample with: hourglass sample {out_dir}{size_note}",
         *[f"Note: {n}" for n in notes],
@@ -442,5 +413,5 @@ def _run_k_diffusion(args: argparse.Namespace) -> int:
         out_dir, recipe, model, header=header, source="k-diffusion", weights=which, overwrite=args.overwrite,
         converted_from=f"{config_path.name} + {Path(args.checkpoint).name}",
     )
-    _report(recipe_path, weights_path, model.state_dict(), which, notes)
+    report_conversion(recipe_path, weights_path, model.state_dict(), which, notes)
     return 0

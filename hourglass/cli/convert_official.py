@@ -18,14 +18,14 @@ from typing import Any
 
 from hourglass._files import SAFETENSORS, TORCH_KINDS
 from hourglass.cli._common import CLIError
-from hourglass.cli.convert import (
-    _ROOT_PLACEHOLDER,
-    _WEIGHTS_WORDS,
-    _kind,
-    _refuse_hourglass_file,
-    _report,
-    write_converted_folder,
+from hourglass.cli._convert_common import (
+    ROOT_PLACEHOLDER,
+    WEIGHTS_WORDS,
+    checked_kind,
+    refuse_hourglass_file,
+    report_conversion,
 )
+from hourglass.cli.convert import write_converted_folder
 
 __all__ = ["DIT_VAE", "UVIT_VAE", "vae_argument", "read_state_file", "recipe_data_from_dit", "recipe_data_from_uvit",
            "run_dit", "run_uvit"]
@@ -99,10 +99,10 @@ def read_state_file(path: str | Path, what: str, pick: tuple[str, ...] = ("ema",
         raise CLIError(f"checkpoint {path} is a folder; pass the {what} checkpoint file")
     if not path.is_file():
         raise CLIError(f"checkpoint {path} does not exist; check the path")
-    kind = _kind(path)
+    kind = checked_kind(path)
     guess = {"nnet_ema": "ema", "nnet": "raw"}.get(path.stem.split(".")[0], "unknown")
     if kind == SAFETENSORS:
-        _refuse_hourglass_file(path)
+        refuse_hourglass_file(path)
         import safetensors.torch
 
         try:
@@ -192,7 +192,7 @@ def recipe_data_from_uvit(release: Any, spec: Any, vae: str | None = UVIT_VAE) -
     if release.latent:
         dataset: dict[str, Any] = {"type": "latents", "root": _LATENT_ROOT, "channels": spec.in_channels}
     else:
-        dataset = {"type": "imagefolder", "root": _ROOT_PLACEHOLDER, "channels": spec.in_channels}
+        dataset = {"type": "imagefolder", "root": ROOT_PLACEHOLDER, "channels": spec.in_channels}
     if spec.num_classes:
         dataset["classes"] = "subfolders"
     pixel_in64 = release.name.startswith("imagenet64")
@@ -211,7 +211,7 @@ def recipe_data_from_uvit(release: Any, spec: Any, vae: str | None = UVIT_VAE) -
 def _weights_header(which: str) -> str:
     from hourglass.train.checkpoint import WEIGHTS_FILE
 
-    return f"Weights: {WEIGHTS_FILE} beside this file (hourglass parameter names): {_WEIGHTS_WORDS[which]}."
+    return f"Weights: {WEIGHTS_FILE} beside this file (hourglass parameter names): {WEIGHTS_WORDS[which]}."
 
 
 def _finish(args: argparse.Namespace, data: dict[str, Any], converted: dict[str, Any], source: str, which: str,
@@ -236,7 +236,7 @@ def _finish(args: argparse.Namespace, data: dict[str, Any], converted: dict[str,
         args.out_dir, recipe, model, header="\n".join(header), source=source, weights=which,
         overwrite=args.overwrite, converted_from=Path(args.checkpoint).name,
     )
-    _report(recipe_path, weights_path, model.state_dict(), which, [])
+    report_conversion(recipe_path, weights_path, model.state_dict(), which, [])
     return 0
 
 

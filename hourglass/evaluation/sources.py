@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hourglass.data._walk import walk_files
 from hourglass.evaluation._errors import EvaluationError
 from hourglass.evaluation.features import FeatureExtractor
 
@@ -82,13 +83,7 @@ def list_image_files(root: str | os.PathLike, exclude: Sequence[str] = ("grid.pn
     if not root.is_dir():
         raise EvaluationError(f"{root} is a file, not a folder; pass the folder that holds the images")
     skip = set(exclude)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(_EXTENSIONS) and name not in skip:
-                found.append(Path(dirpath) / name)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    return [path for path in walk_files(root, _EXTENSIONS) if path.name not in skip]
 
 
 class ImageSource(abc.ABC):
