@@ -117,34 +117,36 @@ def test_encode_writes_shards_of_latents_and_flips_with_an_index(shards, vae_dir
 
 
 def test_a_killed_encode_leaves_whole_shards_and_resumes(vae_dir, tmp_path, monkeypatch):
-    from hourglass.data import latent_shards
+    import safetensors.torch
 
     assert encode(tmp_path / "whole", vae_dir, "--latents", "sample") == 0
-    write = latent_shards.write_shard
+    save_file = safetensors.torch.save_file
     calls = []
 
-    def killed_in_the_second(path, *args):
-        calls.append(path)
-        if len(calls) == 2:  # dies while writing shard 1: a partial temporary file, no shard
-            (path.parent / f".{path.name}.tmp").write_bytes(b"half")
+    def killed_in_the_second(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:  # killed while writing shard 1: half a file where it was writing
+            Path(filename).write_bytes(b"half")
             raise KeyboardInterrupt
-        write(path, *args)
+        save_file(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(latent_shards, "write_shard", killed_in_the_second)
+    monkeypatch.setattr(safetensors.torch, "save_file", killed_in_the_second)
     out = tmp_path / "killed"
     assert encode(out, vae_dir, "--latents", "sample") == 130
-    assert not read_index(out)["complete"] and not (out / "shard-00001.safetensors").exists()
+    assert not read_index(out)["complete"] and (out / "shard-00000.safetensors").is_file()
+    assert not (out / "shard-00001.safetensors").exists()  # the half file is not a shard
     spec = DATASET.validate({"type": "latents", "root": str(out), "classes": "stored"})
     (problem,) = DATASET.get("latents").availability_problems(spec)
     assert "unfinished" in problem.message and DATASET.get("latents").classes_of(spec) is None
     with pytest.raises(ValueError, match="unfinished"):
         DATASET.build(spec, resolution=8)
     assert encode(out, vae_dir, "--latents", "sample", "--seed", "1") == 2  # other settings: refused
-    monkeypatch.setattr(latent_shards, "write_shard", write)
     assert encode(out, vae_dir, "--latents", "sample") == 0  # the same command finishes it
-    assert read_index(out) == read_index(tmp_path / "whole") and len(calls) == 2
+    assert len(calls) == 4  # shards 1 and 2 only
+    assert read_index(out) == read_index(tmp_path / "whole")
     resumed, whole = shard_tensors(out), shard_tensors(tmp_path / "whole")
     assert torch.equal(resumed[0], whole[0]) and torch.equal(resumed[1], whole[1])  # as if never killed
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
 
 
 def test_sampled_latents_differ_from_the_mean_and_follow_the_seed(shards, vae_dir, tmp_path):

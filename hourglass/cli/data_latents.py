@@ -1,17 +1,16 @@
 """``hourglass data latents SOURCE OUT``: encode a dataset with a VAE into latent shards.
 
 SOURCE is a recipe (``.toml``: its ``[data]`` dataset, its ``[vae]`` and the image size its model's
-latent grid decodes to) or the name of a registered dataset whose options ``--set KEY=VALUE`` gives
-(``hourglass data latents imagefolder OUT --set root=/data/imagenet/train --set classes=subfolders
---resolution 256 --vae stabilityai/sd-vae-ft-mse``). ``--vae`` (a local ``AutoencoderKL`` folder or a
-Hub id read from the Hugging Face cache) replaces the recipe's ``[vae]``.
+latent grid decodes to) or the name of a registered dataset, whose options ``--set KEY=VALUE`` gives
+(``--set root=data/imagenet/train``). ``--vae`` (a local ``AutoencoderKL`` folder or a Hub id read from
+the Hugging Face cache) replaces the recipe's ``[vae]``.
 
 Every image is encoded together with its horizontal flip, as the DiT (fast-DiT's features) and U-ViT
-pipelines store them, so training with ``hflip`` reads exact latents of flipped images. The latents
-are what the VAE's ``encode`` gives (scaled by its scaling factor): with ``--latents sample`` (DiT's
-``train.py``: ``vae.encode(x).latent_dist.sample().mul_(0.18215)``) one posterior sample per image,
-drawn once from ``--seed`` (per batch: the draw depends on ``--batch-size`` too); with ``--latents
-mean`` the posterior's mean. The default is the VAE spec's ``latents`` (``autoencoder_kl``: mean).
+pipelines store them, so training with ``hflip`` reads the exact latents of flipped images. The latents
+are what the VAE's ``encode`` gives, scaled by its scaling factor. With ``--latents sample`` (DiT's
+``train.py`` encodes ``vae.encode(x).latent_dist.sample().mul_(0.18215)``) each is one posterior sample,
+drawn once from ``--seed`` per batch (so it depends on ``--batch-size`` too); with ``--latents mean`` the
+posterior's mean. The default is the VAE spec's ``latents`` (``autoencoder_kl``: mean).
 
 OUT receives ``latents.json`` (the index: VAE, scaling factor, shapes, count, classes) and
 ``shard-*.safetensors`` files of ``--shard-size`` items each (format: :mod:`hourglass.data.latent_shards`).
@@ -34,10 +33,9 @@ __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
 HELP = "encode a dataset (and its horizontal flips) with a VAE into latent shards for the latents dataset"
 EXAMPLES = (
-    "hourglass data latents recipes/dit_xl2_imagenet256_latent.toml data/in256_latents --set "
-    'data.dataset=\'{type = "imagefolder", root = "/data/imagenet/train", classes = "subfolders"}\' --latents sample',
-    "hourglass data latents imagefolder data/ffhq256_latents --set root=data/ffhq256 --resolution 256 "
-    "--vae stabilityai/sd-vae-ft-mse --device cuda --batch-size 64",
+    "hourglass data latents latent.toml data/latent_shards",
+    "hourglass data latents imagefolder data/in256_latents --set root=data/imagenet/train --set classes=subfolders "
+    "--resolution 256 --vae stabilityai/sd-vae-ft-mse --latents sample --batch-size 64",
 )
 
 
