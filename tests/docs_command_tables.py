@@ -209,6 +209,8 @@ NOT_RUN: dict[str, str] = {
                                                          "cache holds a stand-in under that id: FIXTURES)",
     "hourglass convert dit": "names the converter in prose (the CLI reference's heading); its examples run",
     "hourglass convert uvit": "names the converter in prose (the CLI reference's heading); its examples run",
+    "hourglass data latents": "names the sub-command in prose (the CLI reference's heading); its examples and "
+                              "docs/latents.md's commands run",
     "hf upload me/hdit-quickstart quickstart-hub/": "huggingface_hub's command line: uploads to the Hugging Face Hub "
                                                     "(a network and a login)",
     "hourglass convert k-diffusion": "names the converter in prose (k-diffusion is convert's first argument); the "
