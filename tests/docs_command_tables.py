@@ -83,6 +83,24 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
     "hourglass train recipes/dit_quickstart_ddpm.toml": (
         "hourglass train recipes/dit_quickstart_ddpm.toml --set train.steps=2 --set sample.steps=2 --set sample.n=4",
         "the recipe trains 2000 steps (about 13 minutes on 2 cores) and samples 36 images: 2 steps and 4 images"),
+    # -- docs/latents.md: DiT-XL/2 on latent shards of a 2-class stand-in for ImageNet (FIXTURES) ----------
+    "hourglass validate recipes/dit_xl2_imagenet256_latent.toml --set data.dataset.root=data/in256_latents": (
+        "hourglass validate recipes/dit_xl2_imagenet256_latent.toml --set data.dataset.root=data/in256_latents "
+        "--set model.num_classes=2",
+        "the stand-in data/imagenet/train has 2 classes, not 1000, and validation reads the class count from the "
+        "shards' index (it would refuse 1000)"),
+    "hourglass train recipes/dit_xl2_imagenet256_latent.toml --run-dir runs/dit_xl2 --set "
+    "data.dataset.root=data/in256_latents": (
+        "hourglass train recipes/dit_xl2_imagenet256_latent.toml --run-dir runs/dit_xl2 --set "
+        "data.dataset.root=data/in256_latents --set model.num_classes=2 --set model.depth=1 --set model.width=64 "
+        "--set 'model.attention={type = \"global\", d_head = 32}' --set train.steps=2 --set data.batch_size=2 "
+        "--set data.num_workers=0 --set sample.steps=2 --set sample.n=2 --set sample.batch_size=2",
+        "DiT-XL/2 (675M parameters, 10.8 GB of AdamW state) trains 400,000 steps of batch 256: here 2 steps of "
+        "batch 2 of a 1-block, width-64 DiT with the recipe's data, VAE, DDPM and sampler, on the 2 classes of the "
+        "stand-in; the run's recipe keeps sample.steps = 2 and n = 2 for the sample command after it"),
+    "hourglass sample runs/dit_xl2 --n 64": (
+        "hourglass sample runs/dit_xl2 --n 2",
+        "64 images of 256 px decoded by the (tiny stand-in) VAE: 2 exercise the same path"),
     # -- official checkpoints: multi-GB downloads, here tiny official-format stand-ins (FIXTURES) ---------
     "hourglass convert dit DiT-XL-2-256x256.pt dit-xl-2/ --model dit_xl_2 --weights ema": (
         "hourglass convert dit DiT-XL-2-256x256.pt dit-xl-2/ --model dit_test --weights ema",
@@ -194,6 +212,8 @@ NOT_RUN: dict[str, str] = {
                                                          "cache holds a stand-in under that id: FIXTURES)",
     "hourglass convert dit": "names the converter in prose (the CLI reference's heading); its examples run",
     "hourglass convert uvit": "names the converter in prose (the CLI reference's heading); its examples run",
+    "hourglass data latents": "names the sub-command in prose (the CLI reference's heading); its examples and "
+                              "docs/latents.md's commands run",
     "hf upload me/hdit-quickstart quickstart-hub/": "huggingface_hub's command line: uploads to the Hugging Face Hub "
                                                     "(a network and a login)",
     "hourglass convert k-diffusion": "names the converter in prose (k-diffusion is convert's first argument); the "
@@ -254,6 +274,8 @@ FIXTURES: dict[str, str] = {
     "latent.toml, hub/": "docs/vae.md's recipe, and a Hugging Face cache (HF_HUB_CACHE) holding a tiny randomly "
                          "initialised factor-8 AutoencoderKL as stabilityai/sd-vae-ft-ema and as "
                          "stabilityai/sd-vae-ft-mse (nothing is downloaded; HF_HUB_OFFLINE=1 for every command)",
+    "data/imagenet/train/": "4 images of the shapes dataset in each of 2 class subfolders, in place of ImageNet "
+                            "(docs/latents.md encodes it into latent shards)",
     "DiT-XL-2-256x256.pt, imagenet256_uvit_huge.pth": "official-format state dicts (the parameter names of DiT's "
                                                       "models.py and U-ViT's libs/uvit.py) of a tiny random DiT "
                                                       "(dit_test's size, 10 classes) and U-ViT-H/2 config with 2 "

@@ -253,6 +253,9 @@ def _make_fixtures(ws: Path) -> None:
             pixels = to_uint8_rgb(shapes[i]["image"][None])[0].permute(1, 2, 0).numpy()
             Image.fromarray(np.ascontiguousarray(pixels)).save(ws / folder / f"{i:06d}.png")
     shutil.copy(ws / "photos" / "000000.png", ws / "photo.png")
+    for i in range(8):  # data/imagenet/train: 2 class subfolders of 4 images (FIXTURES)
+        (ws / "data/imagenet/train" / f"n0{i // 4}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(ws / "data/ffhq256" / f"{i:06d}.png", ws / "data/imagenet/train" / f"n0{i // 4}" / f"{i}.png")
     hole = np.zeros((32, 32), dtype=np.uint8)
     hole[8:24, 8:24] = 255
     Image.fromarray(hole).save(ws / "hole.png")
