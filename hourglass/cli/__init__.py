@@ -26,7 +26,7 @@ __all__ = ["COMMANDS", "main", "build_parser", "CLIError"]
 #: command modules, in the order ``hourglass --help`` lists them; append new commands here.
 COMMANDS: tuple[str, ...] = (
     "build", "validate", "flops", "catalog", "show", "plugins", "convert", "train", "sample", "eval", "export",
-    "export_onnx",
+    "export_onnx", "data",
 )
 
 _DESCRIPTION = """\
