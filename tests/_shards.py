@@ -31,25 +31,26 @@ def webdataset_shards(folder: Path, out: Path, per_shard: int = 2, classes: str 
     return out
 
 
-def _rows(n: int, start: int, num_classes: int, size: int = 20) -> dict[str, list]:
+def _rows(n: int, start: int, num_classes: int, size: int = 20, corrupt: int | None = None) -> dict[str, list]:
     rng = np.random.default_rng(start)
     images, labels = [], []
     for i in range(start, start + n):
         buffer = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (size, size + i % 3, 3), dtype=np.uint8)).save(buffer, "PNG")
-        images.append({"bytes": buffer.getvalue(), "path": None})
+        images.append({"bytes": b"not an image" if i == corrupt else buffer.getvalue(), "path": None})
         labels.append(i % num_classes)
     return {"image": images, "label": labels}
 
 
-def parquet_files(out: Path, files: int = 4, rows: int = 3, num_classes: int = 3) -> Path:
-    """``files`` Parquet files of ``rows`` rows each (an ``image`` struct column and an int ``label``)."""
+def parquet_files(out: Path, files: int = 4, rows: int = 3, num_classes: int = 3, corrupt: int | None = None) -> Path:
+    """``files`` Parquet files of ``rows`` rows each (an ``image`` struct column and an int ``label``); row
+    number ``corrupt`` (if set) holds bytes that are no image."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out.mkdir(parents=True, exist_ok=True)
     for f in range(files):
-        pq.write_table(pa.table(_rows(rows, f * rows, num_classes)), out / f"part-{f:03d}.parquet")
+        pq.write_table(pa.table(_rows(rows, f * rows, num_classes, corrupt=corrupt)), out / f"part-{f:03d}.parquet")
     return out
 
 
