@@ -83,8 +83,14 @@ def test_two_ranks_read_disjoint_shards_that_cover_the_epoch(shards):
         StreamLoader(ds, 1, rank=0, world_size=2, num_workers=4)
 
 
-def test_two_workers_yield_the_same_epoch_as_one(shards):
-    ds = _wds(shards)
+@pytest.mark.parametrize("kind", ["webdataset", "hf_datasets"])
+def test_two_workers_yield_the_same_epoch_as_one(kind, shards, tmp_path, monkeypatch):
+    if kind == "webdataset":
+        ds = _wds(shards)
+    else:  # 6 Parquet files of 2 rows: the same shape as the tars
+        pytest.importorskip("datasets")
+        files = parquet_files(tmp_path / "pq", files=6, rows=2, num_classes=2)
+        ds = DATASET.build({"type": "hf_datasets", "path": str(files), "streaming": True}, resolution=16)
     seen = {}
     for workers in (0, 2):
         loader = create_dataloader(ds, 1, seed=5, num_workers=workers)

@@ -36,6 +36,7 @@ from hourglass.spec import Problem
 
 __all__ = ["HFDataset", "HFDatasetSpec", "parquet_files"]
 
+_ROWS_PER_READ = 64
 _FIX = "set data.dataset.path to a save_to_disk folder or to Parquet files (a folder of *.parquet, a file or a glob)"
 
 
@@ -175,7 +176,10 @@ class HFDataset(ShardedImageDataset):
             yield from itertools.islice(iter(self.table), skip, None)
             return
         part = self.table.shard(num_shards=len(self.shard_sizes), index=shard, contiguous=True)
-        yield from part.skip(skip) if skip else part
+        # .iter(batch_size), not iter(): in a loader worker, iter() would split the shard over the workers again
+        for rows in (part.skip(skip) if skip else part).iter(batch_size=_ROWS_PER_READ):
+            columns = list(rows)
+            yield from (dict(zip(columns, values, strict=True)) for values in zip(*rows.values(), strict=True))
 
     def record_at(self, index: int) -> dict[str, Any]:
         """Row ``index`` (a streamed dataset reads its shard from the start up to it)."""
