@@ -20,7 +20,7 @@ COMMAND = "data"
 SUBCOMMANDS: tuple[str, ...] = ("data_shards",)
 
 HELP = "prepare training data (WebDataset shards of an image folder, ...)"
-EXAMPLES = ("hourglass data shards images/ shards/ --samples-per-shard 1000",)
+EXAMPLES = ("hourglass data shards data/ffhq256/ shards/ffhq256 --classes none --samples-per-shard 4",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,10 +21,7 @@ from hourglass.cli._common import CLIError
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
 HELP = "write an image folder as WebDataset tar shards (class ids from subfolders)"
-EXAMPLES = (
-    "hourglass data shards images/ shards/",
-    "hourglass data shards imagenet/train/ shards/in1k --classes subfolders --samples-per-shard 2000",
-)
+EXAMPLES = ("hourglass data shards data/ffhq1024/ shards/ffhq1024 --classes none --max-shard-size 256",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
