@@ -246,3 +246,23 @@ def test_data_shards_bad_inputs_are_one_line_errors(args, needle, folder, tmp_pa
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and err.startswith("hourglass data: error:")
     assert not (tmp_path / "out").exists()
+
+
+def test_stream_draws_are_a_function_of_seed_epoch_shard_and_record(shards):
+    from hourglass.data import mix_seed
+
+    ds = _wds(shards, crop="random", hflip=0.5)
+    loader = StreamLoader(ds, 1, seed=9)
+    records = list(itertools.islice(loader.slot_records(0, 0, 0), 24))  # two epochs
+    draws = [draw for _, _, draw, _ in records]
+    assert len(set(draws)) == 24  # every record of every epoch draws its own crop and flip
+    order = loader.slot_records(0, 1, 0)  # epoch 1 from its start: the same draws as above
+    assert [d for _, _, d, _ in itertools.islice(order, 12)] == draws[12:]
+    shard_of = {ds.shard_names[s]: s for s in range(len(ds.shard_names))}
+    for epoch, _, draw, record in records[:3]:
+        shard = shard_of[Path(record["__url__"]).name]
+        j = int(record["__key__"]) - ds._starts[shard]
+        assert draw == mix_seed(9, epoch, shard, j)
+    batches = list(itertools.islice(loader.iterate(0), 3))  # the loader's items are made with those draws
+    for batch, (_, _, draw, record) in zip(batches, records, strict=False):
+        assert torch.equal(batch["image"][0], ds.item_from(*ds.decode(record), draw)["image"])
