@@ -266,3 +266,17 @@ def test_stream_draws_are_a_function_of_seed_epoch_shard_and_record(shards):
     batches = list(itertools.islice(loader.iterate(0), 3))  # the loader's items are made with those draws
     for batch, (_, _, draw, record) in zip(batches, records, strict=False):
         assert torch.equal(batch["image"][0], ds.item_from(*ds.decode(record), draw)["image"])
+
+
+def test_karras_augmentation_streams_and_resumes(shards):
+    from hourglass.data import Augmented
+
+    augmented = Augmented(_wds(shards), {"p": 0.5}, seed=3)
+    reference = _batches(create_dataloader(augmented, 4, seed=1), 0, 6)
+    assert any(b["aug_cond"].abs().sum() > 0 for b in reference)  # the augmentation ran on streamed items
+    first = create_dataloader(augmented, 4, seed=1)
+    _batches(first, 0, 2)
+    resumed = create_dataloader(augmented, 4, seed=1)
+    resumed.load_state_dict(first.state_dict())
+    for got, want in zip(_batches(resumed, 2, 4), reference[2:], strict=True):
+        assert torch.equal(got["image"], want["image"]) and torch.equal(got["aug_cond"], want["aug_cond"])
