@@ -197,6 +197,8 @@ NOT_RUN: dict[str, str] = {
     "hf download stabilityai/sd-vae-ft-mse": "downloads the VAE from the Hub (the test's Hugging Face "
                                                          "cache holds a stand-in under that id: FIXTURES)",
     "hourglass convert dit": "names the converter in prose (the CLI reference's heading); its examples run",
+    "hourglass data shards": "names the command in prose (the CLI reference's heading, docs/data-loading.md's "
+                             "table); its examples run",
     "hourglass convert uvit": "names the converter in prose (the CLI reference's heading); its examples run",
     "hf upload me/hdit-quickstart quickstart-hub/": "huggingface_hub's command line: uploads to the Hugging Face Hub "
                                                     "(a network and a login)",
