@@ -26,8 +26,20 @@ def test_data_benchmark_writes_one_row_per_kind_with_the_workers_a_gpu_needs(tmp
     pytest.importorskip("datasets")
     bench = _load()
     out = tmp_path / "data.md"
-    argv = ["--sizes", "256", "--images", "8", "--batch-size", "4", "--repeats", "1", "--samples-per-shard", "4",
-            "--out", str(out)]
+    argv = [
+        "--sizes",
+        "256",
+        "--images",
+        "8",
+        "--batch-size",
+        "4",
+        "--repeats",
+        "1",
+        "--samples-per-shard",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert bench.main(argv) == 0
     rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| 256 ")]
     assert [r[1] for r in rows] == list(bench.KINDS)

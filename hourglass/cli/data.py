@@ -29,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"hourglass.cli.{name}")
         sub = tasks.add_parser(
-            name.removeprefix("data_"), help=module.HELP, description=module.__doc__,
-            epilog=example_epilog(*module.EXAMPLES), formatter_class=argparse.RawDescriptionHelpFormatter,
+            name.removeprefix("data_"),
+            help=module.HELP,
+            description=module.__doc__,
+            epilog=example_epilog(*module.EXAMPLES),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
         sub.set_defaults(_task=module)

@@ -28,12 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """FOLDER, OUT, ``--classes``, ``--samples-per-shard``, ``--max-shard-size``, ``--no-progress``."""
     parser.add_argument("folder", metavar="FOLDER", help="the image folder (searched recursively)")
     parser.add_argument("out", metavar="OUT", help="the folder to write the shards to (new or empty)")
-    parser.add_argument("--classes", choices=("subfolders", "none"), default="subfolders",
-                        help="subfolders: class ids by sorted top-level folder name (default); none: unlabelled")
-    parser.add_argument("--samples-per-shard", type=int, default=1000, metavar="N",
-                        help="the most samples in one shard (default 1000)")
-    parser.add_argument("--max-shard-size", type=float, default=1024.0, metavar="MB",
-                        help="a shard closes once it holds this many MB (default 1024)")
+    parser.add_argument(
+        "--classes",
+        choices=("subfolders", "none"),
+        default="subfolders",
+        help="subfolders: class ids by sorted top-level folder name (default); none: unlabelled",
+    )
+    parser.add_argument(
+        "--samples-per-shard", type=int, default=1000, metavar="N", help="the most samples in one shard (default 1000)"
+    )
+    parser.add_argument(
+        "--max-shard-size",
+        type=float,
+        default=1024.0,
+        metavar="MB",
+        help="a shard closes once it holds this many MB (default 1024)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -63,21 +73,31 @@ def run(args: argparse.Namespace) -> int:
     images, class_names = list_images(folder, args.classes)
     if not images:
         where = " inside class subfolders (--classes subfolders)" if args.classes == "subfolders" else ""
-        raise CLIError(f"no image found in '{folder}'{where} (looked for {' '.join(IMAGE_EXTENSIONS)}); "
-                       "check FOLDER" + (", or pass --classes none" if where else ""))
+        raise CLIError(
+            f"no image found in '{folder}'{where} (looked for {' '.join(IMAGE_EXTENSIONS)}); "
+            "check FOLDER" + (", or pass --classes none" if where else "")
+        )
     bar = None
     if progress_enabled() and not args.no_progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(images), desc="shards", unit="img", dynamic_ncols=True)
     try:
-        written = write_shards(images, out, class_names=class_names, samples_per_shard=args.samples_per_shard,
-                               max_shard_bytes=int(args.max_shard_size * 2**20),
-                               on_sample=None if bar is None else (lambda _size: bar.update(1)))
+        written = write_shards(
+            images,
+            out,
+            class_names=class_names,
+            samples_per_shard=args.samples_per_shard,
+            max_shard_bytes=int(args.max_shard_size * 2**20),
+            on_sample=None if bar is None else (lambda _size: bar.update(1)),
+        )
     finally:
         if bar is not None:
             bar.close()
     classes = f"{len(class_names)} classes" if class_names else "unlabelled"
-    print(f"wrote {written.samples} samples ({classes}) in {written.shards} shards, "
-          f"{written.bytes / 2**20:.1f} MB, to {out}", file=sys.stdout)
+    print(
+        f"wrote {written.samples} samples ({classes}) in {written.shards} shards, "
+        f"{written.bytes / 2**20:.1f} MB, to {out}",
+        file=sys.stdout,
+    )
     return 0
