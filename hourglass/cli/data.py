@@ -9,7 +9,6 @@ declares ``HELP``, ``EXAMPLES``, ``add_arguments(parser)`` and ``run(args)``, li
 from __future__ import annotations
 
 import argparse
-import importlib
 
 from hourglass.cli._common import example_epilog
 
@@ -25,9 +24,11 @@ EXAMPLES = ("hourglass data shards data/ffhq256/ shards/ffhq256 --classes none -
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One sub-parser per module of :data:`SUBCOMMANDS`."""
+    from hourglass.cli import _load  # the command loader: modules of this package only
+
     tasks = parser.add_subparsers(dest="task", metavar="TASK", title="tasks", required=True)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"hourglass.cli.{name}")
+        module = _load(name)
         sub = tasks.add_parser(
             name.removeprefix("data_"),
             help=module.HELP,
