@@ -151,6 +151,11 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
     "python3 benchmarks/scaling.py --load-raw /tmp/final/scaling_raw.json": (
         "python3 benchmarks/scaling.py --load-raw bench/scaling_raw.json --out bench/again --no-plot",
         "re-renders the file the previous command saved (here in the scratch folder) instead of the committed page"),
+    "python3 benchmarks/data.py": (
+        "python3 benchmarks/data.py --sizes 32 --images 16 --kinds webdataset hf_streaming --repeats 1 "
+        "--samples-per-shard 4 --out bench/data_loading.md",
+        "times five dataset kinds at 256 and 1024 px (a few minutes) and rewrites docs/benchmarks/data_loading.md: "
+        "two kinds at 32 px into the scratch folder"),
     "python3 benchmarks/train_throughput.py --steps 5 --warmup 1": (
         "python3 benchmarks/train_throughput.py --steps 1 --warmup 0 --batch-size 2 --out bench/train_throughput.md",
         "rewrites the committed docs/benchmarks/train_throughput.md: one step of batch 2 into the scratch folder"),
@@ -185,6 +190,8 @@ NOT_RUN: dict[str, str] = {
                                                "tests/test_trackers.py runs it offline)",
     'pip install "hourglass-diffusion[mlflow]"': "downloads mlflow-skinny from the index (the dev extra installs it; "
                                                 "tests/test_trackers.py logs to a file: store)",
+    'pip install "hourglass-diffusion[shards]"': "downloads webdataset, datasets and pyarrow from the index (the dev "
+                                                "extra installs them; tests/test_data_shards.py reads shards with them)",
     "python -m pytest -q": "the whole test suite, which this test is part of",
     'python -m pytest -q -m "not slow"': "the test suite without its slow tests, which this test is part of",
     "python -m pytest -q tests/test_backends_neighborhood.py": "one file of this test suite: the suite runs it",
@@ -211,6 +218,8 @@ NOT_RUN: dict[str, str] = {
     "hf download stabilityai/sd-vae-ft-mse": "downloads the VAE from the Hub (the test's Hugging Face "
                                                          "cache holds a stand-in under that id: FIXTURES)",
     "hourglass convert dit": "names the converter in prose (the CLI reference's heading); its examples run",
+    "hourglass data shards": "names the command in prose (the CLI reference's heading, docs/data-loading.md's "
+                             "table); its examples run",
     "hourglass convert uvit": "names the converter in prose (the CLI reference's heading); its examples run",
     "hourglass data latents": "names the sub-command in prose (the CLI reference's heading); its examples and "
                               "docs/latents.md's commands run",

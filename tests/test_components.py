@@ -8,6 +8,7 @@ one component.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -29,12 +30,17 @@ VARIANTS: dict[tuple[str, str], list[tuple[str, dict]]] = {
     ("dataset", "digits"): [("unconditional", {"class_cond": False, "digits": [3, 7], "channels": 3})],
     ("dataset", "lfw"): [("faces", {"subset": "faces"})],
     ("dataset", "latents"): [("subfolders", {"classes": "subfolders", "hflip": 0.5})],
+    ("dataset", "webdataset"): [("cls", {"classes": "cls"}), ("indexed", {"streaming": False, "crop": "random"})],
+    ("dataset", "hf_datasets"): [("labels", {"label_column": "label", "hflip": 0.5}),
+                                 ("saved", {"label_column": "label", "streaming": False})],
     ("vae", "autoencoder_kl"): [("sample", {"latents": "sample"}),
                                 ("declared", {"latent_channels": 4, "downsample_factor": 4, "scaling_factor": 2.0,
                                               "shift_factor": 0.1})],
 }
 #: components that read files: they get ``root`` (a folder the ``image_folders`` fixture writes)
 READS_FILES = {("dataset", "imagefolder"), ("dataset", "latents")}
+#: sharded datasets: they get ``root`` / ``path`` (shards the ``sharded_data`` fixture writes)
+SHARDED = {("dataset", "webdataset"), ("dataset", "hf_datasets")}
 #: VAEs that load weights: they get ``path`` (a tiny AutoencoderKL the ``tiny_vae_folder`` fixture writes)
 LOADS_WEIGHTS = {("vae", "autoencoder_kl")}
 #: trackers that talk to a service: they get a local one (W&B offline; MLflow's file store under tmp)
@@ -93,6 +99,19 @@ def latent_folders(tmp_path_factory) -> dict[str, Path]:
     return {"none": root / "flat", "subfolders": root / "classes"}
 
 
+@pytest.fixture(scope="module")
+def sharded_data(tmp_path_factory) -> dict[str, Path]:
+    """WebDataset shards of a labelled image folder, streamable Parquet files and a save_to_disk folder."""
+    from tests._shards import image_folder, parquet_files, saved_folder, webdataset_shards
+
+    root = tmp_path_factory.mktemp("shards")
+    folder = image_folder(root / "images", n=6)
+    data = {"webdataset": webdataset_shards(folder, root / "tars"), "hf_datasets": parquet_files(root / "parquet")}
+    if importlib.util.find_spec("datasets") is not None:
+        data["saved"] = saved_folder(root / "saved")
+    return data
+
+
 def test_every_family_is_checked():
     assert set(CHECKED_FAMILIES) == set(REGISTRIES)
 
@@ -112,6 +131,14 @@ def test_component_contract(family, name, options, request, monkeypatch, tmp_pat
     if (family, name) in READS_FILES:
         folders = request.getfixturevalue("latent_folders" if name == "latents" else "image_folders")
         options = {"root": str(folders[options.get("classes", "none")]), **options}
+    if (family, name) in SHARDED:
+        pytest.importorskip("webdataset" if name == "webdataset" else "datasets")
+        data = request.getfixturevalue("sharded_data")
+        if name == "webdataset":
+            options = {"root": str(data["webdataset"]), **options}
+        else:
+            saved = options.get("streaming") is False
+            options = {"path": str(data["saved" if saved else "hf_datasets"]), "streaming": not saved, **options}
     if (family, name) in LOADS_WEIGHTS:
         options = {"path": str(request.getfixturevalue("tiny_vae_folder")), **options}
     checks = check_component(family, name, options=options)

@@ -1,13 +1,14 @@
 """Datasets (procedural, bundled and image folders), Karras augmentation and the resumable loader.
 
 Importing this package registers the built-in datasets in :data:`hourglass.registry.DATASET`:
-``shapes``, ``digits``, ``lfw``, ``imagefolder`` and ``latents`` (precomputed latents, whose values are
-not confined to [-1, 1]). Build one with
+``shapes``, ``digits``, ``lfw``, ``imagefolder``, ``latents`` (precomputed latents, whose values are
+not confined to [-1, 1]) and the sharded ``webdataset`` and ``hf_datasets`` (streamed by
+:class:`~hourglass.data.stream.StreamLoader`). Build one with
 ``DATASET.build(spec, resolution=32, split="train")``; every item is
 ``{"image": (C, H, W) in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``.
 """
 
-from hourglass.data import augment, bundled, imagefolder, latents, loader, shapes
+from hourglass.data import augment, bundled, hf, imagefolder, latents, loader, shapes, stream, webdataset
 from hourglass.data._base import DatasetComponent, ImageDataset, mix_seed
 from hourglass.data.augment import (
     Augmented,
@@ -19,6 +20,7 @@ from hourglass.data.augment import (
     sample_augment_params,
 )
 from hourglass.data.bundled import DigitsDataset, DigitsDatasetSpec, LFWDataset, LFWDatasetSpec
+from hourglass.data.hf import HFDataset, HFDatasetSpec
 from hourglass.data.imagefolder import (
     IMAGE_EXTENSIONS,
     ImageFolderDataset,
@@ -28,6 +30,8 @@ from hourglass.data.imagefolder import (
 from hourglass.data.latents import LatentsDataset, LatentsDatasetSpec
 from hourglass.data.loader import ResumableDataLoader, ShardedBatchSampler, create_dataloader
 from hourglass.data.shapes import SHAPE_NAMES, ShapesDataset, ShapesDatasetSpec, render_shape
+from hourglass.data.stream import StreamLoader
+from hourglass.data.webdataset import WebDataset, WebDatasetSpec
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -37,6 +41,8 @@ __all__ = [
     "DatasetComponent",
     "DigitsDataset",
     "DigitsDatasetSpec",
+    "HFDataset",
+    "HFDatasetSpec",
     "ImageDataset",
     "ImageFolderDataset",
     "ImageFolderDatasetSpec",
@@ -49,11 +55,15 @@ __all__ = [
     "ShapesDataset",
     "ShapesDatasetSpec",
     "ShardedBatchSampler",
+    "StreamLoader",
+    "WebDataset",
+    "WebDatasetSpec",
     "apply_augment",
     "augment",
     "augment_matrix",
     "bundled",
     "create_dataloader",
+    "hf",
     "imagefolder",
     "karras_augment",
     "latents",
@@ -63,4 +73,6 @@ __all__ = [
     "render_shape",
     "sample_augment_params",
     "shapes",
+    "stream",
+    "webdataset",
 ]

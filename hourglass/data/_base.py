@@ -25,7 +25,10 @@ from torch.utils.data import Dataset
 from hourglass.registry import DATASET, Contract
 from hourglass.spec import Problem
 
-__all__ = ["DatasetComponent", "ImageDataset", "check_split", "mix_seed", "parse_resolution", "resize_cover", "to_channels"]
+__all__ = [
+    "DatasetComponent", "ImageDataset", "check_split", "make_item", "mix_seed", "parse_resolution", "resize_cover",
+    "to_channels",
+]
 
 _MASK64 = (1 << 64) - 1
 
@@ -147,6 +150,19 @@ def resize_cover(
     else:
         top, left = (h - height) // 2, (w - width) // 2
     return image[:, top : top + height, left : left + width]
+
+
+def make_item(image: Tensor, label: int) -> dict[str, Tensor]:
+    """The item of an ``image (C, H, W)`` in [-1, 1] with class id ``label`` (no augmentation).
+
+    Returns:
+        ``{"image": (C, H, W) float32, "class_cond": () int64, "aug_cond": (9,) zeros}``.
+    """
+    return {
+        "image": image.to(torch.float32).contiguous(),
+        "class_cond": torch.tensor(label, dtype=torch.int64),
+        "aug_cond": torch.zeros(9, dtype=torch.float32),
+    }
 
 
 class DatasetComponent(Contract):
@@ -273,12 +289,7 @@ class ImageDataset(DatasetComponent, Dataset):
         """Item for ``key``: ``{"image": (C,H,W), "class_cond": (), "aug_cond": (9,)}``."""
         index, draw = self.resolve_key(key)
         generator = None if draw is None else torch.Generator().manual_seed(draw)
-        image, label = self.load(index, generator)
-        return {
-            "image": image.to(torch.float32).contiguous(),
-            "class_cond": torch.tensor(label, dtype=torch.int64),
-            "aug_cond": torch.zeros(9, dtype=torch.float32),
-        }
+        return make_item(*self.load(index, generator))
 
     def __repr__(self) -> str:
         h, w = self.resolution

@@ -286,14 +286,28 @@ class Augmented(Dataset):
 
     def __getitem__(self, key: Any) -> dict[str, Tensor]:
         """Item for ``key`` with the augmented image and its ``aug_cond (9,)``."""
-        generator = None
         if isinstance(key, (tuple, list)) and len(key) == 2:
             index, draw = key
             inner = getattr(self.dataset, "uses_draw_keys", False)
-            item = self.dataset[(index, mix_seed(draw, 1)) if inner else index]
-            generator = torch.Generator().manual_seed(mix_seed(self.seed, draw, 2))
-        else:
-            item = self.dataset[key]
+            return self.augment(self.dataset[(index, self.inner_draw(draw)) if inner else index], draw)
+        return self.augment(self.dataset[key], None)
+
+    @staticmethod
+    def inner_draw(draw: int) -> int:
+        """The draw seed the wrapped dataset gets for the item of draw seed ``draw``."""
+        return mix_seed(draw, 1)
+
+    def augment(self, item: dict[str, Tensor], draw: int | None) -> dict[str, Tensor]:
+        """Augment the wrapped dataset's ``item`` (``image (C, H, W)``) with the choices of ``draw``.
+
+        Args:
+            item: an item of the wrapped dataset.
+            draw: the key's draw seed (None: torch's global RNG).
+
+        Returns:
+            The item with the augmented ``image (C, H, W)`` and its ``aug_cond (9,)``.
+        """
+        generator = None if draw is None else torch.Generator().manual_seed(mix_seed(self.seed, draw, 2))
         image, cond = karras_augment(item["image"], self.spec, generator)
         return {**item, "image": image, "aug_cond": cond}
 

@@ -50,7 +50,10 @@ from hourglass.data._walk import walk_files
 from hourglass.registry import DATASET
 from hourglass.spec import Problem, Spec
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderDatasetSpec", "pil_to_tensor"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderDatasetSpec", "ImageOptions", "finish_image",
+    "pil_to_tensor", "read_image",
+]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -58,14 +61,10 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _LISTED_IN_WARNING = 5
 
 
-class ImageFolderDatasetSpec(Spec):
-    """Spec of :class:`ImageFolderDataset`."""
+class ImageOptions(Spec):
+    """How image files become training images: channels, crop, flip, transparency (shared by the
+    datasets that decode image files: ``imagefolder``, ``webdataset``, ``hf_datasets``)."""
 
-    type: Literal["imagefolder"] = "imagefolder"
-    root: str = Field(description="folder searched recursively for images; '~' is expanded, relative to the cwd")
-    classes: Literal["none", "subfolders"] = Field(
-        "none", description="none: unconditional; subfolders: class ids by sorted top-level folder name"
-    )
     channels: Literal[1, 3] = Field(3, description="3: RGB (grey replicated); 1: grey (luma of RGB)")
     crop: Literal["center", "random"] = Field(
         "center", description="after scaling the shorter side to the target: crop the centre or a random window"
@@ -74,10 +73,65 @@ class ImageFolderDatasetSpec(Spec):
     alpha: Literal["white", "black", "drop"] = Field(
         "white", description="transparent images: composite over white or black, or drop the alpha channel"
     )
+
+
+class ImageFolderDatasetSpec(ImageOptions):
+    """Spec of :class:`ImageFolderDataset`."""
+
+    type: Literal["imagefolder"] = "imagefolder"
+    root: str = Field(description="folder searched recursively for images; '~' is expanded, relative to the cwd")
+    classes: Literal["none", "subfolders"] = Field(
+        "none", description="none: unconditional; subfolders: class ids by sorted top-level folder name"
+    )
     min_size: int = Field(
         0, ge=0, description="skip images whose shorter side is below this many px (0: keep all, upscale small ones)"
     )
     verify: bool = Field(True, description="check every file with PIL verify when indexing (skips corrupt files)")
+
+
+def read_image(source: Any, resolution: tuple[int, int], options: ImageOptions) -> Tensor:
+    """Decode an image file at full size (a JPEG at the smallest scale that still covers ``resolution``).
+
+    Args:
+        source: a path or a binary file object (e.g. ``io.BytesIO`` of a file's bytes).
+        resolution: the target ``(H, W)`` the image will be cropped to.
+        options: channels and transparency handling.
+
+    Returns:
+        ``(C, h, w)`` float32 in [0, 1], EXIF orientation applied.
+
+    Raises:
+        OSError: (or another PIL error) when the data cannot be decoded.
+    """
+    height, width = resolution
+    with Image.open(source) as image:
+        if image.format == "JPEG" and image.mode in ("RGB", "L"):
+            w, h = image.size  # decode at a reduced scale that still covers the target
+            s = max(height, width) / min(h, w)
+            image.draft(image.mode, (math.ceil(w * s), math.ceil(h * s)))
+        image.seek(0)
+        image = ImageOps.exif_transpose(image)
+        image.load()
+        return pil_to_tensor(image, options.channels, options.alpha)
+
+
+def finish_image(pixels: Tensor, resolution: tuple[int, int], options: ImageOptions,
+                 generator: torch.Generator | None) -> Tensor:
+    """Scale to cover ``resolution``, crop (centre or random), flip with probability ``options.hflip``.
+
+    Args:
+        pixels: ``(C, h, w)`` in [0, 1].
+        resolution: ``(H, W)``.
+        options: crop and flip settings.
+        generator: RNG of the random crop and the flip (None: torch's global RNG).
+
+    Returns:
+        ``(C, H, W)`` float32 in [-1, 1].
+    """
+    image = resize_cover(pixels, resolution, random_crop=options.crop == "random", generator=generator)
+    if torch.rand((), generator=generator) < options.hflip:
+        image = image.flip(-1)
+    return image.clamp(0.0, 1.0) * 2 - 1
 
 
 def pil_to_tensor(image: Image.Image, channels: int = 3, alpha: str = "white") -> Tensor:
@@ -287,16 +341,7 @@ class ImageFolderDataset(ImageDataset):
         Raises:
             OSError: (or another PIL error) when the file cannot be decoded.
         """
-        height, width = self.resolution
-        with Image.open(self.root / self.files[index]) as image:
-            if image.format == "JPEG" and image.mode in ("RGB", "L"):
-                w, h = image.size  # decode at a reduced scale that still covers the target
-                s = max(height, width) / min(h, w)
-                image.draft(image.mode, (math.ceil(w * s), math.ceil(h * s)))
-            image.seek(0)
-            image = ImageOps.exif_transpose(image)
-            image.load()
-            return pil_to_tensor(image, self.channels, self.spec.alpha)
+        return read_image(self.root / self.files[index], self.resolution, self.spec)
 
     def load(self, index: int, generator: torch.Generator | None) -> tuple[Tensor, int]:
         """Item ``index`` resized, cropped and flipped; the next readable image if it fails to decode."""
@@ -319,9 +364,5 @@ class ImageFolderDataset(ImageDataset):
                         stacklevel=3,
                     )
                 continue
-            image = resize_cover(pixels, self.resolution, random_crop=self.spec.crop == "random", generator=generator)
-            flip = torch.rand((), generator=generator) < self.spec.hflip
-            if flip:
-                image = image.flip(-1)
-            return (image.clamp(0.0, 1.0) * 2 - 1), int(self.labels[i])
+            return finish_image(pixels, self.resolution, self.spec, generator), int(self.labels[i])
         raise RuntimeError(f"none of the {n} images under '{self.root}' could be decoded; check the files")

@@ -218,7 +218,7 @@ def create_dataloader(
     pin_memory: bool = False,
     persistent_workers: bool = False,
     prefetch_factor: int | None = None,
-) -> ResumableDataLoader:
+) -> ResumableDataLoader | Any:
     """Create the sharded, deterministic, resumable loader of a training run.
 
     Args:
@@ -235,7 +235,9 @@ def create_dataloader(
         prefetch_factor: passed to ``DataLoader`` when ``num_workers > 0``.
 
     Returns:
-        A :class:`ResumableDataLoader`; with the built-in datasets each batch is
+        A :class:`ResumableDataLoader` (a :class:`~hourglass.data.stream.StreamLoader` for a sharded
+        dataset set to stream: ``drop_last`` and ``persistent_workers`` do not apply to it); with the
+        built-in datasets each batch is
         ``{"image": (B, C, H, W), "class_cond": (B,), "aug_cond": (B, 9)}``.
 
     Example:
@@ -245,6 +247,11 @@ def create_dataloader(
     """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    from hourglass.data.stream import StreamLoader, is_streamed
+
+    if is_streamed(dataset):  # sharded data asked to stream: whole shards per rank and worker
+        return StreamLoader(dataset, batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers, rank=rank,
+                            world_size=world_size, pin_memory=pin_memory, prefetch_factor=prefetch_factor)
     sampler = ShardedBatchSampler(
         len(dataset),  # type: ignore[arg-type]
         batch_size,

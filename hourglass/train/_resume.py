@@ -1,7 +1,7 @@
 """How a :class:`~hourglass.train.Trainer` starts: resuming its run directory, or warm-starting a new run.
 
 A run directory with a valid checkpoint resumes from its newest one (model, EMA, optimizer, random
-states, step); ``train.init_from`` is then ignored, with a note. A run directory without one starts
+states, step, a streamed dataset's positions); ``train.init_from`` is then ignored, with a note. A run directory without one starts
 at step 0, from ``train.init_from``'s weights when it is set (:mod:`hourglass.train.warm_start`).
 """
 
@@ -14,6 +14,7 @@ import torch
 from hourglass.devices import set_device_rng_states
 from hourglass.registry import MODEL
 from hourglass.train import checkpoint as ckpt
+from hourglass.train._data_state import restore_data_state
 
 if TYPE_CHECKING:
     from hourglass.train.trainer import Trainer
@@ -77,6 +78,7 @@ def resume_or_warm_start(trainer: Trainer) -> None:
             f"note: the data order differs from the original run (micro-batch over all ranks {saved_batch} -> "
             f"{trainer.micro_batch * trainer.dist.world_size}); training continues, but not bitwise as before"
         )
+    restore_data_state(trainer, found.data)
     trainer.resumed_from = found.path
     trainer.say(f"resuming from {found.path} (step {trainer.step})")
 

@@ -43,6 +43,7 @@ from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, WEIGHTING
 from hourglass.spec import as_pair
 from hourglass.trackers import open_trackers
 from hourglass.train import checkpoint as ckpt
+from hourglass.train._data_state import data_state
 from hourglass.train._inputs import build_vae
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from hourglass.train.ema import EMA
@@ -337,17 +338,10 @@ class Trainer:
         Returns:
             The path written (None on other ranks).
         """
+        data = data_state(self, gather=path is None)  # every rank: a stream's positions are gathered
         if not self.dist.is_main:
             return None
         rng = {"torch_cpu": torch.get_rng_state(), **device_rng_states()}
-        consumed = self.step * self.recipe.train.grad_accum
-        data = {
-            "consumed_batches": torch.tensor(consumed, dtype=torch.int64),
-            "epoch": torch.tensor(consumed // self.loader.batches_per_epoch, dtype=torch.int64),
-            "batch_in_epoch": torch.tensor(consumed % self.loader.batches_per_epoch, dtype=torch.int64),
-            "global_micro_batch": torch.tensor(self.micro_batch * self.dist.world_size, dtype=torch.int64),
-            "seed": torch.tensor(self.recipe.train.seed, dtype=torch.int64),
-        }
         extra = {"bad_steps": self.bad_steps, "world_size": self.dist.world_size,
                  **(self.evaluator.state() if self.evaluator is not None else {})}
         written = ckpt.save_checkpoint(
