@@ -7,7 +7,7 @@ not confined to [-1, 1]). Build one with
 ``{"image": (C, H, W) in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``.
 """
 
-from hourglass.data import augment, bundled, imagefolder, latents, loader, shapes
+from hourglass.data import augment, bundled, conditioned, imagefolder, latents, loader, shapes
 from hourglass.data._base import DatasetComponent, ImageDataset, mix_seed
 from hourglass.data.augment import (
     Augmented,
@@ -19,6 +19,14 @@ from hourglass.data.augment import (
     sample_augment_params,
 )
 from hourglass.data.bundled import DigitsDataset, DigitsDatasetSpec, LFWDataset, LFWDatasetSpec
+from hourglass.data.conditioned import (
+    PairedFolderDataset,
+    PairedFolderDatasetSpec,
+    SuperResDataset,
+    SuperResDatasetSpec,
+    VectorsDataset,
+    VectorsDatasetSpec,
+)
 from hourglass.data.imagefolder import (
     IMAGE_EXTENSIONS,
     ImageFolderDataset,
@@ -45,14 +53,21 @@ __all__ = [
     "LFWDatasetSpec",
     "LatentsDataset",
     "LatentsDatasetSpec",
+    "PairedFolderDataset",
+    "PairedFolderDatasetSpec",
     "ResumableDataLoader",
     "ShapesDataset",
     "ShapesDatasetSpec",
     "ShardedBatchSampler",
+    "SuperResDataset",
+    "SuperResDatasetSpec",
+    "VectorsDataset",
+    "VectorsDatasetSpec",
     "apply_augment",
     "augment",
     "augment_matrix",
     "bundled",
+    "conditioned",
     "create_dataloader",
     "imagefolder",
     "karras_augment",
