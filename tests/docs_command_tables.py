@@ -45,6 +45,13 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
         f"hourglass train recipes/quickstart_grow64.toml {_QS}",
         "the grown recipe trains 2000 steps at 64 px from runs/quickstart, then samples a 36-image grid: 2 steps of "
         "each here (runs/quickstart, which it starts from, has trained 2 steps: see above)"),
+    "hourglass train recipes/sr4x_lfw.toml": (
+        "hourglass train recipes/sr4x_lfw.toml --set train.steps=2 --set sample.steps=2",
+        "the super-resolution recipe trains for minutes (its header states the budget): 2 steps here"),
+    "python benchmarks/superres.py runs/sr4x_lfw --grid docs/assets/sr4x_lfw.png": (
+        "python benchmarks/superres.py runs/sr4x_lfw --samples 1 --steps 1 --grid docs/assets/sr4x_lfw.png",
+        "4 samples of 20 held-out faces in the run's sampler steps take about a minute on 2 cores; 1 sample in 1 "
+        "step exercises the same path (the run has trained 2 steps, see above)"),
     # -- sampling and evaluating many images ------------------------------------------------------------
     "hourglass sample runs/quickstart --n 64 --steps 50": (
         "hourglass sample runs/quickstart --n 16 --steps 5",

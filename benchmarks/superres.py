@@ -2,8 +2,8 @@
 
 Usage (from the repository root, after ``hourglass train recipes/sr4x_lfw.toml``)::
 
-    python docs/_gen/superres.py runs/sr4x_lfw                 # print the PSNRs (JSON)
-    python docs/_gen/superres.py runs/sr4x_lfw --grid docs/assets/sr4x_lfw.png
+    python benchmarks/superres.py runs/sr4x_lfw                 # print the PSNRs (JSON)
+    python benchmarks/superres.py runs/sr4x_lfw --grid docs/assets/sr4x_lfw.png
 
 It loads the run's EMA weights, builds the run's dataset at split ``"test"`` (the held-out faces),
 samples each one ``--samples`` times from its low-resolution condition with the run's ``[sample]``
@@ -23,15 +23,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository's hourglass, wherever it runs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's hourglass, wherever it runs
 
 from hourglass.evaluation.superres import superres_report  # noqa: E402
 from hourglass.pipeline import load  # noqa: E402
 from hourglass.registry import DATASET  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Measure (and optionally draw) a run; returns the PSNRs printed."""
+def main(argv: list[str] | None = None) -> int:
+    """Measure (and optionally draw) a run, printing the PSNRs as one JSON line; 0 on success."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run directory (or checkpoint) of a [conditioning] super-resolution recipe")
     parser.add_argument("--samples", type=int, default=4, help="samples per held-out image (default 4)")
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: one face per row
         pipe.save_grid(F.interpolate(tiles, scale_factor=2, mode="nearest"), args.grid, nrow=len(columns))
-    return numbers
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
