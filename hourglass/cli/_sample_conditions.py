@@ -13,12 +13,18 @@ __all__ = ["add_condition_arguments", "read_conditions"]
 
 def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     """``--mapping-cond`` and ``--cond-image``."""
-    parser.add_argument("--mapping-cond", metavar="FILE.npy",
-                        help="per-sample vectors of a model trained on them: a .npy of shape (D,) or (k, D), cycled "
-                             "over the images (zeroed in guidance's unconditional branch)")
-    parser.add_argument("--cond-image", metavar="IMAGE_OR_FOLDER",
-                        help="condition images of a [conditioning] model (e.g. the low-resolution inputs of "
-                             "super-resolution), cycled over the images; read at the first one's size")
+    parser.add_argument(
+        "--mapping-cond",
+        metavar="FILE.npy",
+        help="per-sample vectors of a model trained on them: a .npy of shape (D,) or (k, D), cycled "
+        "over the images (zeroed in guidance's unconditional branch)",
+    )
+    parser.add_argument(
+        "--cond-image",
+        metavar="IMAGE_OR_FOLDER",
+        help="condition images of a [conditioning] model (e.g. the low-resolution inputs of "
+        "super-resolution), cycled over the images; read at the first one's size",
+    )
 
 
 def read_conditions(args: argparse.Namespace, pipe: Any, n: int) -> dict[str, Any]:
@@ -40,7 +46,10 @@ def read_conditions(args: argparse.Namespace, pipe: Any, n: int) -> dict[str, An
         try:
             vectors = torch.from_numpy(np.load(args.mapping_cond, allow_pickle=False).astype(np.float32))
         except (OSError, ValueError) as exc:
-            raise CLIError(f"--mapping-cond {args.mapping_cond}: {exc}; give a .npy of shape (D,) or (k, D)") from None
+            raise CLIError(
+                f"--mapping-cond {args.mapping_cond}: not a readable .npy array ({type(exc).__name__}); "
+                "give a .npy of shape (D,) or (k, D)"
+            ) from None
     if args.cond_image is not None:
         spec = conditioning_of(pipe.recipe)
         if spec is None or not spec.image_channels:
@@ -55,5 +64,8 @@ def read_conditions(args: argparse.Namespace, pipe: Any, n: int) -> dict[str, An
     try:
         return call_conditions(pipe.model, pipe.recipe, n, vectors, images) or {}
     except PipelineError as exc:
-        raise CLIError(str(exc).replace("pass mapping_cond=...", "pass --mapping-cond FILE.npy").replace(
-            "pass cond_image=...", "pass --cond-image IMAGE_OR_FOLDER")) from None
+        raise CLIError(
+            str(exc)
+            .replace("pass mapping_cond=...", "pass --mapping-cond FILE.npy")
+            .replace("pass cond_image=...", "pass --cond-image IMAGE_OR_FOLDER")
+        ) from None
