@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     """Measure (and optionally draw) a run, printing the PSNRs as one JSON line; 0 on success."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run directory (or checkpoint) of a [conditioning] super-resolution recipe")
-    parser.add_argument("--samples", type=int, default=4, help="samples per held-out image (default 4)")
+    parser.add_argument("--samples", type=int, default=8, help="samples per held-out image (default 8)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's)")
     parser.add_argument("--sampler", default=None, help="sampler (default: the run's)")
     parser.add_argument("--grid", default=None, help="write the comparison PNG here")

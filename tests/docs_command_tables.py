@@ -50,7 +50,7 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
         "the super-resolution recipe trains for minutes (its header states the budget): 2 steps here"),
     "python benchmarks/superres.py runs/sr4x_lfw --grid docs/assets/sr4x_lfw.png": (
         "python benchmarks/superres.py runs/sr4x_lfw --samples 1 --steps 1 --grid docs/assets/sr4x_lfw.png",
-        "4 samples of 20 held-out faces in the run's sampler steps take about a minute on 2 cores; 1 sample in 1 "
+        "8 samples of 20 held-out faces in the run's 10 sampler steps take about a minute on 2 cores; 1 sample in 1 "
         "step exercises the same path (the run has trained 2 steps, see above)"),
     # -- sampling and evaluating many images ------------------------------------------------------------
     "hourglass sample runs/quickstart --n 64 --steps 50": (

@@ -43,7 +43,7 @@ def superres_report(
     pipe: Any,
     dataset: Any,
     *,
-    samples: int = 4,
+    samples: int = 8,
     steps: int | None = None,
     sampler: Any = None,
     seed: int = 0,
