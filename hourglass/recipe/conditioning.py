@@ -64,12 +64,14 @@ def conditioning_problems(model: Any, data: Any, conditioning: Any, eval: Any = 
                     "set data.augment.p = 0 with [conditioning] image_channels",
                 )
             )
-    if image_channels and eval is not None:
+    conditioned = image_channels or (model is not None and model.mapping_cond_dim > extra)
+    if conditioned and eval is not None:
         problems.append(
             Problem(
                 "eval",
-                "evaluation during training does not pass condition images",
-                "remove [eval]; measure a conditioned model with hourglass.evaluation.superres",
+                "evaluation during training does not pass condition images or mapping_cond vectors",
+                "remove [eval]; sample with the conditions (Pipeline.sample(cond_image=..., mapping_cond=...)) and "
+                "score the images with hourglass eval, or hourglass.evaluation.superres",
             )
         )
     return problems
