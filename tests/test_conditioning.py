@@ -157,6 +157,8 @@ def test_a_wrong_vector_width_is_a_one_line_problem(digit_vectors):
     lines = [p for p in str(info.value).splitlines()[1:] if p.strip()]
     assert len(lines) == 1 and "model.mapping_cond_dim = 2" in lines[0]
     assert "set model.mapping_cond_dim = 3" in lines[0]
+    with pytest.raises(RecipeError, match="does not pass condition images or mapping_cond vectors"):
+        loads_recipe(_RECIPE.format(dim=3, file=digit_vectors) + "\n[eval]\nevery = 10\n")
 
 
 def test_vectors_train_save_and_sample_with_guidance(digit_vectors, tmp_path):
