@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 
 import numpy as np
@@ -159,6 +160,20 @@ def test_a_wrong_vector_width_is_a_one_line_problem(digit_vectors):
     assert "set model.mapping_cond_dim = 3" in lines[0]
     with pytest.raises(RecipeError, match="does not pass condition images or mapping_cond vectors"):
         loads_recipe(_RECIPE.format(dim=3, file=digit_vectors) + "\n[eval]\nevery = 10\n")
+
+
+def test_image_conditioning_rules():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "recipes" / "sr4x_lfw.toml").read_text()
+    for override, message in (
+        ("model.in_channels=1", "set model.in_channels = 2"),
+        ("conditioning.image_channels=3", "set conditioning.image_channels = 1"),
+        ("data.augment.p=0.5", "would augment the image but not its condition image"),
+        ('vae={type="autoencoder_kl",path="x",latent_channels=2}', "a latent model ([vae]) cannot take"),
+    ):
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            loads_recipe(text, [override])
 
 
 def test_vectors_train_save_and_sample_with_guidance(digit_vectors, tmp_path):

@@ -408,6 +408,9 @@ def cross_field_problems(
                                     f"({data.dataset.type}) holds latents, not images",
                                     "set eval.reference to a folder of images or a dataset table"))
     vae_cls = VAE.get(vae.type) if vae is not None else None
+    if vae_cls is not None and extra_in:
+        problems.append(Problem("conditioning.image_channels", "a condition image is concatenated in pixel space, "
+                                "which a latent model ([vae]) cannot take", "remove [conditioning] or [vae]"))
     if model is not None and vae_cls is not None:
         problems += vae_channel_problems(model.in_channels, vae_cls.latent_channels_of(vae), vae.type)
     if model is not None and data is not None:
