@@ -123,8 +123,14 @@ def read_vectors(file: str, key: str = "path", columns: tuple[str, ...] = ()) ->
         return vectors.astype(np.float32), None
     if path.suffix not in (".csv", ".parquet"):
         raise ValueError(f"'{file}' is neither .npy, .csv nor .parquet; save the vectors in one of those")
-    import pyarrow.csv
-    import pyarrow.parquet
+    try:
+        import pyarrow.csv
+        import pyarrow.parquet
+    except ImportError:
+        raise ValueError(
+            f"reading the vectors of '{file}' needs pyarrow: pip install \"hourglass-diffusion[tables]\", "
+            "or save them as a .npy in the dataset's order"
+        ) from None
 
     table = pyarrow.parquet.read_table(path) if path.suffix == ".parquet" else pyarrow.csv.read_csv(path)
     missing = [c for c in (key, *columns) if c not in table.column_names]
