@@ -209,6 +209,10 @@ NOT_RUN: dict[str, str] = {
 
 #: documented command -> (the test that runs it, how)
 RUN_ELSEWHERE: dict[str, tuple[str, str]] = {
+    "hourglass sample runs/sr4x_lfw --cond-image low_res/ --n 8": (
+        "tests/test_conditioning.py::test_sample_cli_takes_condition_images",
+        "with a 1-step run of the recipe and a folder of two 8x8 images (docs/cli.md runs before docs/conditioning.md "
+        "trains runs/sr4x_lfw, and low_res/ is the reader's)"),
     "mkdocs build --strict --site-dir /tmp/site": (
         "tests/test_docs.py::test_mkdocs_build_strict", "the strict build, into a temporary folder"),
     "mkdocs build --strict": ("tests/test_docs.py::test_mkdocs_build_strict", "the strict build, into a temporary folder"),

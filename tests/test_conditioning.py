@@ -269,3 +269,22 @@ def test_superres_recipe_beats_bicubic_on_held_out_faces(tmp_path):
     report = superres_report(pipe, dataset, samples=8)
     assert report["n"] == 20
     assert report["psnr_mean"] > report["psnr_bicubic"], report
+
+
+def test_sample_cli_takes_condition_images(tmp_path):
+    """``hourglass sample RUN --cond-image FOLDER``: one step of the super-resolution recipe, then the CLI."""
+    from pathlib import Path
+
+    from hourglass.cli import main
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "sr4x_lfw.toml"
+    run = tmp_path / "run"
+    overrides = ["train.steps=1", "data.batch_size=4", "sample.n=2", "sample.steps=1"]
+    assert main(["train", str(recipe), "--run-dir", str(run), *[f"--set={o}" for o in overrides]]) == 0
+    (tmp_path / "low").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(tmp_path / "low" / f"{i}.png")
+    args = ["sample", str(run), "--n", "3", "--steps", "1", "--out", str(tmp_path / "out")]
+    assert main([*args, "--cond-image", str(tmp_path / "low")]) == 0
+    assert len(list((tmp_path / "out").glob("0*.png"))) == 3
+    assert main(args) == 2  # the model needs its condition images
