@@ -47,7 +47,8 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
         "each here (runs/quickstart, which it starts from, has trained 2 steps: see above)"),
     "hourglass train recipes/sr4x_lfw.toml": (
         "hourglass train recipes/sr4x_lfw.toml --set train.steps=2 --set sample.steps=2",
-        "the super-resolution recipe trains for minutes (its header states the budget): 2 steps here"),
+        "the super-resolution recipe trains 400 steps (under a minute on an idle 2-core CPU, much longer on a "
+        "shared one): 2 steps here"),
     "python benchmarks/superres.py runs/sr4x_lfw --grid docs/assets/sr4x_lfw.png": (
         "python benchmarks/superres.py runs/sr4x_lfw --samples 1 --steps 1 --grid docs/assets/sr4x_lfw.png",
         "8 samples of 20 held-out faces in the run's 10 sampler steps take about a minute on 2 cores; 1 sample in 1 "
