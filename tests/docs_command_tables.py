@@ -45,6 +45,14 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
         f"hourglass train recipes/quickstart_grow64.toml {_QS}",
         "the grown recipe trains 2000 steps at 64 px from runs/quickstart, then samples a 36-image grid: 2 steps of "
         "each here (runs/quickstart, which it starts from, has trained 2 steps: see above)"),
+    "hourglass train recipes/sr4x_lfw.toml": (
+        "hourglass train recipes/sr4x_lfw.toml --set train.steps=2 --set sample.steps=2",
+        "the super-resolution recipe trains 400 steps (under a minute on an idle 2-core CPU, much longer on a "
+        "shared one): 2 steps here"),
+    "python benchmarks/superres.py runs/sr4x_lfw --grid docs/assets/sr4x_lfw.png": (
+        "python benchmarks/superres.py runs/sr4x_lfw --samples 1 --steps 1 --grid docs/assets/sr4x_lfw.png",
+        "8 samples of 20 held-out faces in the run's 10 sampler steps take about a minute on 2 cores; 1 sample in 1 "
+        "step exercises the same path (the run has trained 2 steps, see above)"),
     # -- sampling and evaluating many images ------------------------------------------------------------
     "hourglass sample runs/quickstart --n 64 --steps 50": (
         "hourglass sample runs/quickstart --n 16 --steps 5",
@@ -246,6 +254,10 @@ NOT_RUN: dict[str, str] = {
 
 #: documented command -> (the test that runs it, how)
 RUN_ELSEWHERE: dict[str, tuple[str, str]] = {
+    "hourglass sample runs/sr4x_lfw --cond-image low_res/ --n 8": (
+        "tests/test_conditioning.py::test_sample_cli_takes_condition_images",
+        "with a 1-step run of the recipe and a folder of two 8x8 images (docs/cli.md runs before docs/conditioning.md "
+        "trains runs/sr4x_lfw, and low_res/ is the reader's)"),
     "mkdocs build --strict --site-dir /tmp/site": (
         "tests/test_docs.py::test_mkdocs_build_strict", "the strict build, into a temporary folder"),
     "mkdocs build --strict": ("tests/test_docs.py::test_mkdocs_build_strict", "the strict build, into a temporary folder"),

@@ -38,9 +38,11 @@ VARIANTS: dict[tuple[str, str], list[tuple[str, dict]]] = {
                                               "shift_factor": 0.1})],
 }
 #: components that read files: they get ``root`` (a folder the ``image_folders`` fixture writes)
-READS_FILES = {("dataset", "imagefolder"), ("dataset", "latents")}
+READS_FILES = {("dataset", "imagefolder"), ("dataset", "latents"), ("dataset", "paired")}
 #: sharded datasets: they get ``root`` / ``path`` (shards the ``sharded_data`` fixture writes)
 SHARDED = {("dataset", "webdataset"), ("dataset", "hf_datasets")}
+#: dataset wrappers: the dataset they wrap (``vectors`` also gets ``file``, written by ``vector_file``)
+WRAPS = {"superres": {"dataset": {"type": "lfw"}}, "vectors": {"dataset": {"type": "digits"}}}
 #: VAEs that load weights: they get ``path`` (a tiny AutoencoderKL the ``tiny_vae_folder`` fixture writes)
 LOADS_WEIGHTS = {("vae", "autoencoder_kl")}
 #: trackers that talk to a service: they get a local one (W&B offline; MLflow's file store under tmp)
@@ -75,6 +77,26 @@ def image_folders(tmp_path_factory) -> dict[str, Path]:
             where.mkdir(parents=True, exist_ok=True)
             _image(size, mode, i).save(where / f"{i}.png")
     return {"none": root / "flat", "subfolders": root / "classes"}
+
+
+@pytest.fixture(scope="module")
+def paired_folder(tmp_path_factory) -> dict[str, Path]:
+    """``source/`` (grey JPEGs) and ``target/`` (RGB PNGs) of three images paired by name."""
+    root = tmp_path_factory.mktemp("paired")
+    for i in range(3):
+        (root / "source").mkdir(exist_ok=True)
+        (root / "target").mkdir(exist_ok=True)
+        _image((20, 20), "L", i).save(root / "source" / f"{i}.jpg")
+        _image((24, 24), "RGB", 10 + i).save(root / "target" / f"{i}.png")
+    return {"none": root}
+
+
+@pytest.fixture(scope="module")
+def vector_file(tmp_path_factory) -> Path:
+    """A ``.npy`` of 1797 x 3 vectors (one per digits image)."""
+    path = tmp_path_factory.mktemp("vectors") / "digits.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((1797, 3)).astype(np.float32))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +151,8 @@ def test_component_contract(family, name, options, request, monkeypatch, tmp_pat
         if name == "mlflow":
             options = {"tracking_uri": (tmp_path / "mlruns").as_uri(), **options}
     if (family, name) in READS_FILES:
-        folders = request.getfixturevalue("latent_folders" if name == "latents" else "image_folders")
+        fixture = {"latents": "latent_folders", "paired": "paired_folder"}.get(name, "image_folders")
+        folders = request.getfixturevalue(fixture)
         options = {"root": str(folders[options.get("classes", "none")]), **options}
     if (family, name) in SHARDED:
         pytest.importorskip("webdataset" if name == "webdataset" else "datasets")
@@ -139,6 +162,10 @@ def test_component_contract(family, name, options, request, monkeypatch, tmp_pat
         else:
             saved = options.get("streaming") is False
             options = {"path": str(data["saved" if saved else "hf_datasets"]), "streaming": not saved, **options}
+    if family == "dataset" and name in WRAPS:
+        options = {**WRAPS[name], **options}
+        if name == "vectors":
+            options = {"file": str(request.getfixturevalue("vector_file")), **options}
     if (family, name) in LOADS_WEIGHTS:
         options = {"path": str(request.getfixturevalue("tiny_vae_folder")), **options}
     checks = check_component(family, name, options=options)

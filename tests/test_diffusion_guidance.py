@@ -84,7 +84,7 @@ def test_guidance_argument_errors():
         CFGDenoiser(ClassToy(), 2.0, -1)
     with pytest.raises(ValueError, match="sigma_lo <= sigma_hi"):
         CFGDenoiser(ClassToy(), 2.0, UNCOND, interval=(3.0, 1.0))
-    with pytest.raises(ValueError, match="class_cond is required"):
+    with pytest.raises(ValueError, match="class_cond or mapping_cond is required"):
         CFGDenoiser(ClassToy(), 2.0, UNCOND)(torch.randn(1, 1, 2, 2), torch.ones(1))
 
 

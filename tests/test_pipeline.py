@@ -254,7 +254,7 @@ def test_unconditional_models_refuse_classes_and_cfg():
     assert p.num_classes == 0 and p.recipe is None and p.weights == "unknown"
     with pytest.raises(PipelineError, match="this model has no classes"):
         p.sample(1, classes=[0])
-    with pytest.raises(PipelineError, match="needs a class-conditional model"):
+    with pytest.raises(PipelineError, match="needs a class- or mapping_cond-conditional model"):
         p.sample(1, cfg=2.0)
     assert p.sample(1, steps=1, seed=0).shape == (1, p.channels, *p.image_size)
 

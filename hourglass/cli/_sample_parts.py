@@ -119,8 +119,9 @@ def sample_in_parts(
             chunk_labels = None if labels is None else labels[start:stop]
             classes = None if chunk_labels is None else [
                 None if c == pipe.num_classes else c for c in chunk_labels.tolist()]
+            rows = {k: options[k][start:stop] for k in ("mapping_cond", "cond_image") if k in options}
             images = pipe.sample(stop - start, classes=classes, seed=settings["seed"] + start,
-                                 batch_size=stop - start, **options)
+                                 batch_size=stop - start, **{**options, **rows})
             pixels = to_uint8(images)
             if pngs:
                 for i, image in enumerate(pixels):

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from hourglass.cli._common import CLIError
+from hourglass.cli._sample_conditions import add_condition_arguments, read_conditions
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
@@ -63,6 +64,7 @@ EXAMPLES = (
     "hourglass sample runs/quickstart --class star,ring --n 8",
     "hourglass sample runs/quickstart --init photos/ --strength 0.5          # image-to-image",
     "hourglass sample runs/quickstart --init photo.png --mask hole.png --n 4  # inpainting, 4 variations",
+    "hourglass sample runs/sr4x_lfw --cond-image low_res/ --n 8             # super-resolution of 8 inputs",
 )
 
 
@@ -95,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "to the input (default 0.75; with --mask 1: the masked part from pure noise)")
     parser.add_argument("--mask", metavar="MASK_IMAGE_OR_FOLDER",
                         help="with --init: inpaint; white = generate, black = keep (one mask, or one per image)")
+    add_condition_arguments(parser)
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                         help="use the EMA weights (default when the file has them) or the raw trained weights")
     parser.add_argument("--out", metavar="DIR",
@@ -221,8 +224,9 @@ def _run(args: argparse.Namespace, info: Any) -> int:
         )
     d = pipe.defaults
     cfg = d.cfg_scale if args.cfg is None else args.cfg
-    if args.cfg is not None and cfg != 1.0 and pipe.num_classes == 0:
-        raise CLIError(f"--cfg {cfg} needs a class-conditional model; this one has no classes (use --cfg 1)")
+    if args.cfg is not None and cfg != 1.0 and pipe.num_classes == 0 and args.mapping_cond is None:
+        raise CLIError(f"--cfg {cfg} needs a class-conditional model (or --mapping-cond); this one has no classes "
+                       "(use --cfg 1)")
     if args.classes is not None and pipe.num_classes == 0:
         raise CLIError("--class needs a class-conditional model; this model has no classes (drop --class)")
     classes = args.classes
@@ -235,7 +239,9 @@ def _run(args: argparse.Namespace, info: Any) -> int:
     sampler = args.sampler or d.sampler.type
     seed = d.seed if args.seed is None else args.seed
     dtype = resolve_dtype(args.dtype, device.type)
-    common = dict(classes=classes, cfg=cfg, sampler=args.sampler, steps=steps, seed=seed,
+    n = args.n or d.n
+    conditions = read_conditions(args, pipe, n) if args.init is None else {}
+    common = dict(classes=classes, cfg=cfg, sampler=args.sampler, steps=steps, seed=seed, **conditions,
                   batch_size=args.batch_size or d.batch_size, dtype=dtype,
                   progress=info.is_main and progress_enabled() and not args.no_progress)
     kind = "sample" if args.init is None else "inpaint" if args.mask is not None else "img2img"
@@ -255,7 +261,6 @@ def _run(args: argparse.Namespace, info: Any) -> int:
     if npz is not None and args.out is None:
         pngs = grid = False  # the .npz only
     if kind == "sample":
-        n = args.n or d.n
         say(f"sampling {_plural(n, 'image')} at {hw[0]}x{hw[1]} from step {pipe.step} with the {weights}; "
             f"{settings}" + (f"; {info.world_size} processes" if info.world_size > 1 else ""))
         nrow = pipe.num_classes if classes is None and 0 < pipe.num_classes <= min(n, 16) else None

@@ -2,13 +2,15 @@
 
 Importing this package registers the built-in datasets in :data:`hourglass.registry.DATASET`:
 ``shapes``, ``digits``, ``lfw``, ``imagefolder``, ``latents`` (precomputed latents, whose values are
-not confined to [-1, 1]) and the sharded ``webdataset`` and ``hf_datasets`` (streamed by
-:class:`~hourglass.data.stream.StreamLoader`). Build one with
+not confined to [-1, 1]), the sharded ``webdataset`` and ``hf_datasets`` (streamed by
+:class:`~hourglass.data.stream.StreamLoader`), and the conditioning wrappers ``superres``,
+``paired`` and ``vectors`` (:mod:`hourglass.data.conditioned`). Build one with
 ``DATASET.build(spec, resolution=32, split="train")``; every item is
-``{"image": (C, H, W) in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``.
+``{"image": (C, H, W) in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``, plus
+``"mapping_cond": (D,)`` and ``"cond_image": (C', H', W')`` where the dataset gives conditions.
 """
 
-from hourglass.data import augment, bundled, hf, imagefolder, latents, loader, shapes, stream, webdataset
+from hourglass.data import augment, bundled, conditioned, hf, imagefolder, latents, loader, shapes, stream, webdataset
 from hourglass.data._base import DatasetComponent, ImageDataset, mix_seed
 from hourglass.data.augment import (
     Augmented,
@@ -20,6 +22,14 @@ from hourglass.data.augment import (
     sample_augment_params,
 )
 from hourglass.data.bundled import DigitsDataset, DigitsDatasetSpec, LFWDataset, LFWDatasetSpec
+from hourglass.data.conditioned import (
+    PairedFolderDataset,
+    PairedFolderDatasetSpec,
+    SuperResDataset,
+    SuperResDatasetSpec,
+    VectorsDataset,
+    VectorsDatasetSpec,
+)
 from hourglass.data.hf import HFDataset, HFDatasetSpec
 from hourglass.data.imagefolder import (
     IMAGE_EXTENSIONS,
@@ -51,17 +61,24 @@ __all__ = [
     "LFWDatasetSpec",
     "LatentsDataset",
     "LatentsDatasetSpec",
+    "PairedFolderDataset",
+    "PairedFolderDatasetSpec",
     "ResumableDataLoader",
     "ShapesDataset",
     "ShapesDatasetSpec",
     "ShardedBatchSampler",
     "StreamLoader",
+    "SuperResDataset",
+    "SuperResDatasetSpec",
+    "VectorsDataset",
+    "VectorsDatasetSpec",
     "WebDataset",
     "WebDatasetSpec",
     "apply_augment",
     "augment",
     "augment_matrix",
     "bundled",
+    "conditioned",
     "create_dataloader",
     "hf",
     "imagefolder",

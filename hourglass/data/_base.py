@@ -171,8 +171,11 @@ class DatasetComponent(Contract):
     Built as ``cls(spec, resolution=(H, W), split="train")``; items are
     ``{"image": (C, H, W) float32 in [-1, 1], "class_cond": () int64, "aug_cond": (9,) float32}``;
     instances expose ``num_classes``, ``channels``, ``resolution``, ``class_names`` and
-    ``uses_draw_keys``; the class declares :attr:`holds_latents`. Recipe validation compares
-    :meth:`classes_of` and :meth:`channels_of` with the model; a dataset that learns them only from its files returns ``None`` and is
+    ``uses_draw_keys``; the class declares :attr:`holds_latents`. Items may also carry
+    ``"mapping_cond": (D,) float32`` (a per-sample vector for the model's mapping network) and
+    ``"cond_image": (C', h, w) float32`` (an image condition); instances then expose
+    ``mapping_cond_dim`` and ``cond_channels``. Recipe validation compares
+    :meth:`classes_of`, :meth:`channels_of`, :meth:`mapping_cond_dim_of` and :meth:`cond_channels_of` with the model; a dataset that learns them only from its files returns ``None`` and is
     checked once it is built. :meth:`availability_problems` is checked by ``hourglass validate``
     and before training builds anything (never while a spec is validated: a checkpoint's recipe
     must load on a machine without the data). :meth:`class_names_of` names the classes when the
@@ -204,6 +207,17 @@ class DatasetComponent(Contract):
     def channels_of(cls, spec: Any) -> int | None:
         """Channels of its images, or ``None`` if known only after loading."""
         return None
+
+    @classmethod
+    def mapping_cond_dim_of(cls, spec: Any) -> int | None:
+        """Width ``D`` of the ``mapping_cond (D,)`` vector its items carry (0: none), or ``None`` if known only
+        after loading."""
+        return 0
+
+    @classmethod
+    def cond_channels_of(cls, spec: Any) -> int | None:
+        """Channels of the ``cond_image`` its items carry (0: none), or ``None`` if known only after loading."""
+        return 0
 
     @classmethod
     def class_names_of(cls, spec: Any) -> list[str] | None:

@@ -8,8 +8,8 @@
 
 Both are resized to the requested resolution by bilinear interpolation (antialiased when shrinking;
 a non-square resolution matches the shorter side and centre-crops) and are either 1 channel or the
-grey replicated to 3 (``channels``). Neither has an official split: only ``split="train"`` exists,
-and it holds every image.
+grey replicated to 3 (``channels``). Neither has an official split: ``split="train"`` holds every
+image, except that ``lfw`` with ``holdout = N`` keeps its last N images apart as ``split="test"``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,9 @@ class LFWDatasetSpec(Spec):
         True,
         description="with subset='all', label faces 0 and non-faces 1; false (or a single subset): unconditional",
     )
+    holdout: int = Field(
+        0, ge=0, lt=100, description="the last N selected images form split 'test' and are left out of 'train'"
+    )
 
 
 @DATASET.register("lfw")
@@ -153,7 +156,8 @@ class LFWDataset(_GreyArrayDataset):
     Args:
         spec: the :class:`LFWDatasetSpec`.
         resolution: an int or ``(H, W)``.
-        split: only ``"train"`` (every selected image).
+        split: ``"train"`` (every selected image but the last ``holdout``), or with ``holdout`` ``"test"``
+            (those last ones).
     """
 
     Spec = LFWDatasetSpec
@@ -176,12 +180,16 @@ class LFWDataset(_GreyArrayDataset):
     def __init__(self, spec: LFWDatasetSpec, *, resolution: int | tuple[int, int], split: str = "train") -> None:
         self.spec = spec = LFWDatasetSpec.model_validate(spec)
         self.resolution = parse_resolution(resolution, what="lfw dataset")
-        self.split = check_split(split, ("train",), "the lfw dataset", "it has no official split")
+        splits = ("train", "test") if spec.holdout else ("train",)
+        self.split = check_split(split, splits, "the lfw dataset", "set holdout = N for a 'test' split of N images")
         self.channels = spec.channels
         images = _lfw()
         labels = np.repeat(np.array([0, 1], dtype=np.int64), len(images) // 2)
         chosen = {"all": slice(None), "faces": labels == 0, "non_faces": labels == 1}[spec.subset]
         self._images, self._labels = images[chosen], labels[chosen]
+        if spec.holdout:
+            part = slice(-spec.holdout, None) if split == "test" else slice(None, -spec.holdout)
+            self._images, self._labels = self._images[part], self._labels[part]
         if spec.subset == "all" and spec.class_cond:
             self.num_classes, self.class_names = 2, ["face", "non_face"]
         else:

@@ -4,7 +4,10 @@ The scale follows the HDiT paper's App. D.2 (after Saharia et al. 2022): 1 is no
 ImageNet-256 model's best FID, 3.21, is around 1.3 (Fig. 10). The conditioning dropout is 0.1 (Table 7).
 
 ``D_guided = D_uncond + scale (D_cond - D_uncond)``; ``scale = 1`` is no guidance. The model is
-trained with class dropout, and the "no class" is one extra class index (``num_classes``).
+trained with class dropout, and the "no class" is one extra class index (``num_classes``). A
+per-sample ``mapping_cond`` vector is dropped to zero in the unconditional branch (the trainer
+zeroes it with the class dropout's mask, so zero is the model's "no condition"); other conditions
+(``aug_cond``, a condition image) are kept in both branches.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ __all__ = ["CFGDenoiser"]
 
 
 class CFGDenoiser(nn.Module):
-    """Wrap a class-conditional denoiser ``D(x, sigma, class_cond=..., **cond)`` with CFG.
+    """Wrap a class- (or ``mapping_cond``-) conditional denoiser ``D(x, sigma, class_cond=..., **cond)`` with CFG.
 
     The conditional and unconditional evaluations run as **one** forward over the doubled batch
     ``[cond; uncond]``. Other keyword arguments pass through; tensors among them whose first
@@ -74,8 +77,9 @@ class CFGDenoiser(nn.Module):
         Args:
             x: ``(B, C, H, W)``.
             sigma: ``(B,)`` noise levels.
-            class_cond: ``(B,)`` int64 class labels (required unless ``scale == 1`` with no label).
-            **cond: other conditioning (``aug_cond``, ``mapping_cond``, ...).
+            class_cond: ``(B,)`` int64 class labels (None for a model conditioned only by ``mapping_cond``).
+            **cond: other conditioning: ``mapping_cond (B, D)`` (zeroed in the unconditional branch),
+                ``aug_cond``, ``cond_image``, ... (the same in both).
 
         Returns:
             ``(B, C, H, W)``.
@@ -84,14 +88,16 @@ class CFGDenoiser(nn.Module):
         if self.scale == 1.0:
             return self.denoiser(x, sigma, class_cond=class_cond, **cond)
         batch = x.shape[0]
-        if class_cond is None:
-            raise ValueError("class_cond is required for classifier-free guidance with scale != 1; "
+        vectors = cond.get("mapping_cond")
+        if class_cond is None and vectors is None:
+            raise ValueError("class_cond or mapping_cond is required for classifier-free guidance with scale != 1; "
                              "pass class_cond=labels (B,) or use scale=1")
-        if class_cond.shape != (batch,):
+        if class_cond is not None and class_cond.shape != (batch,):
             raise ValueError(f"class_cond must have shape (B,) = ({batch},), got {tuple(class_cond.shape)}")
-        uncond = torch.full_like(class_cond, self.uncond_class)
+        uncond = None if class_cond is None else torch.full_like(class_cond, self.uncond_class)
+        uncond_cond = cond if vectors is None else {**cond, "mapping_cond": torch.zeros_like(vectors)}
         if self.scale == 0.0:
-            return self.denoiser(x, sigma, class_cond=uncond, **cond)
+            return self.denoiser(x, sigma, class_cond=uncond, **uncond_cond)
         sigma_b = sigma.reshape(-1).expand(batch) if sigma.numel() == 1 else sigma
         mask = None
         if self.interval is not None:
@@ -99,9 +105,11 @@ class CFGDenoiser(nn.Module):
             if not bool(mask.any()):
                 return self.denoiser(x, sigma, class_cond=class_cond, **cond)
         doubled = {k: self._double(v, batch) for k, v in cond.items()}
+        if vectors is not None:
+            doubled["mapping_cond"] = torch.cat([vectors, uncond_cond["mapping_cond"]])
         both = self.denoiser(
             torch.cat([x, x]), torch.cat([sigma_b, sigma_b]),
-            class_cond=torch.cat([class_cond, uncond]), **doubled,
+            class_cond=None if class_cond is None else torch.cat([class_cond, uncond]), **doubled,
         )
         d_cond, d_uncond = both.chunk(2)
         guided = d_uncond + self.scale * (d_cond - d_uncond)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from hourglass.pipeline._errors import PipelineError, positive_int
+from hourglass.pipeline.conditions import call_conditions, conditioning_of, vector_width
 from hourglass.pipeline.editing import Editing
 from hourglass.pipeline.images import to_pil
 
@@ -70,6 +71,7 @@ class Pipeline(Editing):
         converted_from: str = "",
         vae: Any = None,
     ) -> None:
+        from hourglass.diffusion.conditioning import conditioned
         from hourglass.registry import DENOISER
 
         if not hasattr(model, "spec"):
@@ -77,7 +79,8 @@ class Pipeline(Editing):
         self.model = model
         self.recipe = recipe
         if denoiser is None:
-            denoiser = DENOISER.build(recipe.diffusion.denoiser if recipe is not None else "karras", model=model)
+            denoiser = DENOISER.build(recipe.diffusion.denoiser if recipe is not None else "karras",
+                                      model=conditioned(model, conditioning_of(recipe)))
         self.denoiser = denoiser
         if class_names is not None:
             class_names = [str(n) for n in class_names]
@@ -128,8 +131,12 @@ class Pipeline(Editing):
 
     @property
     def channels(self) -> int:
-        """Image channels (1 grey, 3 RGB): the model's, or with a VAE the channels of the images it decodes."""
-        return int(self.vae.image_channels) if self.vae is not None else int(self.model.spec.in_channels)
+        """Image channels (1 grey, 3 RGB): the model's (less a ``[conditioning]`` image's), or with a VAE the
+        channels of the images it decodes."""
+        if self.vae is not None:
+            return int(self.vae.image_channels)
+        spec = conditioning_of(self.recipe)
+        return int(self.model.spec.in_channels) - (spec.image_channels if spec is not None else 0)
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -227,12 +234,14 @@ class Pipeline(Editing):
         return class_labels(n, self.num_classes, ids)
 
     def _cfg(self, cfg: float | None) -> float:
+        guided = self.num_classes or vector_width(self.model, self.recipe)
         if cfg is None:
-            return float(self.defaults.cfg_scale) if self.num_classes else 1.0
+            return float(self.defaults.cfg_scale) if guided else 1.0
         if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
             raise PipelineError(f"cfg must be a finite number >= 0 (1 = no guidance), got {cfg!r}")
-        if cfg != 1 and self.num_classes == 0:
-            raise PipelineError(f"cfg {cfg} needs a class-conditional model; this one has no classes (use cfg=1)")
+        if cfg != 1 and not guided:
+            raise PipelineError(f"cfg {cfg} needs a class- or mapping_cond-conditional model; this one has neither "
+                                "(use cfg=1)")
         return float(cfg)
 
     def _sampler(self, sampler: Any, options: dict[str, Any]) -> Any:
@@ -360,6 +369,8 @@ class Pipeline(Editing):
         resolution: int | Sequence[int] | None = None,
         dtype: str | torch.dtype = "float32",
         progress: bool = False,
+        mapping_cond: Any = None,
+        cond_image: Any = None,
         **sampler_options: Any,
     ) -> Iterator[tuple[int, Tensor]]:
         """:meth:`sample`, one batch at a time: yields ``(index of its first image, (b, C, H, W) images)``.
@@ -370,6 +381,7 @@ class Pipeline(Editing):
 
         n, steps, seed, batch_size, dtype = self._settings(n, steps, seed, batch_size, dtype)
         labels = self._labels(n, classes, default_every_class=True)
+        cond = call_conditions(self.model, self.recipe, n, mapping_cond, cond_image)
         scale = self._cfg(cfg)
         spec = self._sampler(sampler, sampler_options)
         sched = self._schedule(schedule)
@@ -381,7 +393,8 @@ class Pipeline(Editing):
             bar = self._bar(progress, math.ceil(n / batch_size) * steps, "sample")
             try:
                 yield from iter_generate(
-                    self.denoiser, n=n, shape=(int(self.model.spec.in_channels), *hw), sampler=spec, schedule=sched, steps=steps,
+                    self.denoiser, n=n, shape=(self.channels if self.vae is None else int(self.model.spec.in_channels), *hw),
+                    sampler=spec, schedule=sched, steps=steps, cond=cond, conditioning=conditioning_of(self.recipe),
                     seed=seed, labels=labels, cfg_scale=scale, uncond_class=self.num_classes,
                     batch_size=batch_size, device=self.device, dtype=dtype,
                     on_step=bar.update if bar is not None else None,
@@ -407,6 +420,8 @@ class Pipeline(Editing):
         resolution: int | Sequence[int] | None = None,
         dtype: str | torch.dtype = "float32",
         progress: bool = False,
+        mapping_cond: Any = None,
+        cond_image: Any = None,
         **sampler_options: Any,
     ) -> Tensor:
         """Draw ``n`` images.
@@ -426,6 +441,10 @@ class Pipeline(Editing):
             dtype: ``"float32"`` (default), ``"bfloat16"`` / ``"float16"`` autocast, or ``"auto"``
                 (bfloat16 on CUDA).
             progress: show a progress bar.
+            mapping_cond: the data's per-sample vectors, ``(D,)`` or ``(k, D)`` cycled over the images
+                (needed by a model trained on them; zeroed in guidance's unconditional branch).
+            cond_image: condition images ``(C', h, w)`` or ``(k, C', h, w)`` in [-1, 1], cycled (a
+                ``[conditioning]`` model: e.g. the low-resolution input of super-resolution).
             **sampler_options: options of the sampler's spec, e.g. ``eta=0.5``, ``s_noise=1.0``.
 
         Returns:
@@ -436,7 +455,8 @@ class Pipeline(Editing):
         """
         return torch.cat([images for _, images in self.iter_sample(
             n, classes=classes, cfg=cfg, sampler=sampler, schedule=schedule, steps=steps, seed=seed,
-            batch_size=batch_size, resolution=resolution, dtype=dtype, progress=progress, **sampler_options,
+            batch_size=batch_size, resolution=resolution, dtype=dtype, progress=progress, mapping_cond=mapping_cond,
+            cond_image=cond_image, **sampler_options,
         )])
 
     # -- output helpers -----------------------------------------------------------------------------

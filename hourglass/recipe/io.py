@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hourglass.diffusion.conditioning import ConditioningSection
 from hourglass.recipe import toml
 from hourglass.recipe.overrides import OverrideError, format_path, parse_path
 from hourglass.recipe.overrides import apply_overrides as _apply_overrides
@@ -175,7 +176,12 @@ def _partial_cross_problems(data: dict[str, Any], known: set[str]) -> list[Probl
         sections["eval"] = EvalSection.model_validate(data["eval"]) if data.get("eval") is not None else None
     except (ValidationError, ValueError, TypeError):
         sections["eval"] = None
-    names = ("model", "diffusion", "data", "train", "sample", "vae", "eval")
+    try:
+        sections["conditioning"] = (ConditioningSection.model_validate(data["conditioning"])
+                                    if data.get("conditioning") is not None else None)
+    except (ValidationError, ValueError, TypeError):
+        sections["conditioning"] = None
+    names = ("model", "diffusion", "data", "train", "sample", "vae", "eval", "conditioning")
     found = cross_field_problems(**{k: sections.get(k) for k in names})
     if data.get("vae") is not None and sections["vae"] is None:  # an invalid [vae]: the channels are its latents'
         found = [p for p in found if p.path not in ("model.in_channels", "data.dataset.channels")]

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from hourglass.data.augment import KarrasAugmentSpec
+from hourglass.diffusion.conditioning import ConditioningSection
 from hourglass.registry import DATASET, DENOISER, MODEL, SAMPLER, SCHEDULE, SIGMA_DENSITY, TRACKER, VAE, WEIGHTING
 from hourglass.spec import Component, Problem, Spec, SpecError, raise_problems
 
@@ -361,11 +362,14 @@ def class_problems(model_classes: int, data_classes: int, dataset: str) -> list[
     return []
 
 
-def channel_problems(model_channels: int, data_channels: int) -> list[Problem]:
-    """The one rule between the model's input channels and the data's, at path ``model.in_channels``."""
+def channel_problems(model_channels: int, data_channels: int, cond_channels: int = 0) -> list[Problem]:
+    """The one rule between the model's input channels and the data's, at path ``model.in_channels``
+    (``model_channels`` without the ``cond_channels`` a ``[conditioning]`` image takes)."""
     if model_channels != data_channels:
-        return [Problem("model.in_channels", f"{model_channels} does not match the data's {data_channels} channels",
-                        f"set model.in_channels = {data_channels} or change data.dataset.channels", model_channels)]
+        plus = f" plus the {cond_channels} of the condition image" if cond_channels else ""
+        return [Problem("model.in_channels", f"{model_channels + cond_channels} does not match the data's "
+                        f"{data_channels} channels{plus}", f"set model.in_channels = {data_channels + cond_channels} "
+                        "or change data.dataset.channels", model_channels + cond_channels)]
     return []
 
 
@@ -406,7 +410,7 @@ def vae_channel_problems(
 
 def cross_field_problems(
     model: Any = None, diffusion: Any = None, data: Any = None, train: Any = None, sample: Any = None,
-    vae: Any = None, eval: Any = None,  # noqa: A002 - the section's name
+    vae: Any = None, eval: Any = None, conditioning: Any = None,  # noqa: A002 - the section's name
 ) -> list[Problem]:
     """Rules that span sections, with absolute recipe paths; sections given as None are skipped.
 
@@ -419,9 +423,14 @@ def cross_field_problems(
     one ``sigma_data``, the denoiser drives the
     model's time input and reads its output channels (:func:`denoiser_problems`), a density that
     draws timesteps has a denoiser with timesteps; ``[eval]`` guidance needs classes, and its default
-    reference (the training data) must hold images, not precomputed latents.
+    reference (the training data) must hold images, not precomputed latents; conditioning's rules
+    (:func:`~hourglass.recipe.conditioning.conditioning_problems`: ``mapping_cond`` widths, condition
+    images), the model's input channels then counting the condition image's.
     """
-    problems: list[Problem] = []
+    from hourglass.recipe.conditioning import cond_image_channels, conditioning_problems
+
+    problems: list[Problem] = conditioning_problems(model, data, conditioning, eval)
+    extra_in = cond_image_channels(conditioning)
     if eval is not None:
         if model is not None and eval.cfg_scale not in (None, 1.0) and not model.num_classes:
             problems.append(Problem("eval.cfg_scale", f"{eval.cfg_scale} needs a class-conditional model "
@@ -431,6 +440,9 @@ def cross_field_problems(
                                     f"({data.dataset.type}) holds latents, not images",
                                     "set eval.reference to a folder of images or a dataset table"))
     vae_cls = VAE.get(vae.type) if vae is not None else None
+    if vae_cls is not None and extra_in:
+        problems.append(Problem("conditioning.image_channels", "a condition image is concatenated in pixel space, "
+                                "which a latent model ([vae]) cannot take", "remove [conditioning] or [vae]"))
     if model is not None and vae_cls is not None:
         problems += vae_channel_problems(model.in_channels, vae_cls.latent_channels_of(vae), vae.type)
     if model is not None and data is not None:
@@ -440,7 +452,7 @@ def cross_field_problems(
             problems += class_problems(model.num_classes, data_classes, data.dataset.type)
         data_channels = dataset.channels_of(data.dataset)
         if data_channels is not None and (vae_cls is None or dataset.holds_latents):
-            problems += channel_problems(model.in_channels, data_channels)
+            problems += channel_problems(model.in_channels - extra_in, data_channels, extra_in)
         if data.augment.p > 0 and not model.embeds_aug:
             problems.append(Problem(
                 "data.augment.p", f"{data.augment.p} augments the data, but this {model.type} model does not embed "
@@ -452,16 +464,17 @@ def cross_field_problems(
         problems += vae_channel_problems(
             data_channels=DATASET.get(data.dataset.type).channels_of(data.dataset),
             image_channels=vae_cls.image_channels_of(vae), vae=vae.type, dataset=data.dataset)
-    if model is not None and sample is not None and sample.cfg_scale != 1.0 and not model.num_classes:
-        problems.append(Problem("sample.cfg_scale", f"{sample.cfg_scale} needs a class-conditional model "
-                                "(model.num_classes > 0)", "set sample.cfg_scale = 1.0"))
+    guided = model is not None and (model.num_classes or model.mapping_cond_dim > getattr(conditioning, "mapping_extra", 0))
+    if model is not None and sample is not None and sample.cfg_scale != 1.0 and not guided:
+        problems.append(Problem("sample.cfg_scale", f"{sample.cfg_scale} needs a class- or mapping_cond-conditional "
+                                "model (model.num_classes > 0, or data vectors)", "set sample.cfg_scale = 1.0"))
     if data is not None and train is not None and data.batch_size % train.grad_accum:
         problems.append(Problem(
             "data.batch_size", f"{data.batch_size} does not split into train.grad_accum = {train.grad_accum} equal "
             "micro-batches", f"use a multiple of {train.grad_accum}",
         ))
     if model is not None and diffusion is not None:
-        problems += denoiser_problems(model, diffusion)
+        problems += denoiser_problems(model, diffusion, extra_in)
     if diffusion is not None:
         density = SIGMA_DENSITY.get(diffusion.sigma_density.type)
         denoiser = DENOISER.get(diffusion.denoiser.type)
@@ -481,13 +494,14 @@ def cross_field_problems(
     return problems
 
 
-def denoiser_problems(model: Any, diffusion: Any) -> list[Problem]:
+def denoiser_problems(model: Any, diffusion: Any, cond_channels: int = 0) -> list[Problem]:
     """The rules between the model and the denoiser, with absolute recipe paths.
 
     The denoiser must drive the model's time input (:func:`hourglass.models.base.time_input_of`:
     noise levels, or DDPM timesteps, which only denoisers declaring ``"timestep"`` among their
     ``time_inputs`` pass), and read its output: as many channels as the image has, or more where the
-    denoiser ``drops_extra_channels`` (DiT's learned-sigma channels under the ``ddpm`` denoiser).
+    denoiser ``drops_extra_channels`` (DiT's learned-sigma channels under the ``ddpm`` denoiser); the
+    image's channels are the input's less the ``cond_channels`` of a ``[conditioning]`` image.
     """
     from hourglass.models.base import time_input_of
 
@@ -504,7 +518,8 @@ def denoiser_problems(model: Any, diffusion: Any) -> list[Problem]:
         ))
     c_in = getattr(model, "in_channels", None)
     c_out = getattr(model, "resolved_out_channels", c_in)
-    if isinstance(c_in, int) and isinstance(c_out, int) and c_out != c_in:
+    c_in = c_in - cond_channels if isinstance(c_in, int) else c_in
+    if isinstance(c_in, int) and c_in > 0 and isinstance(c_out, int) and c_out != c_in:  # else: the channel rule
         if c_out < c_in:
             problems.append(Problem("model.out_channels", f"{c_out} is fewer than the {c_in} input channels: the "
                                     "denoiser needs a prediction for every image channel", f"set it to {c_in}", c_out))
@@ -562,6 +577,10 @@ class Recipe(Spec):
         None, description="evaluation during training: metrics (fid, kid, fd_dinov2, is, pr) every eval.every steps, "
         "best checkpoint kept; unset: none",
     )
+    conditioning: ConditioningSection | None = Field(
+        None, description="an image condition concatenated to the model's input (super-resolution, "
+        "image-to-image); unset: none",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -579,7 +598,7 @@ class Recipe(Spec):
     def _cross_checks(self) -> Recipe:
         raise_problems(cross_field_problems(
             model=self.model, diffusion=self.diffusion, data=self.data, train=self.train, sample=self.sample,
-            vae=self.vae, eval=self.eval,
+            vae=self.vae, eval=self.eval, conditioning=self.conditioning,
         ))
         return self
 

@@ -137,7 +137,9 @@ def check_component(
     * ``dataset``: built at resolution 16, split ``"train"``: ``len > 0``; items 0, ``n // 2`` and
       ``n - 1`` are ``{"image": (channels, 16, 16) float32 in [-1, 1], "class_cond": () int64 in
       [0, num_classes) (0 when unconditional), "aug_cond": (9,) float32}``; ``num_classes`` and
-      ``channels`` equal ``classes_of(spec)`` / ``channels_of(spec)`` where those are not ``None``;
+      ``channels`` equal ``classes_of(spec)`` / ``channels_of(spec)`` where those are not ``None``
+      (likewise ``mapping_cond_dim`` / ``cond_channels`` and ``mapping_cond_dim_of`` / ``cond_channels_of``;
+      items then carry ``"mapping_cond": (D,)`` / ``"cond_image": (C', h, w)`` float32);
       ``class_names`` has ``num_classes`` names; the same ``(index, draw)`` key gives the same item;
       some pixel of those items is below 0 (images left in ``[0, 1]`` are the usual slip).
       Datasets that read files need ``options`` (``imagefolder``: ``{"root": folder}``).

@@ -53,9 +53,27 @@ def _check_item(fam: str, name: str, item: Any, index: int, channels: int, num_c
                    f"{tuple(getattr(aug, 'shape', ()))}; expected float32 (9,)")
 
 
+def _check_conditions(fam: str, name: str, item: dict[str, Tensor], index: int, dim: int, cond_channels: int) -> None:
+    """``mapping_cond (dim,)`` and ``cond_image (cond_channels, h, w)``, float32 and finite, present exactly
+    when the dataset declares them."""
+    for key, want, width in (("mapping_cond", 1, dim), ("cond_image", 3, cond_channels)):
+        value = item.get(key)
+        if not width:
+            if value is not None:
+                raise fail(fam, name, "dataset", f"item {index} has a {key} but the dataset declares none (0)")
+            continue
+        if (not isinstance(value, Tensor) or value.dtype != torch.float32 or value.ndim != want
+                or value.shape[0] != width or not bool(torch.isfinite(value).all())):
+            got = None if value is None else f"{getattr(value, 'dtype', type(value).__name__)} {tuple(value.shape)}"
+            raise fail(fam, name, "dataset", f"item {index}: {key} is {got}; expected finite float32 with "
+                       f"{want} dim(s), the first {width}")
+
+
 def check_dataset(registry: Registry, spec: BaseModel, context: dict[str, Any], seed: int) -> list[str]:
     """Built at ``RESOLUTION`` px, split ``"train"``: non-empty; items follow the item contract; classes
-    and channels equal the declared ``classes_of(spec)`` / ``channels_of(spec)``; a key gives the same
+    and channels (and ``mapping_cond_dim`` / ``cond_channels``, 0 when absent) equal the declared ``classes_of(spec)`` /
+    ``channels_of(spec)`` / ``mapping_cond_dim_of(spec)`` / ``cond_channels_of(spec)``, and items carry ``mapping_cond``
+    / ``cond_image`` exactly when declared; a key gives the same
     item twice; some pixel of the checked items is below 0 (images left in [0, 1] are the usual slip); pixels
     lie in the dataset's ``value_range`` (``[-1, 1]`` unless it declares another, or None: latents)."""
     fam, name = registry.family, spec.type  # type: ignore[attr-defined]
@@ -72,8 +90,11 @@ def check_dataset(registry: Registry, spec: BaseModel, context: dict[str, Any], 
     for what, value in (("num_classes", num_classes), ("channels", channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if what == "num_classes" else 1):
             raise fail(fam, name, "dataset", f"its instances must expose {what} (an int), got {value!r}")
+    dim, cond_channels = getattr(dataset, "mapping_cond_dim", 0), getattr(dataset, "cond_channels", 0)
     for what, declared, built in (("classes_of", cls.classes_of(spec), num_classes),
-                                  ("channels_of", cls.channels_of(spec), channels)):
+                                  ("channels_of", cls.channels_of(spec), channels),
+                                  ("mapping_cond_dim_of", cls.mapping_cond_dim_of(spec), dim),
+                                  ("cond_channels_of", cls.cond_channels_of(spec), cond_channels)):
         if declared is not None and declared != built:
             raise fail(fam, name, "dataset", f"{what}(spec) declares {declared} but the built dataset has {built}; "
                        "recipe validation compares the declaration with the model")
@@ -88,9 +109,10 @@ def check_dataset(registry: Registry, spec: BaseModel, context: dict[str, Any], 
         key = (index, seed + index)
         item = _item(dataset, key)
         _check_item(fam, name, item, index, channels, num_classes, getattr(cls, "value_range", (-1.0, 1.0)))
+        _check_conditions(fam, name, item, index, dim, cond_channels)
         darkest = min(darkest, item["image"].min().item())
         again = _item(dataset, key)
-        if not all(torch.equal(item[k], again[k]) for k in ("image", "class_cond", "aug_cond")):
+        if not all(torch.equal(item[k], again[k]) for k in item):
             raise fail(fam, name, "dataset", f"the key {key if getattr(dataset, 'uses_draw_keys', False) else index} "
                        "gave two different items; every random choice must come from the key's draw seed")
     if darkest >= 0:

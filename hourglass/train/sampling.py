@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from hourglass.diffusion import CFGDenoiser, NoiseSampler, initial_noise
+from hourglass.diffusion.conditioning import sampling_conditions
 from hourglass.registry import SAMPLER, SCHEDULE
 
 __all__ = ["autocast_context", "class_ids", "class_labels", "generate_images", "iter_generate", "step_callback"]
@@ -115,6 +116,8 @@ def iter_generate(
     dtype: torch.dtype = torch.float32,
     on_step: Callable[[], None] | None = None,
     decode: Callable[[Tensor], Tensor] | None = None,
+    cond: dict[str, Tensor] | None = None,
+    conditioning: Any = None,
 ) -> Iterator[tuple[int, Tensor]]:
     """Generate ``n`` images in batches, yielding each batch as soon as it is done.
 
@@ -135,6 +138,10 @@ def iter_generate(
         on_step: called after every sampler step (e.g. to advance a progress bar).
         decode: maps each batch the sampler drew (on ``device``, float32, outside autocast) to what is
             yielded: a VAE's ``decode`` for latent models (``shape`` is then the latents').
+        cond: per-image conditions beyond the class, ``n`` rows each: ``"mapping_cond": (n, D)``
+            vectors (zeroed in guidance's unconditional branch) and/or ``"cond_image": (n, C', h, w)``
+            condition images (resized and noised by :func:`~hourglass.diffusion.conditioning.sampling_conditions`).
+        conditioning: the recipe's ``[conditioning]`` section (with a ``cond_image``).
 
     Yields:
         ``(start, images)``: index of the batch's first image and ``(b, C, H, W)`` float32 images
@@ -144,13 +151,17 @@ def iter_generate(
     sampler_obj = SAMPLER.build(sampler)
     sigmas = SCHEDULE.build(schedule)(steps, device=device)
     model: Any = denoiser
-    if labels is not None and cfg_scale != 1.0:
+    guided = labels is not None or (cond or {}).get("mapping_cond") is not None
+    if guided and cfg_scale != 1.0:
         model = CFGDenoiser(denoiser, cfg_scale, uncond_class)
     for start in range(0, n, batch_size):
         callback = step_callback(on_step) if on_step is not None else None
         seeds = [seed + i for i in range(start, min(n, start + batch_size))]
         x = initial_noise(seeds, shape, device=device) * sigmas[0]
-        extra = {} if labels is None else {"class_cond": labels[start : start + len(seeds)].to(device)}
+        rows = slice(start, start + len(seeds))
+        extra = sampling_conditions(cond, rows, seeds, shape[-2:], conditioning, device)
+        if labels is not None:
+            extra["class_cond"] = labels[rows].to(device)
         with torch.no_grad(), autocast_context(device, dtype):
             out = sampler_obj(
                 model, x, sigmas, noise=NoiseSampler(seeds), callback=callback, extra_args=extra

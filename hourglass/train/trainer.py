@@ -32,6 +32,7 @@ from torch import Tensor
 
 from hourglass.data import create_dataloader, mix_seed
 from hourglass.devices import device_rng_states, resolve_dtype
+from hourglass.diffusion.conditioning import conditioned
 from hourglass.recipe import (
     Recipe,
     availability_problems,
@@ -39,12 +40,13 @@ from hourglass.recipe import (
     dump_recipe,
     plain_data,
 )
+from hourglass.recipe.conditioning import cond_image_channels
 from hourglass.registry import DATASET, DENOISER, SIGMA_DENSITY, WEIGHTING
 from hourglass.spec import as_pair
 from hourglass.trackers import open_trackers
 from hourglass.train import checkpoint as ckpt
 from hourglass.train._data_state import data_state
-from hourglass.train._inputs import build_vae
+from hourglass.train._inputs import batch_conditions, build_vae, grid_conditions
 from hourglass.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from hourglass.train.ema import EMA
 from hourglass.train.evaluate import Evaluator
@@ -182,14 +184,15 @@ class Trainer:
         self._ddp = net if self.dist.enabled else None
         if recipe.runtime.compile:
             net = torch.compile(net)
-        self.denoiser = DENOISER.build(recipe.diffusion.denoiser, model=net)
-        self.ema_denoiser = DENOISER.build(recipe.diffusion.denoiser, model=self.ema.model)
+        self.denoiser = DENOISER.build(recipe.diffusion.denoiser, model=conditioned(net, recipe.conditioning))
+        self.ema_denoiser = DENOISER.build(recipe.diffusion.denoiser, model=conditioned(self.ema.model,
+                                                                                          recipe.conditioning))
         self.weighting = WEIGHTING.build(recipe.diffusion.weighting)
         self.sigma_data = float(self.denoiser.sigma_data)
         spec = self.model.spec
         #: the model's input size (with a VAE: the latent grid) and channels
         self.image_size = as_pair(spec.input_size)
-        self.channels = spec.in_channels
+        self.channels = spec.in_channels - cond_image_channels(recipe.conditioning)  # the image's, not the condition's
         self.num_classes = spec.num_classes
         #: the recipe's frozen VAE (None: the model works on pixels); batches are encoded with it
         self.vae = build_vae(self)
@@ -267,13 +270,7 @@ class Trainer:
         gen = torch.Generator(device=dev).manual_seed(mix_seed(t.seed, self.step, self.dist.rank, micro))
         sigma = self.density.sample(n, generator=gen, device=dev)
         noise = torch.randn(x0.shape, generator=gen, device=dev, dtype=x0.dtype)
-        cond: dict[str, Tensor] = {"aug_cond": batch["aug_cond"].to(dev, non_blocking=True)}
-        if self.num_classes:
-            labels = batch["class_cond"].to(dev, non_blocking=True)
-            if t.class_dropout > 0:  # classifier-free guidance: the null id is num_classes
-                drop = torch.rand(n, generator=gen, device=dev) < t.class_dropout
-                labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
-            cond["class_cond"] = labels
+        cond = batch_conditions(self, batch, gen)  # CFG dropout of class and vectors, noised condition image
         torch.manual_seed(mix_seed(t.seed, self.step, self.dist.rank, micro, 1))  # model dropout
         sync = self._ddp.no_sync() if (self._ddp is not None and not last) else contextlib.nullcontext()
         with sync:
@@ -384,7 +381,7 @@ class Trainer:
                 self.ema_denoiser, n=n, shape=(self.channels, *self.image_size), sampler=s.sampler,
                 schedule=s.schedule, steps=s.steps, seed=s.seed, labels=labels, cfg_scale=s.cfg_scale,
                 uncond_class=self.num_classes, batch_size=s.batch_size, device=self.device, dtype=self.amp_dtype,
-                on_step=None if bar is None else bar.update, decode=None if self.vae is None else self.vae.decode,
+                cond=grid_conditions(self, n), conditioning=self.recipe.conditioning, on_step=None if bar is None else bar.update, decode=None if self.vae is None else self.vae.decode,
             )
         finally:
             if bar is not None:
