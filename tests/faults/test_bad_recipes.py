@@ -33,8 +33,9 @@ WRONG_FOR_NUMBER = ["abc", math.nan, math.inf, -math.inf, [1, 2], {"x": 1}]
 WRONG_FOR_TEXT = [3, 1.5, [1], {"x": 1}, "no_such_thing_xyz", "os.system"]
 
 
-#: fields whose value is free text (a folder; init_from: a path or a Hub id), where "os.system" is just a name
-FREE_TEXT = {"root", "init_from", "reference"}
+#: fields whose value is free text (a folder; init_from and vae.path: a path or a Hub id), where "os.system" is
+#: just a name
+FREE_TEXT = {"root", "init_from", "reference", "path"}
 
 
 def _leaves(node, prefix=()):
