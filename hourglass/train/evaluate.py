@@ -224,7 +224,7 @@ class Evaluator:
 
     def _keep_best(self, values: dict[str, float]) -> None:
         """Write ``best.safetensors`` when ``eval.best``'s value beats every earlier one."""
-        from hourglass.recipe.schema import HIGHER_IS_BETTER
+        from hourglass.recipe.eval_section import HIGHER_IS_BETTER
 
         metric = self.spec.best
         if metric is None or not math.isfinite(values[metric]):
