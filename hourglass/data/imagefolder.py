@@ -46,7 +46,7 @@ from pydantic import Field
 from torch import Tensor
 
 from hourglass.data._base import ImageDataset, check_split, parse_resolution, resize_cover, to_channels
-from hourglass.data._walk import walk_files
+from hourglass.data._walk import label_by_subfolder, walk_files
 from hourglass.registry import DATASET
 from hourglass.spec import Problem, Spec
 
@@ -260,19 +260,8 @@ class ImageFolderDataset(ImageDataset):
             raise NotADirectoryError(f"image folder '{root}' is a file, not a folder; set 'root' to a folder")
         paths = walk_files(root, IMAGE_EXTENSIONS)
         if spec.classes == "subfolders":
-            loose = [p for p in paths if p.parent == root]
-            if loose:
-                warnings.warn(
-                    f"ignored {len(loose)} image(s) lying directly in '{root}' because classes='subfolders' "
-                    "takes the class from the top-level folder; move them into a class folder",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            paths = [p for p in paths if p.parent != root]
-            top = [p.relative_to(root).parts[0] for p in paths]
-            self.class_names = sorted(set(top))
-            ids = {name: i for i, name in enumerate(self.class_names)}
-            candidates = [(p, ids[t]) for p, t in zip(paths, top, strict=True)]
+            paths, self.class_names, labels = label_by_subfolder(root, paths, "image(s)")
+            candidates = list(zip(paths, labels, strict=True))
         else:
             self.class_names = []
             candidates = [(p, 0) for p in paths]

@@ -23,7 +23,6 @@ channels, the latent grid and the classes, so validation checks them before anyt
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,7 +32,7 @@ from pydantic import Field
 from torch import Tensor
 
 from hourglass.data._base import ImageDataset, check_split, parse_resolution
-from hourglass.data._walk import walk_files
+from hourglass.data._walk import label_by_subfolder, walk_files
 from hourglass.data.latent_shards import INDEX_FILE, ShardReader, read_index
 from hourglass.registry import DATASET
 from hourglass.spec import Problem, Spec
@@ -214,19 +213,7 @@ class LatentsDataset(ImageDataset):
             )
         paths = walk_files(root, LATENT_EXTENSIONS)
         if spec.classes == "subfolders":
-            loose = [p for p in paths if p.parent == root]
-            if loose:
-                warnings.warn(
-                    f"ignored {len(loose)} latent(s) lying directly in '{root}' because classes='subfolders' "
-                    "takes the class from the top-level folder",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            paths = [p for p in paths if p.parent != root]
-            top = [p.relative_to(root).parts[0] for p in paths]
-            self.class_names = sorted(set(top))
-            ids = {name: i for i, name in enumerate(self.class_names)}
-            self.labels = [ids[t] for t in top]
+            paths, self.class_names, self.labels = label_by_subfolder(root, paths, "latent(s)")
         else:
             self.class_names = []
             self.labels = [0] * len(paths)
