@@ -135,7 +135,7 @@ def run(
                 for w in workers:
                     rate = images_per_second(specs[kind], side, n, batch_size, w, repeats)
                     per_worker = round(rate / max(w, 1), 1)  # the worker count follows from the number shown
-                    need = math.ceil(target / per_worker) if target else ""
+                    need = (math.ceil(target / per_worker) if per_worker else "n/a") if target else ""
                     report(f"{side} px {kind:13s} workers={w}: {rate:8.1f} img/s ({per_worker:.1f} per worker)")
                     rows.append(
                         [

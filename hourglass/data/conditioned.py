@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from pydantic import Field
 from torch import Tensor
@@ -30,6 +29,7 @@ from torch import Tensor
 from hourglass.data._base import DatasetComponent, ImageDataset, resize_cover
 from hourglass.data._walk import walk_files
 from hourglass.data.imagefolder import IMAGE_EXTENSIONS, ImageFolderDataset, pil_to_tensor
+from hourglass.diffusion.conditioning import resize_image
 from hourglass.registry import DATASET
 from hourglass.spec import Component, Problem, Spec
 
@@ -254,8 +254,7 @@ class SuperResDataset(_Wrapper):
         item = dict(self.inner[key])
         h, w = self.resolution
         size = (h // self.spec.factor, w // self.spec.factor)
-        low = F.interpolate(item["image"][None], size=size, mode="bicubic", align_corners=False, antialias=True)
-        item["cond_image"] = low[0].clamp(-1.0, 1.0)
+        item["cond_image"] = resize_image(item["image"][None], size)[0].clamp(-1.0, 1.0)
         return item
 
 

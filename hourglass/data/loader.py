@@ -31,7 +31,24 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hourglass.data._base import mix_seed
 
-__all__ = ["ResumableDataLoader", "ShardedBatchSampler", "create_dataloader"]
+__all__ = ["ResumableDataLoader", "ShardedBatchSampler", "check_loader_args", "create_dataloader"]
+
+
+def check_loader_args(batch_size: int, rank: int, world_size: int, num_workers: int = 0) -> None:
+    """The checks every loader makes of its arguments.
+
+    Raises:
+        ValueError: ``batch_size < 1``, ``world_size < 1``, ``rank`` outside ``[0, world_size)`` or
+            ``num_workers < 0``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}) for world_size={world_size}, got {rank}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
 
 
 class ShardedBatchSampler(Sampler[list]):
@@ -64,12 +81,7 @@ class ShardedBatchSampler(Sampler[list]):
         drop_last: bool = True,
         draw_keys: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if world_size < 1:
-            raise ValueError(f"world_size must be at least 1, got {world_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}) for world_size={world_size}, got {rank}")
+        check_loader_args(batch_size, rank, world_size)
         if size < 1:
             raise ValueError("the dataset is empty; a loader needs at least one item")
         self.size, self.batch_size = int(size), int(batch_size)
@@ -245,8 +257,7 @@ def create_dataloader(
         >>> for step, batch in zip(itertools.count(start), loader.iterate(start_step=start)):
         ...     ...
     """
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    check_loader_args(batch_size, rank, world_size, num_workers)
     from hourglass.data.stream import StreamLoader, is_streamed
 
     if is_streamed(dataset):  # sharded data asked to stream: whole shards per rank and worker

@@ -32,6 +32,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from hourglass.data._shards import ShardedImageDataset
 from hourglass.data.augment import Augmented
+from hourglass.data.loader import check_loader_args
 
 __all__ = ["StreamLoader", "is_streamed"]
 
@@ -96,12 +97,7 @@ class StreamLoader:
     ) -> None:
         self.augmented = dataset if isinstance(dataset, Augmented) else None
         self.base: ShardedImageDataset = dataset.dataset if self.augmented is not None else dataset
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}) for world_size={world_size}, got {rank}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        check_loader_args(batch_size, rank, world_size, num_workers)
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
         self.rank, self.world_size, self.num_workers = int(rank), int(world_size), int(num_workers)
         self.workers = max(1, self.num_workers)
@@ -150,7 +146,7 @@ class StreamLoader:
             left, epoch, slot = taken * self.batch_size, 0, self.rank * self.workers + local
             while True:
                 size = sum(self.base.shard_sizes[s] for s in self._shards(slot, epoch))
-                if left < size:
+                if left < size or (size == 0 and not self.shuffle):  # unshuffled empty shards never advance
                     break
                 left, epoch = left - size, epoch + 1
             out.append((epoch, left))

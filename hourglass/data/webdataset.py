@@ -209,8 +209,13 @@ class WebDataset(ShardedImageDataset):
             return f.read(size)
 
     def record_at(self, index: int) -> dict[str, bytes]:
-        """Sample ``index`` as ``{extension: bytes}``."""
-        return {ext: self.read_member(index, ext) for ext in self._sample(index)}
+        """Sample ``index`` as ``{extension: bytes}`` (the shard opened once)."""
+        out = {}
+        with open(self.root / self.shard_names[self._locate(index)[0]], "rb") as f:
+            for ext, (offset, size) in self._sample(index).items():
+                f.seek(offset)
+                out[ext] = f.read(size)
+        return out
 
     # -- streaming -----------------------------------------------------------------------------------
     def records(self, shard: int, skip: int = 0) -> Iterator[dict[str, Any]]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hourglass.data._walk import walk_files
+from hourglass.data._walk import label_by_subfolder, walk_files
 from hourglass.data.imagefolder import IMAGE_EXTENSIONS
 from hourglass.data.webdataset import SHARDS_FILE
 
@@ -59,10 +59,8 @@ def list_images(folder: Path, classes: str) -> tuple[list[tuple[Path, int]], lis
     paths = walk_files(folder, IMAGE_EXTENSIONS, in_subfolders=classes == "subfolders")
     if classes != "subfolders":
         return [(p, 0) for p in paths], []
-    top = [p.relative_to(folder).parts[0] for p in paths]
-    names = sorted(set(top))
-    ids = {name: i for i, name in enumerate(names)}
-    return [(p, ids[t]) for p, t in zip(paths, top, strict=True)], names
+    paths, names, ids = label_by_subfolder(folder, paths, "image(s)")
+    return list(zip(paths, ids, strict=True)), names
 
 
 def write_shards(

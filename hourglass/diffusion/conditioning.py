@@ -33,6 +33,7 @@ __all__ = [
     "condition_image",
     "conditioned",
     "fixed_levels",
+    "resize_image",
     "level_feature",
     "sample_noise",
     "sampling_conditions",
@@ -87,6 +88,19 @@ def level_feature(levels: Tensor) -> Tensor:
     return (levels.float() + 0.01).log()[:, None] / 4
 
 
+def resize_image(image: Tensor, size: Sequence[int], mode: str = "bicubic") -> Tensor:
+    """``(B, C, h, w)`` -> ``(B, C, H, W)``: ``mode`` interpolation, antialiased where it shrinks either side.
+
+    The one resize of conditions: super-resolution inputs (down), condition images (up) and the
+    bicubic baseline they are scored against.
+    """
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    shrinks = image.shape[-2] > size[0] or image.shape[-1] > size[1]
+    extra = {} if mode == "nearest" else {"align_corners": False, "antialias": shrinks}
+    return F.interpolate(image, size=tuple(size), mode=mode, **extra)
+
+
 def condition_image(
     image: Tensor, size: Sequence[int], levels: Tensor, noise: Tensor | None = None, mode: str = "bicubic"
 ) -> Tensor:
@@ -101,11 +115,7 @@ def condition_image(
     Returns:
         ``(B, C', H, W)`` float32.
     """
-    image = image.float()
-    if tuple(image.shape[-2:]) != tuple(size):
-        smaller = image.shape[-2] > size[0]
-        extra = {} if mode == "nearest" else {"align_corners": False, "antialias": smaller}
-        image = F.interpolate(image, size=tuple(size), mode=mode, **extra)
+    image = resize_image(image.float(), size, mode)
     if noise is not None:
         image = image + levels.float().view(-1, 1, 1, 1) * noise
     return image

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from hourglass.diffusion.conditioning import resize_image
 
 __all__ = ["bicubic_upsample", "psnr", "superres_report"]
 
@@ -36,7 +37,7 @@ def psnr(images: Tensor, reference: Tensor) -> Tensor:
 
 def bicubic_upsample(low: Tensor, size: Sequence[int]) -> Tensor:
     """``(B, C, h, w)`` -> ``(B, C, H, W)`` by bicubic interpolation, clamped to [-1, 1]."""
-    return F.interpolate(low.float(), size=tuple(size), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return resize_image(low.float(), size).clamp(-1, 1)
 
 
 def superres_report(

@@ -136,8 +136,9 @@ def grid_conditions(trainer: Trainer, n: int) -> dict[str, Tensor] | None:
         ``{"mapping_cond": (n, D)}`` and/or ``{"cond_image": (n, C', h, w)}`` on the CPU, as loaded.
     """
     dataset = trainer.dataset
-    keys = [k for k in ("mapping_cond", "cond_image") if k in dataset[0]]
+    first = dataset[0]
+    keys = [k for k in ("mapping_cond", "cond_image") if k in first]
     if not keys:
         return None
-    items = [dataset[i % len(dataset)] for i in range(n)]
+    items = [first, *(dataset[i % len(dataset)] for i in range(1, n))]
     return {k: torch.stack([item[k] for item in items]) for k in keys}

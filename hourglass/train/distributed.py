@@ -76,22 +76,16 @@ def init_distributed(device: str | None = "auto", timeout_s: float = 1800.0) -> 
         return DistInfo(device=base)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
-    if base.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
+    if base.type in ("cuda", "xpu"):  # one accelerator per process: cuda:LOCAL_RANK / xpu:LOCAL_RANK
+        module, name = getattr(torch, base.type), "GPU" if base.type == "cuda" else "XPU"
+        if local_rank >= module.device_count():
             raise ValueError(
-                f"LOCAL_RANK {local_rank} has no GPU ({torch.cuda.device_count()} visible); "
-                "launch at most one process per GPU (torchrun --nproc_per_node)"
+                f"LOCAL_RANK {local_rank} has no {name} ({module.device_count()} visible); "
+                f"launch at most one process per {name} (torchrun --nproc_per_node)"
             )
-        base = torch.device("cuda", local_rank)
-        torch.cuda.set_device(base)
-        backend = "nccl"
-    elif base.type == "xpu":
-        if local_rank >= torch.xpu.device_count():
-            raise ValueError(f"LOCAL_RANK {local_rank} has no XPU ({torch.xpu.device_count()} visible); launch at most "
-                             "one process per XPU (torchrun --nproc_per_node)")
-        base = torch.device("xpu", local_rank)
-        torch.xpu.set_device(base)
-        backend = "xccl" if dist.is_xccl_available() else "gloo"
+        base = torch.device(base.type, local_rank)
+        module.set_device(base)
+        backend = "nccl" if base.type == "cuda" else "xccl" if dist.is_xccl_available() else "gloo"
     elif base.type == "mps":
         raise ValueError(f"{world_size} processes on mps: a Mac has one MPS device and no collective backend for it; "
                          "run one process, or set runtime.device = \"cpu\" for several")

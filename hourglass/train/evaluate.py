@@ -121,13 +121,13 @@ class Evaluator:
     # -- set-up ------------------------------------------------------------------------------
     def _reference(self) -> ImageSource:
         """The reference images: a folder, a dataset table, or (unset) the training data unaugmented."""
-        from hourglass.evaluation import DatasetImages, FolderImages
+        from hourglass.evaluation import DatasetImages, image_source
         from hourglass.recipe import plain_data
         from hourglass.registry import DATASET
 
         spec, t = self.spec, self.trainer
-        if isinstance(spec.reference, str):
-            return FolderImages(spec.reference, n=spec.n_reference, what="eval.reference")
+        if isinstance(spec.reference, str):  # a folder, or an .npz such as an ADM reference batch
+            return image_source(spec.reference, n=spec.n_reference, what="eval.reference")
         dataset_spec = spec.reference if spec.reference is not None else t.recipe.data.dataset
         what = "eval.reference" if spec.reference is not None else "data.dataset"
         missing = DATASET.get(dataset_spec.type).availability_problems(dataset_spec)

@@ -214,6 +214,7 @@ class Trainer:
             )
         self.micro_batch = recipe.data.batch_size // per_step
         self.dataset = self._build_dataset()
+        self._grid_cond: dict[int, dict[str, Tensor] | None] = {}  # grid size -> its conditions, read once
         self.loader = create_dataloader(
             self.dataset, self.micro_batch, seed=t.seed, num_workers=recipe.data.num_workers,
             rank=self.dist.rank, world_size=self.dist.world_size, drop_last=True,
@@ -351,6 +352,12 @@ class Trainer:
             ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_last)
         return written
 
+    def _grid_conditions(self, n: int) -> dict[str, Tensor] | None:
+        """The first ``n`` training items' conditions for a sample grid (loaded once per ``n``)."""
+        if n not in self._grid_cond:
+            self._grid_cond[n] = grid_conditions(self, n)
+        return self._grid_cond[n]
+
     def sample_grid(self, name: str) -> Path | None:
         """Sample a grid from the EMA weights with the recipe's ``[sample]`` settings.
 
@@ -381,7 +388,8 @@ class Trainer:
                 self.ema_denoiser, n=n, shape=(self.channels, *self.image_size), sampler=s.sampler,
                 schedule=s.schedule, steps=s.steps, seed=s.seed, labels=labels, cfg_scale=s.cfg_scale,
                 uncond_class=self.num_classes, batch_size=s.batch_size, device=self.device, dtype=self.amp_dtype,
-                cond=grid_conditions(self, n), conditioning=self.recipe.conditioning, on_step=None if bar is None else bar.update, decode=None if self.vae is None else self.vae.decode,
+                cond=self._grid_conditions(n), conditioning=self.recipe.conditioning,
+                on_step=None if bar is None else bar.update, decode=None if self.vae is None else self.vae.decode,
             )
         finally:
             if bar is not None:
