@@ -94,7 +94,7 @@ def test_class_dropout_zeroes_the_vectors_of_the_dropped_samples():
     assert bool((cond["mapping_cond"][dropped] == 0).all())
     assert torch.equal(cond["mapping_cond"][~dropped], batch["mapping_cond"][~dropped])
     only_vectors = batch_conditions(_trainer(None, dropout=0.3), batch, torch.Generator().manual_seed(1))
-    assert "class_cond" not in only_vectors and bool((only_vectors["mapping_cond"] == 0).all(1).any())
+    assert "class_cond" not in only_vectors and 40 < int((only_vectors["mapping_cond"] == 0).all(1).sum()) < 120
 
 
 def test_guidance_zeroes_mapping_cond_in_the_unconditional_branch():
@@ -236,8 +236,8 @@ def test_superres_and_paired_items(tmp_path):
     item = DATASET.build(
         {"type": "superres", "dataset": {"type": "lfw", "subset": "faces", "holdout": 5}}, resolution=32, split="test"
     )[0]
-    expected = F.interpolate(item["image"][None], size=(8, 8), mode="bicubic", antialias=True)[0].clamp(-1, 1)
-    torch.testing.assert_close(item["cond_image"], expected)
+    assert item["cond_image"].shape == (1, 8, 8)  # 4x smaller, and close to the 4x4 block means
+    torch.testing.assert_close(item["cond_image"], F.avg_pool2d(item["image"][None], 4)[0], atol=0.15, rtol=0)
     assert len(DATASET.build({"type": "lfw", "subset": "faces", "holdout": 5}, resolution=8, split="test")) == 5
     for sub in ("source", "target"):
         (tmp_path / sub).mkdir()

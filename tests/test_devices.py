@@ -99,9 +99,25 @@ def test_several_processes_on_mps_are_refused(machine, monkeypatch):
         init_distributed("mps")
 
 
-def test_rng_states_of_absent_devices_are_ignored():
-    states = devices.device_rng_states()
-    assert all(k.split(".")[0] in ("cuda", "xpu", "mps") for k in states)
-    before = torch.get_rng_state()
-    devices.set_device_rng_states({"xpu.0": torch.zeros(8, dtype=torch.uint8), "mps.0": torch.zeros(8, dtype=torch.uint8)})
-    assert torch.equal(torch.get_rng_state(), before)
+def test_rng_states_are_restored_only_onto_the_same_devices(machine, monkeypatch):
+    restored = []
+    monkeypatch.setattr(torch.xpu, "set_rng_state_all", lambda states: restored.append(len(states)))
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state: restored.append("mps"))
+    saved = {f"xpu.{i}": torch.zeros(8, dtype=torch.uint8) for i in range(2)} | {"mps.0": torch.zeros(8, dtype=torch.uint8)}
+    machine(xpu=2)
+    devices.set_device_rng_states(saved)
+    assert restored == [2]  # both XPUs; this machine has no MPS
+    machine(xpu=1, mps=1)
+    devices.set_device_rng_states(saved)
+    assert restored == [2, "mps"]  # one XPU here for two saved states: left alone
+
+
+def test_a_local_rank_past_the_last_xpu_is_refused(machine, monkeypatch):
+    from hourglass.train.distributed import init_distributed
+
+    machine(xpu=1)
+    monkeypatch.setattr(torch.xpu, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match=r"LOCAL_RANK 1 has no XPU \(1 visible\); launch at most one process per XPU"):
+        init_distributed("xpu")
